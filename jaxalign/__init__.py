@@ -1,0 +1,47 @@
+"""jaxalign: align a frozen LLM with a country's Hofstede profile by tuning a soft prompt.
+
+The public names are imported lazily, so ``import jaxalign`` is cheap and pulls in jax,
+transformers or evosax only when the name that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # survey: instruments, scoring, country targets, losses
+    "Item": "jaxalign.survey",
+    "Instrument": "jaxalign.survey",
+    "vsm13": "jaxalign.survey",
+    "load_wording": "jaxalign.survey",
+    "Target": "jaxalign.survey",
+    "hofstede": "jaxalign.survey",
+    "countries": "jaxalign.survey",
+    "custom_target": "jaxalign.survey",
+    "l1_loss": "jaxalign.survey",
+    "kendall_tau": "jaxalign.survey",
+    "anchor_constants": "jaxalign.survey",
+    # model
+    "LlamaConfig": "jaxalign.model",
+    "LM": "jaxalign.model",
+    "load_model": "jaxalign.model",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxalign' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
