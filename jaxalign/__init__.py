@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "hofstede": "jaxalign.survey",
     "countries": "jaxalign.survey",
     "custom_target": "jaxalign.survey",
+    "resolve_target": "jaxalign.survey",
+    "DIMENSIONS": "jaxalign.survey",
     "l1_loss": "jaxalign.survey",
     "kendall_tau": "jaxalign.survey",
     "anchor_constants": "jaxalign.survey",
