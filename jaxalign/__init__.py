@@ -31,6 +31,25 @@ _EXPORTS: dict[str, str] = {
     "LlamaConfig": "jaxalign.model",
     "LM": "jaxalign.model",
     "load_model": "jaxalign.model",
+    # prompting: items rendered with a chat template around the soft-prompt slot
+    "PromptBatch": "jaxalign.prompting",
+    "render_items": "jaxalign.prompting",
+    "render_text": "jaxalign.prompting",
+    "bucket_items": "jaxalign.prompting",
+    "answer_token_ids": "jaxalign.prompting",
+    # soft prompts
+    "SoftPromptSpace": "jaxalign.softprompt",
+    "full_space": "jaxalign.softprompt",
+    "subspace": "jaxalign.softprompt",
+    "init_from_ids": "jaxalign.softprompt",
+    "init_random_vocab": "jaxalign.softprompt",
+    "save_soft_prompt": "jaxalign.softprompt",
+    "load_soft_prompt": "jaxalign.softprompt",
+    "check_soft_prompt": "jaxalign.softprompt",
+    # optimize: the evosax evolution loop with checkpoint/resume
+    "EvolutionConfig": "jaxalign.optimize",
+    "EvolutionResult": "jaxalign.optimize",
+    "evolve": "jaxalign.optimize",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

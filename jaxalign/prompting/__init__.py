@@ -1,0 +1,34 @@
+"""Prompting: survey items rendered with a chat template around a soft-prompt slot.
+
+- :func:`render_items` -> :class:`PromptBatch`: token ids split at the slot, prefix
+  left-padded, suffix right-padded, with the answer-token ids and the option order.
+- :func:`bucket_items`: groups of items of similar length, to cut padding.
+- :func:`answer_token_ids`: the ids of the digits "1".."5" as the model would answer.
+- :func:`render_text`: the rendered prompt text of each item (debugging, docs).
+- :func:`item_messages`, :data:`SLOTS`, :data:`PLAIN_CHAT_TEMPLATE` (for base models).
+"""
+
+from jaxalign.prompting.batch import PromptBatch, answer_token_ids, bucket_items, render_items
+from jaxalign.prompting.layout import (
+    PLAIN_CHAT_TEMPLATE,
+    SLOTS,
+    SOFT_PROMPT_SENTINEL,
+    answer_order,
+    default_instruction,
+    item_messages,
+    render_text,
+)
+
+__all__ = [
+    "PLAIN_CHAT_TEMPLATE",
+    "SLOTS",
+    "SOFT_PROMPT_SENTINEL",
+    "PromptBatch",
+    "answer_order",
+    "answer_token_ids",
+    "bucket_items",
+    "default_instruction",
+    "item_messages",
+    "render_items",
+    "render_text",
+]

@@ -1,0 +1,405 @@
+"""Token batches of survey items with a soft-prompt slot: render, pad, bucket, answer tokens.
+
+Each item's rendered prompt is split at the soft-prompt slot into a **prefix** (tokens before
+the slot) and a **suffix** (tokens after it, ending with the open assistant turn). A scorer
+builds, for every population member and item, the sequence::
+
+    [prefix_ids (Tp)] [K soft-prompt vectors] [suffix_ids (Ts)]      mask: sequence_mask(K)
+
+The prefix is LEFT-padded and the suffix RIGHT-padded, so the soft vectors sit at the same
+positions ``Tp .. Tp+K-1`` in every sequence, and the answer is read at ``last_index(K)`` (the
+last real suffix token, the end of the assistant header). Padding tokens are ``pad_id`` and are
+masked out; ``position_ids(K)`` gives positions that skip the left padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jaxalign.prompting.layout import (
+    SOFT_PROMPT_SENTINEL,
+    answer_order,
+    as_items,
+    check_slot,
+    item_messages,
+    render_conversation,
+)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, dtype=np.int32)  # own copy
+    array.setflags(write=False)
+    return array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PromptBatch:
+    """``Q`` survey items as token ids split at the soft-prompt slot (numpy, read-only).
+
+    Attributes:
+        prefix_ids: ``(Q, Tp)`` int32, tokens before the slot, LEFT-padded with ``pad_id``.
+        prefix_mask: ``(Q, Tp)`` int32, 1 for real tokens, 0 for padding.
+        suffix_ids: ``(Q, Ts)`` int32, tokens after the slot, RIGHT-padded with ``pad_id``.
+        suffix_mask: ``(Q, Ts)`` int32, 1 for real tokens, 0 for padding.
+        answer_ids: ``(n,)`` int32, token ids of the presented digits "1".."n" (n = 5 for VSM).
+        answer_order: ``(n,)`` int32, ``answer_order[j]`` = original code (1..n) of the option
+            shown with digit ``j + 1``: ``[1..n]``, or ``[n..1]`` with reversed options.
+        prefix_shared: True when every item's prefix is the same tokens (then ``prefix_mask``
+            is all ones and the prefix can be computed once for all items).
+        item_ids: the ``Q`` item ids, in the order of the ``Q`` axis.
+        slot: ``"user_start"``, ``"system"`` or ``"after_item"``.
+        system: the system text rendered (``""`` when ``slot="system"`` created an empty
+            system message), or None when there was no system message.
+        pad_id: the id used for padding.
+        pad_to_multiple: ``Ts`` (and ``Tp`` when the prefix is not shared) are multiples of it.
+    """
+
+    prefix_ids: np.ndarray  # (Q, Tp)
+    prefix_mask: np.ndarray  # (Q, Tp)
+    suffix_ids: np.ndarray  # (Q, Ts)
+    suffix_mask: np.ndarray  # (Q, Ts)
+    answer_ids: np.ndarray  # (n,)
+    answer_order: np.ndarray  # (n,)
+    prefix_shared: bool
+    item_ids: tuple[str, ...]
+    slot: str
+    system: str | None
+    pad_id: int
+    pad_to_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("prefix_ids", "prefix_mask", "suffix_ids", "suffix_mask", "answer_ids", "answer_order"):
+            object.__setattr__(self, name, _readonly(getattr(self, name)))
+        q = len(self.item_ids)
+        if self.prefix_ids.ndim != 2 or self.prefix_ids.shape[0] != q:
+            raise ValueError(f"prefix_ids must be (Q={q}, Tp), got {self.prefix_ids.shape}")
+        if self.suffix_ids.ndim != 2 or self.suffix_ids.shape[0] != q:
+            raise ValueError(f"suffix_ids must be (Q={q}, Ts), got {self.suffix_ids.shape}")
+        if self.prefix_mask.shape != self.prefix_ids.shape:
+            raise ValueError("prefix_mask must have the shape of prefix_ids")
+        if self.suffix_mask.shape != self.suffix_ids.shape:
+            raise ValueError("suffix_mask must have the shape of suffix_ids")
+        if self.answer_ids.shape != self.answer_order.shape or self.answer_ids.ndim != 1:
+            raise ValueError("answer_ids and answer_order must both be (n,)")
+        object.__setattr__(self, "item_ids", tuple(self.item_ids))
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_items(self) -> int:
+        """``Q``."""
+        return self.prefix_ids.shape[0]
+
+    @property
+    def prefix_len(self) -> int:
+        """``Tp``: padded prefix length."""
+        return self.prefix_ids.shape[1]
+
+    @property
+    def suffix_len(self) -> int:
+        """``Ts``: padded suffix length."""
+        return self.suffix_ids.shape[1]
+
+    @property
+    def prefix_lengths(self) -> np.ndarray:
+        """``(Q,)`` int32: real (unpadded) prefix length per item."""
+        return self.prefix_mask.sum(axis=1, dtype=np.int32)
+
+    @property
+    def suffix_lengths(self) -> np.ndarray:
+        """``(Q,)`` int32: real (unpadded) suffix length per item."""
+        return self.suffix_mask.sum(axis=1, dtype=np.int32)
+
+    @property
+    def n_pad_tokens(self) -> int:
+        """Padding tokens in the batch (prefix and suffix; the soft slot is never padded)."""
+        return int(self.n_items * (self.prefix_len + self.suffix_len) - self.prefix_mask.sum() - self.suffix_mask.sum())
+
+    def real_lengths(self, n_soft: int) -> np.ndarray:
+        """``(Q,)`` int32: real tokens per sequence, ``prefix + n_soft + suffix``."""
+        return self.prefix_lengths + np.int32(n_soft) + self.suffix_lengths
+
+    def sequence_length(self, n_soft: int) -> int:
+        """``T = Tp + n_soft + Ts``."""
+        return self.prefix_len + int(n_soft) + self.suffix_len
+
+    # ------------------------------------------------------------------ per-sequence arrays
+    def sequence_mask(self, n_soft: int) -> np.ndarray:
+        """``(Q, Tp + n_soft + Ts)`` int32: ``[prefix_mask][ones(n_soft)][suffix_mask]``."""
+        ones = np.ones((self.n_items, int(n_soft)), dtype=np.int32)
+        return np.concatenate([self.prefix_mask, ones, self.suffix_mask], axis=1)
+
+    def position_ids(self, n_soft: int) -> np.ndarray:
+        """``(Q, T)`` int32: position of each token counting real tokens only (0 at the first
+        real token; padding gets 0), so left padding does not shift RoPE positions."""
+        mask = self.sequence_mask(n_soft)
+        return np.where(mask == 1, np.cumsum(mask, axis=1, dtype=np.int32) - 1, 0).astype(np.int32)
+
+    def last_index(self, n_soft: int) -> np.ndarray:
+        """``(Q,)`` int32: index (in ``T``) of each sequence's last real token, whose next-token
+        logits give the answer: ``Tp + n_soft + suffix_lengths - 1``."""
+        return (self.prefix_len + int(n_soft) + self.suffix_lengths - 1).astype(np.int32)
+
+    def token_ids(self, n_soft: int, fill_id: int | None = None) -> np.ndarray:
+        """``(Q, T)`` int32: ``[prefix_ids][fill_id x n_soft][suffix_ids]`` (``fill_id``
+        defaults to ``pad_id``); the soft positions are placeholders to be replaced by vectors."""
+        fill = self.pad_id if fill_id is None else int(fill_id)
+        soft = np.full((self.n_items, int(n_soft)), fill, dtype=np.int32)
+        return np.concatenate([self.prefix_ids, soft, self.suffix_ids], axis=1)
+
+    # ------------------------------------------------------------------ answers
+    @property
+    def original_index(self) -> np.ndarray:
+        """``(n,)`` int32: ``original_index[c - 1]`` = position (0-based presented digit) of
+        original code ``c``; ``probs[..., original_index]`` reorders presented -> original."""
+        return np.argsort(self.answer_order).astype(np.int32)
+
+    def to_original_order(self, presented: Any) -> Any:
+        """Reorder ``(..., n)`` per-presented-digit values (probabilities, logits) into original
+        code order 1..n. Works on numpy and jax arrays (plain indexing)."""
+        return presented[..., self.original_index]
+
+    # ------------------------------------------------------------------ subsets
+    def take(self, indices: Any) -> PromptBatch:
+        """The sub-batch of items ``indices`` (in that order), with padding trimmed to the
+        longest item kept (rounded up to ``pad_to_multiple``)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size == 0:
+            raise ValueError("take() needs at least one item index")
+        if indices.min() < 0 or indices.max() >= self.n_items:
+            raise ValueError(f"item indices must lie in [0, {self.n_items}), got {indices.tolist()}")
+        tp = int(self.prefix_lengths[indices].max())
+        ts = int(self.suffix_lengths[indices].max())
+        prefix_ids = self.prefix_ids[indices, self.prefix_len - tp :]
+        prefix_mask = self.prefix_mask[indices, self.prefix_len - tp :]
+        shared = bool(np.all(prefix_ids == prefix_ids[:1]) and np.all(prefix_mask == 1))
+        if not shared:  # keep the batch's rounding; a shared prefix is never padded
+            tp = min(_round_up(tp, self.pad_to_multiple), self.prefix_len)
+            prefix_ids = self.prefix_ids[indices, self.prefix_len - tp :]
+            prefix_mask = self.prefix_mask[indices, self.prefix_len - tp :]
+        ts = min(_round_up(ts, self.pad_to_multiple), self.suffix_len)
+        return dataclasses.replace(
+            self,
+            prefix_ids=prefix_ids,
+            prefix_mask=prefix_mask,
+            suffix_ids=self.suffix_ids[indices, :ts],
+            suffix_mask=self.suffix_mask[indices, :ts],
+            prefix_shared=shared,
+            item_ids=tuple(self.item_ids[i] for i in indices),
+        )
+
+
+def _pad(rows: list[list[int]], length: int, pad_id: int, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.full((len(rows), length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(rows), length), dtype=np.int32)
+    for q, row in enumerate(rows):
+        if not row:
+            continue
+        if left:
+            ids[q, length - len(row) :] = row
+            mask[q, length - len(row) :] = 1
+        else:
+            ids[q, : len(row)] = row
+            mask[q, : len(row)] = 1
+    return ids, mask
+
+
+def _pad_token_id(tokenizer: Any) -> int:
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with; set tokenizer.pad_token")
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def answer_token_ids(tokenizer: Any, n: int = 5, *, chat_template: str | None = None) -> np.ndarray:
+    """``(n,)`` int32: token ids of the digits "1".."n" as the model emits them first in its turn.
+
+    Each digit is appended to a rendered generation prompt (the chat template with an open
+    assistant turn; ``chat_template`` overrides the tokenizer's; with no template at all the
+    digit is encoded on its own) and must add exactly one token there, without changing the
+    prompt's own tokens. Raises ``ValueError`` naming the digit otherwise.
+    """
+    if not 1 <= n <= 9:
+        raise ValueError(f"n must be in 1..9 (single digits), got {n}")
+    if chat_template is not None or getattr(tokenizer, "chat_template", None):
+        context = render_conversation(tokenizer, [{"role": "user", "content": "Hi"}], chat_template)
+    else:
+        context = ""
+    base = _encode(tokenizer, [context])[0]
+    ids = []
+    for digit in (str(k) for k in range(1, n + 1)):
+        full = _encode(tokenizer, [context + digit])[0]
+        added = full[len(base) :]
+        if full[: len(base)] != base or len(added) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(_encode(tokenizer, [digit])[0])
+            raise ValueError(
+                f"answer digit {digit!r} is not a single token at the start of the assistant turn "
+                f"(it encodes as {pieces} on its own, and as {len(added)} new token(s) after the "
+                "generation prompt); jaxalign reads answers from single-token digits 1..5"
+            )
+        unk_id = getattr(tokenizer, "unk_token_id", None)
+        if unk_id is not None and added[0] == unk_id:
+            raise ValueError(f"answer digit {digit!r} encodes as the unknown token {tokenizer.unk_token!r}")
+        ids.append(added[0])
+    if len(set(ids)) != n:
+        raise ValueError(f"answer digits 1..{n} do not map to distinct tokens: {ids}")
+    return np.asarray(ids, dtype=np.int32)
+
+
+def render_items(
+    tokenizer: Any,
+    instrument_or_items: Any,
+    *,
+    system: str | None = None,
+    slot: str = "user_start",
+    reverse_options: bool = False,
+    pad_to_multiple: int = 1,
+    instruction: str | None = None,
+    chat_template: str | None = None,
+) -> PromptBatch:
+    """Render every item with the chat template and split its tokens at the soft-prompt slot.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer with a chat template (Llama 3 Instruct, or
+            ``jaxalign.model.tiny_tokenizer.tiny_tokenizer()``).
+        instrument_or_items: an ``Instrument`` or a sequence of items (``.id``, ``.text``,
+            ``.options``), ``Q`` in all.
+        system: optional system (persona) text, shared by every item.
+        slot: where the soft prompt goes: ``"user_start"`` (default), ``"system"`` or
+            ``"after_item"`` (see :mod:`jaxalign.prompting.layout`).
+        reverse_options: present the options last-to-first (numbered 1..n in the new order;
+            ``answer_order`` maps them back).
+        pad_to_multiple: round ``Ts`` (and ``Tp`` when the prefix differs between items) up to
+            a multiple of this, to limit the number of distinct shapes a jit sees.
+        instruction: the answer instruction line; default ``"Answer with one digit from 1 to 5."``
+        chat_template: override (or supply, for a tokenizer without one) the chat template.
+
+    Returns:
+        A :class:`PromptBatch`; decoding ``prefix_ids[q]`` (real tokens) followed by
+        ``suffix_ids[q]`` (real tokens) gives ``render_text(...)[q]``.
+
+    The rendered text is split at a sentinel string and each side is tokenized with
+    ``add_special_tokens=False`` (the template already writes BOS). Splitting can tokenize the
+    two text pieces slightly differently from the unsplit text at the seam; it never changes
+    the text.
+    """
+    check_slot(slot)
+    if not isinstance(pad_to_multiple, int) or pad_to_multiple < 1:
+        raise ValueError(f"pad_to_multiple must be a positive int, got {pad_to_multiple!r}")
+    items = as_items(instrument_or_items)
+    n_options = len(tuple(items[0].options))
+    prefixes, suffixes = [], []
+    for item in items:
+        messages = item_messages(
+            item, system=system, slot=slot, reverse_options=reverse_options, instruction=instruction
+        )
+        text = render_conversation(tokenizer, messages, chat_template)
+        count = text.count(SOFT_PROMPT_SENTINEL)
+        if count != 1:
+            role = "system" if slot == "system" else "user"
+            raise ValueError(
+                f"the chat template rendered the soft-prompt slot {count} times for item "
+                f"{item.id!r} (expected once); it does not render the {role} message content "
+                f"verbatim. Try another slot than {slot!r} or another chat_template."
+            )
+        before, after = text.split(SOFT_PROMPT_SENTINEL)
+        prefixes.append(before)
+        suffixes.append(after)
+
+    pad_id = _pad_token_id(tokenizer)
+    prefix_rows = _encode(tokenizer, prefixes)
+    suffix_rows = _encode(tokenizer, suffixes)
+    if any(len(row) == 0 for row in suffix_rows):
+        raise ValueError("empty suffix: the chat template wrote nothing after the soft-prompt slot")
+    shared = all(row == prefix_rows[0] for row in prefix_rows)
+    tp = max(len(row) for row in prefix_rows)
+    if not shared:
+        tp = _round_up(tp, pad_to_multiple)
+    ts = _round_up(max(len(row) for row in suffix_rows), pad_to_multiple)
+    prefix_ids, prefix_mask = _pad(prefix_rows, tp, pad_id, left=True)
+    suffix_ids, suffix_mask = _pad(suffix_rows, ts, pad_id, left=False)
+    if system is not None:
+        system_used: str | None = str(system).strip()
+    else:
+        system_used = "" if slot == "system" else None
+    return PromptBatch(
+        prefix_ids=prefix_ids,
+        prefix_mask=prefix_mask,
+        suffix_ids=suffix_ids,
+        suffix_mask=suffix_mask,
+        answer_ids=answer_token_ids(tokenizer, n_options, chat_template=chat_template),
+        answer_order=answer_order(n_options, reverse_options),
+        prefix_shared=shared,
+        item_ids=tuple(str(item.id) for item in items),
+        slot=slot,
+        system=system_used,
+        pad_id=pad_id,
+        pad_to_multiple=pad_to_multiple,
+    )
+
+
+def bucket_items(batch: PromptBatch, n_buckets: int) -> list[tuple[np.ndarray, PromptBatch]]:
+    """Split a batch into ``min(n_buckets, Q)`` groups of items of similar length.
+
+    Items are sorted by real suffix length (by prefix + suffix length when the prefix is not
+    shared) and cut into contiguous groups chosen to minimise the total padded size
+    (sum over groups of ``group size x (Tp + Ts)``); each group is trimmed with
+    :meth:`PromptBatch.take`.
+
+    Returns:
+        ``[(item_indices, sub_batch), ...]``, shortest group first; ``item_indices`` is
+        ``(Q_b,)`` int64 ascending, indexing the items of ``batch``, and ``sub_batch`` holds
+        those items in that order. Every item appears in exactly one group, so per-item
+        results go back with ``out[..., item_indices] = result``.
+    """
+    if not isinstance(n_buckets, (int, np.integer)) or isinstance(n_buckets, bool) or n_buckets < 1:
+        raise ValueError(f"n_buckets must be a positive int, got {n_buckets!r}")
+    q = batch.n_items
+    n = min(int(n_buckets), q)
+    prefix_lengths = batch.prefix_lengths.astype(np.int64)
+    suffix_lengths = batch.suffix_lengths.astype(np.int64)
+    key = suffix_lengths if batch.prefix_shared else prefix_lengths + suffix_lengths
+    order = np.argsort(key, kind="stable")
+    m = batch.pad_to_multiple
+
+    # cost[i, j]: padded size of the group order[i:j]
+    cost = np.full((q + 1, q + 1), np.inf)
+    for i in range(q):
+        max_tp, max_ts = 0, 0
+        for j in range(i + 1, q + 1):
+            max_tp = max(max_tp, int(prefix_lengths[order[j - 1]]))
+            max_ts = max(max_ts, int(suffix_lengths[order[j - 1]]))
+            tp = batch.prefix_len if batch.prefix_shared else _round_up(max_tp, m)
+            cost[i, j] = (j - i) * (tp + _round_up(max_ts, m))
+    # best[b, j]: least cost of the first j sorted items in b groups
+    best = np.full((n + 1, q + 1), np.inf)
+    cut = np.zeros((n + 1, q + 1), dtype=np.int64)
+    best[0, 0] = 0.0
+    for b in range(1, n + 1):
+        for j in range(b, q + 1):
+            totals = best[b - 1, b - 1 : j] + cost[b - 1 : j, j]
+            k = int(np.argmin(totals))
+            best[b, j] = totals[k]
+            cut[b, j] = b - 1 + k
+    bounds = [q]
+    for b in range(n, 0, -1):
+        bounds.append(int(cut[b, bounds[-1]]))
+    bounds = bounds[::-1]  # 0 = bounds[0] < ... < bounds[n] = q
+    groups = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        indices = np.sort(order[start:stop])
+        groups.append((indices, batch.take(indices)))
+    return groups
