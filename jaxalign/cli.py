@@ -24,6 +24,21 @@ class CommandError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
+# ------------------------------------------------------------------------------ shared arguments
+def target_argument(text: str):
+    """``type=`` for a ``--target`` option: a country name/alias/code or ``"DIM=value,..."``.
+
+    Returns a :class:`jaxalign.survey.Target`; a bad value becomes argparse's usage error
+    (exit code 2) with the lookup's message (closest matches, accepted dimensions).
+    """
+    from jaxalign.survey.targets import resolve_target
+
+    try:
+        return resolve_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 # ------------------------------------------------------------------------------ countries
 def add_countries_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from jaxalign import __version__
-from jaxalign.cli import main
+from jaxalign.cli import main, target_argument
 
 
 def run(capsys, *argv):
@@ -86,3 +86,14 @@ def test_console_script_help():
     result = subprocess.run(["jaxalign", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "countries" in result.stdout and "usage: jaxalign" in result.stdout
+
+
+def test_target_argument_for_later_commands():
+    assert target_argument("china").code == "CHI"
+    assert target_argument("PDI=80,IVR=10").available == ("PDI", "IVR")
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="closest matches"):
+        target_argument("Chinaa")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown dimension"):
+        target_argument("PDX=3")

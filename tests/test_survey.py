@@ -19,6 +19,7 @@ from jaxalign.survey import (
     kendall_tau,
     l1_loss,
     load_wording,
+    save_wording,
     vsm13,
 )
 
@@ -273,6 +274,13 @@ def test_load_wording_valid_file(tmp_path):
     path2 = tmp_path / "plain.json"
     path2.write_text(json.dumps({"items": full_entries()}), encoding="utf-8")
     assert load_wording(path2).wording == "user:plain.json"
+
+
+def test_save_wording_round_trip(tmp_path, vsm):
+    path = save_wording(vsm, tmp_path / "template.json")
+    loaded = load_wording(path)
+    assert loaded.wording == "user:jaxalign-v1"
+    assert loaded.items == vsm.items  # Item is a frozen dataclass: compared field by field
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ when first used), so the ``jaxalign countries`` command starts fast.
 
 - :class:`Item`, :class:`Instrument`: any Likert instrument whose indices are linear in the
   item means; ``instrument.indices(item_means (..., Q)) -> (..., D)``.
-- :func:`vsm13`, :func:`load_wording`: Hofstede & Minkov's VSM 2013, in the package's own
-  wording or a wording from a user JSON file.
+- :func:`vsm13`, :func:`load_wording`, :func:`save_wording`: Hofstede & Minkov's VSM 2013, in
+  the package's own wording or a wording from a user JSON file (``save_wording`` writes a
+  template in that schema).
 - :func:`anchor_constants`: constants that place a reference sample on published scores.
 - :class:`Target`, :func:`hofstede`, :func:`countries`, :func:`custom_target`,
   :func:`resolve_target`: what to align to (Hofstede release 2015-08-16, or your own scores).
@@ -32,7 +33,7 @@ from jaxalign.survey.targets import (
     hofstede,
     resolve_target,
 )
-from jaxalign.survey.vsm13 import load_wording, vsm13
+from jaxalign.survey.vsm13 import load_wording, save_wording, vsm13
 
 # imported on first use (these modules import jax)
 _LAZY: dict[str, str] = {
@@ -44,7 +45,7 @@ __all__ = sorted(
     [
         "DIMENSIONS", "HOFSTEDE_CITATION", "HOFSTEDE_RELEASE", "Instrument", "Item", "Target",
         "anchor_constants", "countries", "custom_target", "hofstede", "load_wording",
-        "resolve_target", "vsm13", *_LAZY,
+        "resolve_target", "save_wording", "vsm13", *_LAZY,
     ]
 )
 

@@ -231,8 +231,9 @@ class Instrument:
         Args:
             item_means: ``(..., Q)`` mean answer per item, coded 1..5, items in
                 :attr:`item_ids` order. Integer input is cast to float32.
-            constants: None (the instrument's), ``{dimension: value}`` (others from the
-                instrument), or an array ``(D,)`` (may be traced).
+            constants: None (the instrument's), ``{dimension: number}`` (others from the
+                instrument; concrete numbers), or an array ``(D,)`` (may be traced, e.g. to
+                differentiate with respect to the constants).
 
         Returns:
             ``(..., D)`` indices, in :attr:`dimensions` order, float dtype of ``item_means``.
@@ -321,12 +322,16 @@ def anchor_constants(
     if not np.all(np.isfinite(means)):
         raise ValueError("reference_item_means must be finite")
     if isinstance(target, Mapping):  # a typo in a user's mapping is an error, not ignored
-        scores = {canonical_dimension(k, instrument.dimensions): float(v) for k, v in target.items()}
+        scores = {
+            canonical_dimension(key, instrument.dimensions): float(value)
+            for key, value in target.items()
+        }
     elif hasattr(target, "values") and hasattr(target, "dimensions"):
         scores = {d: float(v) for d, v in zip(target.dimensions, np.asarray(target.values))}
     else:
         raise ValueError(
-            f"target must be a Target or a mapping {{dimension: score}}, got {type(target).__name__}"
+            "target must be a Target or a mapping {dimension: score}, "
+            f"got {type(target).__name__}"
         )
     raw = instrument.weights @ means  # (D,) indices with C = 0
     constants = np.array(instrument.constants)

@@ -97,4 +97,5 @@ def kendall_tau(x: Any, y: Any) -> jnp.ndarray:
     untied_x = jnp.sum(jnp.abs(sign_x))  # n0 - n1
     untied_y = jnp.sum(jnp.abs(sign_y))  # n0 - n2
     denominator = jnp.sqrt(untied_x * untied_y)
-    return jnp.where(denominator > 0, concordance / jnp.where(denominator > 0, denominator, 1.0), jnp.nan)
+    defined = denominator > 0
+    return jnp.where(defined, concordance / jnp.where(defined, denominator, 1.0), jnp.nan)

@@ -68,21 +68,29 @@ _JOB = (
 _PRIVATE = "Thinking about your private life rather than your work, how important to you is {}?"
 _STATEMENT = 'How far do you agree or disagree with the following statement? "{}"'
 
+# items 1-10: what the ideal job would offer; 11-14: what matters in private life
+_JOB_TOPICS = (
+    "that it leaves you sufficient time for your personal or family life",
+    "to have a boss (your direct superior) whom you can respect",
+    "that good work on your part is recognised",
+    "that your employment is secure",
+    "that the people you work with are pleasant",
+    "that the work itself is interesting",
+    "that your boss asks for your views before making decisions that involve your work",
+    "that the job lets you live in an area you find desirable",
+    "that it is a job your family and friends hold in high regard",
+    "that the job offers opportunities for promotion",
+)
+_PRIVATE_TOPICS = (
+    "having free time set aside for fun and enjoyment",
+    "moderation, in the sense of wanting only a few things",
+    "doing a favour for a friend",
+    "thrift, in the sense of not spending more money than necessary",
+)
+
 _OWN_WORDING: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("1", _JOB.format("that it leaves you sufficient time for your personal or family life"), _IMPORTANCE),
-    ("2", _JOB.format("to have a boss (your direct superior) whom you can respect"), _IMPORTANCE),
-    ("3", _JOB.format("that good work on your part is recognised"), _IMPORTANCE),
-    ("4", _JOB.format("that your employment is secure"), _IMPORTANCE),
-    ("5", _JOB.format("that the people you work with are pleasant"), _IMPORTANCE),
-    ("6", _JOB.format("that the work itself is interesting"), _IMPORTANCE),
-    ("7", _JOB.format("that your boss asks for your views before making decisions that involve your work"), _IMPORTANCE),
-    ("8", _JOB.format("that the job lets you live in an area you find desirable"), _IMPORTANCE),
-    ("9", _JOB.format("that it is a job your family and friends hold in high regard"), _IMPORTANCE),
-    ("10", _JOB.format("that the job offers opportunities for promotion"), _IMPORTANCE),
-    ("11", _PRIVATE.format("having free time set aside for fun and enjoyment"), _IMPORTANCE),
-    ("12", _PRIVATE.format("moderation, in the sense of wanting only a few things"), _IMPORTANCE),
-    ("13", _PRIVATE.format("doing a favour for a friend"), _IMPORTANCE),
-    ("14", _PRIVATE.format("thrift, in the sense of not spending more money than necessary"), _IMPORTANCE),
+    *((str(k), _JOB.format(topic), _IMPORTANCE) for k, topic in enumerate(_JOB_TOPICS, 1)),
+    *((str(k), _PRIVATE.format(topic), _IMPORTANCE) for k, topic in enumerate(_PRIVATE_TOPICS, 11)),
     (
         "15",
         "How frequently do you find yourself feeling nervous or tense?",
@@ -206,7 +214,10 @@ def load_wording(path: Union[str, os.PathLike], instrument: Instrument | None = 
     base = vsm13() if instrument is None else instrument
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"wording file not found: {str(file)!r}")
+        raise FileNotFoundError(
+            f"wording file not found: {str(file)!r} (a wording is {BUILTIN_WORDING!r}, the "
+            f"package's own, or the path of a JSON wording file)"
+        )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -218,6 +229,29 @@ def load_wording(path: Union[str, os.PathLike], instrument: Instrument | None = 
         return base.with_items(items, wording=f"user:{name}")
     except ValueError as error:
         raise ValueError(f"{file.name}: {error}") from None
+
+
+def save_wording(
+    instrument: Instrument, path: Union[str, os.PathLike], name: str | None = None
+) -> Path:
+    """Write an instrument's wording in the :func:`load_wording` schema (UTF-8 JSON).
+
+    Handy as a template: ``save_wording(vsm13(), "official.json")``, replace each text and label
+    by the official ones, then ``vsm13(wording="official.json")``.
+
+    Returns:
+        The path written.
+    """
+    file = Path(path)
+    payload = {
+        "name": name or instrument.wording,
+        "items": [
+            {"id": item.id, "text": item.text, "options": list(item.options)}
+            for item in instrument.items
+        ],
+    }
+    file.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return file
 
 
 def _parse_wording(data: Any, source: str) -> tuple[str, list[Item]]:
