@@ -1,0 +1,10 @@
+"""Optimisers that only see a fitness function: the evosax evolution loop and its checkpoints."""
+
+from jaxalign.optimize.evolution import (
+    EvolutionConfig,
+    EvolutionResult,
+    available_strategies,
+    evolve,
+)
+
+__all__ = ["EvolutionConfig", "EvolutionResult", "available_strategies", "evolve"]

@@ -1,0 +1,157 @@
+"""Checkpoints of an evolution run with orbax: arrays and a JSON record in one atomic step.
+
+Each checkpoint is one orbax step (step number = generations done) holding two items:
+
+* ``arrays``: the leaves of a pytree (strategy state, best-so-far, history...) as a flat dict
+  ``{"leaf_00000": np.ndarray, ...}``, written with ``StandardSave``;
+* ``record``: JSON with the fingerprint of the run, the generation, and for every leaf its key path,
+  shape and dtype.
+
+Orbax writes a step into a temporary folder and renames it when complete, so a run killed mid-save
+leaves the previous steps intact and an unfinished step is never listed; because the record lives
+in the same step as the arrays, a fingerprint is never trusted without its arrays or vice versa.
+
+Orbax never sees evosax's ``flax.struct`` State classes: the pytree is flattened here and rebuilt
+on restore from the treedef of a live template (a freshly initialised state of the same strategy),
+so no custom type handler is needed and restored leaves are bit-identical numpy copies.
+Zero-size leaves (which orbax refuses to write) are recorded by shape and dtype only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT_VERSION = 1
+
+
+def _leaf_name(index: int) -> str:
+    return f"leaf_{index:05d}"
+
+
+def _paths_and_leaves(tree: Any) -> tuple[list[str], list[np.ndarray], Any]:
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    paths = [jax.tree_util.keystr(path) for path, _ in with_paths]
+    leaves = [np.asarray(leaf) for _, leaf in with_paths]
+    return paths, leaves, treedef
+
+
+def flat_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Describe every key where two nested JSON-like dicts differ, e.g. ``"config.seed: 0 != 1"``."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if key not in saved:
+            out.append(f"{name}: absent in checkpoint, {current[key]!r} now")
+        elif key not in current:
+            out.append(f"{name}: {saved[key]!r} in checkpoint, absent now")
+        elif isinstance(saved[key], Mapping) and isinstance(current[key], Mapping):
+            out.extend(flat_differences(saved[key], current[key], prefix=f"{name}."))
+        elif saved[key] != current[key]:
+            out.append(f"{name}: {saved[key]!r} in checkpoint != {current[key]!r} now")
+    return out
+
+
+def normalise_json(value: Any, what: str = "fingerprint") -> Any:
+    """Round-trip through JSON (tuples become lists); clear error if not JSON-serialisable."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except TypeError as err:
+        raise ValueError(f"{what} must be JSON-serialisable (str, int, float, bool, None, lists, dicts): {err}") from err
+
+
+class RunCheckpointer:
+    """Saves and restores the pytree of one run in ``directory`` (keeps the latest ``max_to_keep``).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        self.directory = os.path.abspath(os.fspath(directory))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def __enter__(self) -> RunCheckpointer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def latest_step(self) -> int | None:
+        """The newest complete step (generations done), or None if there is none."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, tree: Any, record: Mapping[str, Any]) -> None:
+        """Write ``tree`` (a pytree of arrays) and ``record`` (JSON-able dict) as step ``step``."""
+        paths, leaves, _ = _paths_and_leaves(tree)
+        arrays = {_leaf_name(i): leaf for i, leaf in enumerate(leaves) if leaf.size > 0}
+        full_record = dict(normalise_json(dict(record), "checkpoint record"))
+        full_record["format_version"] = FORMAT_VERSION
+        full_record["leaves"] = [
+            {"path": p, "shape": list(leaf.shape), "dtype": leaf.dtype.str} for p, leaf in zip(paths, leaves)
+        ]
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                arrays=ocp.args.StandardSave(arrays), record=ocp.args.JsonSave(full_record)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def read_record(self, step: int) -> dict[str, Any]:
+        """The JSON record of ``step`` (cheap: no arrays are read)."""
+        restored = self._manager.restore(
+            int(step), args=ocp.args.Composite(record=ocp.args.JsonRestore())
+        )
+        return dict(restored["record"])
+
+    def restore(self, step: int, template: Any, free_leading_axis: tuple[str, ...] = ()) -> Any:
+        """Read step ``step`` into the structure of ``template``.
+
+        Key paths and dtypes must match the template; shapes must match too, except the leading
+        axis of leaves whose key path starts with one of ``free_leading_axis`` (e.g. histories whose
+        length depends on the generation). Raises ``ValueError`` naming the first mismatch.
+        """
+        record = self.read_record(step)
+        if record.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint {self.directory}/{step} has format version {record.get('format_version')}, "
+                f"this jaxalign reads version {FORMAT_VERSION}"
+            )
+        t_paths, t_leaves, treedef = _paths_and_leaves(template)
+        saved = record["leaves"]
+        if [s["path"] for s in saved] != t_paths:
+            raise ValueError(
+                f"checkpoint {self.directory}/{step} holds a different structure: saved leaves "
+                f"{[s['path'] for s in saved]}, expected {t_paths} (did the fitness function's aux change?)"
+            )
+        for spec, t_leaf in zip(saved, t_leaves):
+            shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
+            free = spec["path"].startswith(free_leading_axis) if free_leading_axis else False
+            expected = t_leaf.shape[1:] if free else t_leaf.shape
+            if dtype != t_leaf.dtype or (shape[1:] if free else shape) != expected:
+                raise ValueError(
+                    f"checkpoint leaf {spec['path']} has {dtype}{list(shape)}, expected "
+                    f"{t_leaf.dtype}{list(t_leaf.shape)}"
+                )
+        restored = self._manager.restore(
+            int(step), args=ocp.args.Composite(arrays=ocp.args.StandardRestore())
+        )["arrays"]
+        leaves = []
+        for i, spec in enumerate(saved):
+            shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
+            leaf = restored.get(_leaf_name(i)) if restored else None
+            leaves.append(np.zeros(shape, dtype) if leaf is None else np.asarray(leaf, dtype=dtype))
+        return jax.tree_util.tree_unflatten(treedef, leaves)
