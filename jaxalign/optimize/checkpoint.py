@@ -139,7 +139,7 @@ class RunCheckpointer:
             )
         for spec, t_leaf in zip(saved, t_leaves):
             shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
-            free = spec["path"].startswith(free_leading_axis) if free_leading_axis else False
+            free = spec["path"].startswith(free_leading_axis)
             expected = t_leaf.shape[1:] if free else t_leaf.shape
             if dtype != t_leaf.dtype or (shape[1:] if free else shape) != expected:
                 raise ValueError(
