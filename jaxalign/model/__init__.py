@@ -1,0 +1,31 @@
+"""The model room: a Flax NNX Llama, its safetensors loader and the tiny random preset.
+
+Public surface: :func:`load_model` -> :class:`LM`; :class:`LlamaConfig`; the nnx module
+:class:`Llama`; pure functions over ``(graphdef, params)`` for use under an outer ``jax.jit``:
+:func:`forward_hidden`, :func:`logits_fn`, :func:`selected_logits_fn`, :func:`embed_fn`,
+and :func:`last_real_index`.
+"""
+
+from jaxalign.model.config import LlamaConfig
+from jaxalign.model.llama import (
+    LM,
+    Llama,
+    embed_fn,
+    forward_hidden,
+    last_real_index,
+    logits_fn,
+    selected_logits_fn,
+)
+from jaxalign.model.loader import load_model
+
+__all__ = [
+    "LM",
+    "Llama",
+    "LlamaConfig",
+    "embed_fn",
+    "forward_hidden",
+    "last_real_index",
+    "load_model",
+    "logits_fn",
+    "selected_logits_fn",
+]

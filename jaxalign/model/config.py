@@ -1,0 +1,161 @@
+"""The Llama configuration: a small frozen dataclass read from a Hugging Face ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+_SUPPORTED_ROPE_TYPES = ("default", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Shape and numerics of a Llama decoder (hashable, so it can live in a static graph definition).
+
+    Field names follow Hugging Face's ``LlamaConfig``. RoPE scaling is flattened into
+    ``rope_type`` plus the four ``llama3`` fields (unused when ``rope_type == "default"``).
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10_000.0
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position_embeddings: int = 8192
+    max_position_embeddings: int = 8192
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "head_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"LlamaConfig.{name} must be a positive integer, got {value!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
+        if self.rope_type not in _SUPPORTED_ROPE_TYPES:
+            raise ValueError(
+                f"unsupported rope_type {self.rope_type!r}; supported: {', '.join(_SUPPORTED_ROPE_TYPES)}"
+            )
+        if self.rope_type == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
+            raise ValueError("llama3 rope scaling needs high_freq_factor > low_freq_factor")
+
+    @classmethod
+    def from_hf(cls, config: Mapping[str, Any]) -> "LlamaConfig":
+        """Read a Hugging Face Llama ``config.json`` dict.
+
+        Accepts both forms: Hub checkpoints with top-level ``rope_theta`` / ``rope_scaling``
+        (``rope_scaling`` null, absent, ``{"rope_type": "default"}`` or ``{"rope_type": "llama3", ...}``;
+        the legacy key ``type`` is read too), and transformers 5 ``save_pretrained`` output that
+        nests them in ``rope_parameters``. Raises ``ValueError`` for a non-Llama model, a missing
+        field or an unsupported RoPE type, naming what was wrong.
+        """
+        model_type = config.get("model_type")
+        architectures = config.get("architectures") or []
+        if model_type != "llama":
+            raise ValueError(
+                f"unsupported model_type {model_type!r} (architectures {architectures}); "
+                "jaxalign loads Llama checkpoints only (model_type 'llama', LlamaForCausalLM)"
+            )
+        if architectures and "LlamaForCausalLM" not in architectures:
+            raise ValueError(
+                f"unsupported architectures {architectures}; jaxalign loads LlamaForCausalLM only"
+            )
+        if config.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported hidden_act {config['hidden_act']!r}; Llama uses 'silu'")
+        for flag in ("attention_bias", "mlp_bias"):
+            if config.get(flag):
+                raise ValueError(f"unsupported {flag}=true; jaxalign's Llama has no linear biases")
+        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads") if k not in config]
+        if missing:
+            raise ValueError(f"config.json lacks required field(s): {', '.join(missing)}")
+
+        heads = int(config["num_attention_heads"])
+        head_dim = config.get("head_dim") or int(config["hidden_size"]) // heads
+        kv_heads = config.get("num_key_value_heads") or heads
+        max_positions = int(config.get("max_position_embeddings", 8192))
+
+        rope = dict(config.get("rope_scaling") or config.get("rope_parameters") or {})
+        if any(isinstance(v, Mapping) for v in rope.values()):
+            raise ValueError("per-layer-type rope parameters are not supported for Llama")
+        rope_theta = float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))
+        rope_type = rope.get("rope_type", rope.get("type", "default")) or "default"
+        fields: dict[str, Any] = {}
+        if rope_type == "llama3":
+            needed = ("factor", "low_freq_factor", "high_freq_factor")
+            absent = [k for k in needed if k not in rope]
+            if absent:
+                raise ValueError(f"llama3 rope scaling lacks {', '.join(absent)} (got {rope})")
+            fields = dict(
+                rope_factor=float(rope["factor"]),
+                rope_low_freq_factor=float(rope["low_freq_factor"]),
+                rope_high_freq_factor=float(rope["high_freq_factor"]),
+                rope_original_max_position_embeddings=int(
+                    rope.get("original_max_position_embeddings", max_positions)),
+            )
+        elif rope_type != "default":
+            raise ValueError(
+                f"unsupported rope scaling type {rope_type!r}; supported: null/absent, 'default', 'llama3'"
+            )
+        return cls(
+            vocab_size=int(config["vocab_size"]),
+            hidden_size=int(config["hidden_size"]),
+            intermediate_size=int(config["intermediate_size"]),
+            num_hidden_layers=int(config["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(kv_heads),
+            head_dim=int(head_dim),
+            rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            rope_theta=rope_theta,
+            rope_type=str(rope_type),
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            **fields,
+        )
+
+    def rope_inverse_frequencies(self) -> np.ndarray:
+        """Inverse frequencies of the rotary embedding, float32 numpy ``(head_dim // 2,)``.
+
+        ``llama3`` scaling (Llama 3.1+) divides the low frequencies (wavelength above
+        ``original_max / low_freq_factor``) by ``factor``, keeps the high ones (wavelength below
+        ``original_max / high_freq_factor``) and interpolates smoothly in between.
+        """
+        exponents = np.arange(0, self.head_dim, 2, dtype=np.float32) / np.float32(self.head_dim)
+        inv_freq = (1.0 / (np.float32(self.rope_theta) ** exponents)).astype(np.float32)
+        if self.rope_type == "default":
+            return inv_freq
+        factor = self.rope_factor
+        low, high = self.rope_low_freq_factor, self.rope_high_freq_factor
+        old_context = float(self.rope_original_max_position_embeddings)
+        wavelength = 2 * math.pi / inv_freq
+        scaled = np.where(wavelength > old_context / low, inv_freq / factor, inv_freq)
+        smooth = (old_context / wavelength - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = (wavelength >= old_context / high) & (wavelength <= old_context / low)
+        return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of weights (embeddings, layers, final norm and untied LM head)."""
+        d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
+        attn = d * hd * (2 * self.num_attention_heads + 2 * self.num_key_value_heads)
+        per_layer = attn + 3 * d * f + 2 * d
+        head = 0 if self.tie_word_embeddings else self.vocab_size * d
+        return self.vocab_size * d + self.num_hidden_layers * per_layer + d + head

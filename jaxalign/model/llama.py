@@ -1,0 +1,347 @@
+"""A Llama decoder in ``flax.nnx`` whose layer stack is one ``jax.lax.scan`` (compiled once).
+
+Numerics follow Hugging Face transformers' ``LlamaForCausalLM``: RMSNorm statistics in float32,
+rotary embeddings in the rotate-half layout (q/k weights of HF checkpoints are already in the
+split-halves order), grouped-query attention, SwiGLU MLP, optional tied embeddings. Parameters and
+activations use the model dtype (float32 or bfloat16); attention softmax runs in float32 and the
+logits are returned as float32.
+
+Two ways in:
+
+* ``LM`` (what :func:`jaxalign.load_model` returns): jitted convenience methods
+  ``lm.logits``, ``lm.selected_logits``, ``lm.embed``.
+* Pure functions ``forward_hidden``, ``logits_fn``, ``selected_logits_fn``, ``embed_fn`` taking
+  ``(graphdef, params, ...)`` with ``graphdef, params = nnx.split(model)`` (also ``lm.graphdef``,
+  ``lm.params``), for use inside an outer ``jax.jit`` with the weights as a traced argument (never
+  closed over, so they are not baked into the compiled program as constants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxalign.model.config import LlamaConfig
+
+Array = jax.Array
+
+# Names of the stacked per-layer parameters, shape (L, ...), in HF's order.
+LAYER_PARAM_NAMES = (
+    "input_layernorm",           # (L, d)
+    "q_proj",                    # (L, d, N*hd)
+    "k_proj",                    # (L, d, K*hd)
+    "v_proj",                    # (L, d, K*hd)
+    "o_proj",                    # (L, N*hd, d)
+    "post_attention_layernorm",  # (L, d)
+    "gate_proj",                 # (L, d, F)
+    "up_proj",                   # (L, d, F)
+    "down_proj",                 # (L, F, d)
+)
+
+
+def layer_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """Shape of each stacked layer parameter, ``(L, in, out)`` for linear weights, ``(L, d)`` for norms."""
+    L, d, f = config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    q_dim = config.num_attention_heads * config.head_dim
+    kv_dim = config.num_key_value_heads * config.head_dim
+    return {
+        "input_layernorm": (L, d),
+        "q_proj": (L, d, q_dim),
+        "k_proj": (L, d, kv_dim),
+        "v_proj": (L, d, kv_dim),
+        "o_proj": (L, q_dim, d),
+        "post_attention_layernorm": (L, d),
+        "gate_proj": (L, d, f),
+        "up_proj": (L, d, f),
+        "down_proj": (L, f, d),
+    }
+
+
+def _canonical_dtype(dtype: Any) -> np.dtype:
+    """``jnp.float32``/``jnp.bfloat16`` or their names -> numpy dtype; anything else is a ValueError."""
+    try:
+        resolved = jnp.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise ValueError(f"dtype must be float32 or bfloat16 (jnp dtype or its name), got {dtype!r}")
+    return resolved
+
+
+class DecoderLayers(nnx.Module):
+    """All decoder layers' weights, each stacked along a leading layer axis ``(L, ...)``.
+
+    Linear weights are stored ``(in, out)`` (HF stores ``(out, in)``; the loader transposes).
+    """
+
+    def __init__(self, config: LlamaConfig, *, dtype: Any, rngs: nnx.Rngs, init_std: float):
+        shapes = layer_param_shapes(config)
+        for name in LAYER_PARAM_NAMES:
+            if name.endswith("layernorm"):
+                value = jnp.ones(shapes[name], dtype)
+            else:
+                value = (init_std * jax.random.normal(rngs.params(), shapes[name], jnp.float32)).astype(dtype)
+            setattr(self, name, nnx.Param(value))
+
+    def stacked(self) -> dict[str, Array]:
+        """The stacked weights as a plain dict (the ``xs`` of the layer scan)."""
+        return {name: getattr(self, name)[...] for name in LAYER_PARAM_NAMES}
+
+
+class Llama(nnx.Module):
+    """Llama decoder with LM head. Inputs are embeddings, so soft prompts need no special path.
+
+    Attributes (all ``nnx.Param``): ``embed_tokens`` (V, d); ``layers`` (:class:`DecoderLayers`);
+    ``norm`` (d,); ``lm_head`` (V, d) stored like the embedding (HF's ``lm_head.weight`` layout),
+    or ``None`` with tied embeddings.
+    """
+
+    def __init__(self, config: LlamaConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs,
+                 init_std: float = 0.02, head_init_std: float | None = None):
+        """Random weights ``N(0, init_std)`` (LM head ``N(0, head_init_std or init_std)``), norms 1."""
+        self.config = config
+        self.dtype = _canonical_dtype(dtype)
+        vocab, d = config.vocab_size, config.hidden_size
+
+        def normal(shape: tuple[int, ...], std: float) -> nnx.Param:
+            return nnx.Param((std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(self.dtype))
+
+        self.embed_tokens = normal((vocab, d), init_std)
+        self.layers = DecoderLayers(config, dtype=self.dtype, rngs=rngs, init_std=init_std)
+        self.norm = nnx.Param(jnp.ones((d,), self.dtype))
+        head_std = init_std if head_init_std is None else head_init_std
+        self.lm_head = None if config.tie_word_embeddings else normal((vocab, d), head_std)
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    @property
+    def unembedding(self) -> Array:
+        """LM-head rows ``(V, d)``: logits = hidden @ unembedding.T (the embedding if tied)."""
+        return (self.embed_tokens if self.lm_head is None else self.lm_head)[...]
+
+    def embed(self, input_ids: Array) -> Array:
+        """Token embeddings ``(B, T) int -> (B, T, d)`` in the model dtype."""
+        return jnp.take(self.embed_tokens[...], input_ids, axis=0)
+
+    def __call__(self, inputs_embeds: Array, attention_mask: Array | None = None) -> Array:
+        """Final-norm hidden states ``(B, T, d)`` (model dtype) for ``inputs_embeds (B, T, d)``.
+
+        ``attention_mask (B, T)``: 1 for real tokens, 0 for padding, anywhere in the row. Position
+        ids are ``cumsum(mask) - 1`` clipped at 0 (``arange`` for right padding). Padding queries
+        produce finite garbage; read only real positions.
+        """
+        config = self.config
+        batch, length, _ = inputs_embeds.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((batch, length), jnp.int32)
+        key_is_real = attention_mask.astype(bool)                                   # (B, T)
+        positions = jnp.maximum(jnp.cumsum(key_is_real.astype(jnp.int32), axis=1) - 1, 0)  # (B, T)
+        cos, sin = rotary_cos_sin(config, positions, self.dtype)                   # (B, T, hd)
+        mask = attention_mask_4d(key_is_real, length)                             # (B, 1, T, T)
+
+        def layer(hidden: Array, weights: dict[str, Array]) -> tuple[Array, None]:
+            return decoder_layer(config, weights, hidden, cos, sin, mask), None
+
+        hidden, _ = jax.lax.scan(layer, inputs_embeds.astype(self.dtype), self.layers.stacked())
+        return rms_norm(hidden, self.norm[...], config.rms_norm_eps)
+
+
+# -- building blocks (pure functions) ---------------------------------------------------------
+
+def rms_norm(x: Array, weight: Array, eps: float) -> Array:
+    """RMSNorm with float32 statistics, cast back to ``x.dtype`` before the weight (as HF does)."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    return weight * normed.astype(x.dtype)
+
+
+def rotary_cos_sin(config: LlamaConfig, positions: Array, dtype: Any) -> tuple[Array, Array]:
+    """Rotary tables for integer ``positions (B, T)`` -> ``cos, sin`` each ``(B, T, head_dim)``.
+
+    Angles are computed in float32 and cast to ``dtype``; the two halves repeat (rotate-half layout).
+    """
+    inv_freq = jnp.asarray(config.rope_inverse_frequencies())                 # (hd/2,)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq              # (B, T, hd/2)
+    angles = jnp.concatenate([angles, angles], axis=-1)                      # (B, T, hd)
+    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+def apply_rotary(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotate ``x (B, T, heads, hd)`` by ``cos, sin (B, T, hd)``: ``x*cos + rotate_half(x)*sin``."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+def attention_mask_4d(key_is_real: Array, query_length: int) -> Array:
+    """Boolean attention mask ``(B, 1, Tq, Tk)``: causal AND key is real.
+
+    Each query may always see its own key, so rows of padding queries are never fully masked
+    (no NaN on any backend). Queries are the last ``query_length`` of the ``Tk`` keys, which
+    leaves room for a key/value prefix cache (keys = cached prefix + current tokens).
+    """
+    key_length = key_is_real.shape[1]
+    query_index = jnp.arange(query_length)[:, None] + (key_length - query_length)   # (Tq, 1)
+    key_index = jnp.arange(key_length)[None, :]                                     # (1, Tk)
+    causal = key_index <= query_index                                               # (Tq, Tk)
+    own = key_index == query_index
+    return causal[None, None] & (key_is_real[:, None, None, :] | own[None, None])
+
+
+def decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
+                  cos: Array, sin: Array, mask: Array) -> Array:
+    """One pre-norm decoder layer on ``hidden (B, T, d)`` with this layer's (unstacked) ``weights``."""
+    batch, length, _ = hidden.shape
+    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+
+    x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
+    query = (x @ weights["q_proj"]).reshape(batch, length, heads, head_dim)
+    key = (x @ weights["k_proj"]).reshape(batch, length, kv_heads, head_dim)
+    value = (x @ weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
+    query = apply_rotary(query, cos, sin)
+    key = apply_rotary(key, cos, sin)
+    # A key/value prefix cache would concatenate cached (B, S, K, hd) keys/values here.
+    attended = jax.nn.dot_product_attention(query, key, value, mask=mask)     # (B, T, N, hd)
+    hidden = hidden + attended.reshape(batch, length, heads * head_dim) @ weights["o_proj"]
+
+    x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
+    gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])
+    return hidden + gated @ weights["down_proj"]
+
+
+def last_real_index(attention_mask: Array) -> Array:
+    """Index of the last position with mask 1 in each row: ``(B, T) -> (B,)`` int32 (0 if none)."""
+    length = attention_mask.shape[1]
+    index = jnp.where(attention_mask.astype(bool), jnp.arange(length, dtype=jnp.int32), -1)
+    return jnp.maximum(index.max(axis=1), 0)
+
+
+# -- pure functions over (graphdef, params) ---------------------------------------------------
+
+def forward_hidden(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds: Array,
+                   attention_mask: Array | None = None) -> Array:
+    """Final-norm hidden states ``(B, T, d)`` in the model dtype.
+
+    ``inputs_embeds (B, T, d)``; ``attention_mask (B, T)`` 1 real / 0 pad (default all ones).
+    """
+    return nnx.merge(graphdef, params)(inputs_embeds, attention_mask)
+
+
+def logits_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds: Array,
+              attention_mask: Array | None = None) -> Array:
+    """Full-vocabulary logits ``(B, T, V)`` float32."""
+    model = nnx.merge(graphdef, params)
+    hidden = model(inputs_embeds, attention_mask)
+    return jnp.einsum("btd,vd->btv", hidden, model.unembedding, preferred_element_type=jnp.float32)
+
+
+def selected_logits_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds: Array,
+                       attention_mask: Array | None, token_ids: Array) -> Array:
+    """Logits of ``token_ids`` at the last real position of each row, float32.
+
+    ``token_ids (n,)`` (same ids for every row) -> ``(B, n)``, or ``(B, n)`` per row -> ``(B, n)``.
+    Only the ``n`` LM-head rows are gathered; full-vocabulary logits are never formed.
+    """
+    model = nnx.merge(graphdef, params)
+    batch, length, _ = inputs_embeds.shape
+    if attention_mask is None:
+        attention_mask = jnp.ones((batch, length), jnp.int32)
+    hidden = model(inputs_embeds, attention_mask)                                  # (B, T, d)
+    last = hidden[jnp.arange(batch), last_real_index(attention_mask)]              # (B, d)
+    token_ids = jnp.asarray(token_ids)
+    rows = jnp.take(model.unembedding, token_ids, axis=0)                         # (n, d) | (B, n, d)
+    spec = "bd,nd->bn" if token_ids.ndim == 1 else "bd,bnd->bn"
+    return jnp.einsum(spec, last, rows, preferred_element_type=jnp.float32)
+
+
+def embed_fn(graphdef: nnx.GraphDef, params: nnx.State, input_ids: Array) -> Array:
+    """Token embeddings ``(B, T) -> (B, T, d)`` in the model dtype."""
+    return nnx.merge(graphdef, params).embed(input_ids)
+
+
+_logits_jit = jax.jit(logits_fn)
+_selected_logits_jit = jax.jit(selected_logits_fn)
+_embed_jit = jax.jit(embed_fn)
+
+
+# -- the public handle --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LM:
+    """A loaded, frozen language model: weights, config, tokenizer and jitted entry points.
+
+    Attributes: ``name`` (path, hub id or ``"tiny-random"``), ``config`` (:class:`LlamaConfig`),
+    ``dtype`` (numpy dtype of params/activations), ``model`` (:class:`Llama` nnx module),
+    ``tokenizer`` (a transformers tokenizer, or ``None`` if the checkpoint has none),
+    ``graphdef`` and ``params`` (``nnx.split(model)``, for the pure functions).
+    """
+
+    name: str
+    config: LlamaConfig
+    model: Llama
+    tokenizer: Any = None
+    graphdef: nnx.GraphDef = dataclasses.field(init=False, repr=False)
+    params: nnx.State = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        graphdef, params = nnx.split(self.model)
+        object.__setattr__(self, "graphdef", graphdef)
+        object.__setattr__(self, "params", params)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of the weights and activations (float32 or bfloat16)."""
+        return self.model.dtype
+
+    @property
+    def embedding_matrix(self) -> Array:
+        """Input embedding table ``(V, d)`` in the model dtype."""
+        return self.model.embed_tokens[...]
+
+    def _embeds(self, input_ids: Any, inputs_embeds: Any) -> Array:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids (B, T) or inputs_embeds (B, T, d)")
+        if inputs_embeds is None:
+            input_ids = jnp.asarray(input_ids)
+            if input_ids.ndim != 2:
+                raise ValueError(f"input_ids must be (B, T), got shape {input_ids.shape}")
+            return self.embed(input_ids)
+        inputs_embeds = jnp.asarray(inputs_embeds)
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must be (B, T, {self.config.hidden_size}), got shape {inputs_embeds.shape}")
+        return inputs_embeds
+
+    def _mask(self, attention_mask: Any, embeds: Array) -> Array:
+        if attention_mask is None:
+            return jnp.ones(embeds.shape[:2], jnp.int32)
+        attention_mask = jnp.asarray(attention_mask)
+        if attention_mask.shape != embeds.shape[:2]:
+            raise ValueError(f"attention_mask must be (B, T) = {embeds.shape[:2]}, got {attention_mask.shape}")
+        return attention_mask.astype(jnp.int32)
+
+    def embed(self, input_ids: Any) -> Array:
+        """Token embeddings ``(B, T) -> (B, T, d)`` in the model dtype."""
+        return _embed_jit(self.graphdef, self.params, jnp.asarray(input_ids))
+
+    def logits(self, input_ids: Any = None, *, inputs_embeds: Any = None,
+               attention_mask: Any = None) -> Array:
+        """Full-vocabulary logits ``(B, T, V)`` float32 for ``input_ids (B, T)`` or ``inputs_embeds (B, T, d)``."""
+        embeds = self._embeds(input_ids, inputs_embeds)
+        return _logits_jit(self.graphdef, self.params, embeds, self._mask(attention_mask, embeds))
+
+    def selected_logits(self, token_ids: Any, *, input_ids: Any = None, inputs_embeds: Any = None,
+                        attention_mask: Any = None) -> Array:
+        """Logits ``(B, n)`` float32 of ``token_ids (n,)`` at each row's last real position.
+
+        Never forms full-vocabulary logits (only the ``n`` LM-head rows are used).
+        """
+        embeds = self._embeds(input_ids, inputs_embeds)
+        token_ids = jnp.asarray(token_ids, jnp.int32)
+        return _selected_logits_jit(self.graphdef, self.params, embeds,
+                                    self._mask(attention_mask, embeds), token_ids)

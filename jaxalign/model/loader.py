@@ -1,0 +1,318 @@
+"""Load a Hugging Face Llama checkpoint (safetensors) into the JAX :class:`Llama`, without PyTorch.
+
+Memory: the loader never holds two copies of the model in host memory. It reads each
+safetensors header itself, then streams the tensors one at a time: ONE tensor is memory-mapped
+(``np.memmap``, file-backed, unmapped right after), copied to the device, and written (cast to the target dtype, linear weights
+transposed from HF's ``(out, in)`` to ``(in, out)``) into a preallocated stacked ``(L, ...)``
+device buffer by a jitted update that donates the buffer (in place). Peak host memory beyond the
+finished model is therefore about one tensor (on a CPU backend, where device memory is host
+memory) - for Llama-3-8B in bfloat16 about 16 GB plus ~1 GB for the largest tensor (the embedding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from jaxalign.model.config import LlamaConfig
+from jaxalign.model.llama import LAYER_PARAM_NAMES, LM, Llama, _canonical_dtype, layer_param_shapes
+
+TINY_RANDOM = "tiny-random"
+
+_SAFETENSORS_DTYPES = {
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F64": np.dtype(np.float64),
+}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+_HUB_PATTERNS = [
+    "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "chat_template.jinja", "chat_template.json",
+]
+# Tensors some checkpoints carry that the model recomputes (ignored when present).
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+# HF tensor name inside a layer -> (our stacked parameter, is a linear weight stored (out, in)).
+_HF_LAYER_TENSORS = {
+    "input_layernorm.weight": ("input_layernorm", False),
+    "self_attn.q_proj.weight": ("q_proj", True),
+    "self_attn.k_proj.weight": ("k_proj", True),
+    "self_attn.v_proj.weight": ("v_proj", True),
+    "self_attn.o_proj.weight": ("o_proj", True),
+    "post_attention_layernorm.weight": ("post_attention_layernorm", False),
+    "mlp.gate_proj.weight": ("gate_proj", True),
+    "mlp.up_proj.weight": ("up_proj", True),
+    "mlp.down_proj.weight": ("down_proj", True),
+}
+assert {v[0] for v in _HF_LAYER_TENSORS.values()} == set(LAYER_PARAM_NAMES)
+
+
+@dataclass(frozen=True)
+class _TensorEntry:
+    """Where one tensor's bytes live in a safetensors file."""
+
+    file: Path
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    start: int   # absolute byte offset in the file
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one HF tensor goes: our parameter path, layer index (None if not stacked), HF shape."""
+
+    param: tuple[str, ...]
+    layer: int | None
+    hf_shape: tuple[int, ...]
+    transpose: bool
+
+
+def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
+               revision: str | None = None, seed: int = 0, tokenizer: Any = None) -> LM:
+    """Load a Llama checkpoint as a frozen :class:`LM`.
+
+    Args:
+      path_or_hub_id: a local folder with ``config.json`` and ``*.safetensors`` (single or sharded
+        with ``model.safetensors.index.json``); a Hugging Face Hub id ``"owner/name"`` (downloaded
+        with ``huggingface_hub.snapshot_download``, config/tokenizer/safetensors files only); or
+        ``"tiny-random"``, the offline random test model (:mod:`jaxalign.model.tiny`).
+      dtype: ``jnp.bfloat16`` (default) / ``jnp.float32`` or the names ``"bfloat16"`` / ``"float32"``;
+        parameters and activations use it, logits are float32.
+      revision: Hub revision (branch, tag or commit) for a Hub id.
+      seed: random seed of the ``"tiny-random"`` weights (ignored otherwise).
+      tokenizer: optional tokenizer object, or a folder / Hub id to load one from with
+        ``AutoTokenizer``; default: the checkpoint's own (``None``, with a warning, if it has none).
+
+    Raises:
+      ValueError: bad dtype, unsupported architecture or config, wrong/missing/unexpected tensor,
+        unsupported tensor dtype (messages name the file and tensor).
+      FileNotFoundError: no such folder, no ``config.json``, no safetensors weights.
+    """
+    dtype = _canonical_dtype(dtype)
+    if str(path_or_hub_id) == TINY_RANDOM:
+        from jaxalign.model.tiny import tiny_model
+
+        return tiny_model(dtype=dtype, seed=seed)
+
+    folder = _resolve_folder(path_or_hub_id, revision)
+    config = LlamaConfig.from_hf(_read_config_json(folder))
+    tensors = _index_safetensors(folder)
+    targets = _expected_tensors(config)
+    _check_tensors(tensors, targets)
+    model = _build_model(config, dtype, tensors, targets)
+
+    if tokenizer is None:
+        tokenizer = _load_tokenizer(folder)
+    elif isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), revision=revision)
+    return LM(name=str(path_or_hub_id), config=config, model=model, tokenizer=tokenizer)
+
+
+# -- locating files ---------------------------------------------------------------------------
+
+def _resolve_folder(path_or_hub_id: str | os.PathLike, revision: str | None) -> Path:
+    path = Path(path_or_hub_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise FileNotFoundError(f"{str(path)!r} is a file; pass the checkpoint folder that holds config.json")
+    text = str(path_or_hub_id)
+    if "/" not in text or text.startswith(("/", ".", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(
+            f"{text!r} is not an existing folder, not a Hub id 'owner/name', and not {TINY_RANDOM!r}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=_HUB_PATTERNS))
+    except Exception as error:  # network, auth, missing repo: one clear message
+        raise FileNotFoundError(
+            f"{text!r} is not an existing folder, and downloading it as a Hugging Face Hub id failed: "
+            f"{type(error).__name__}: {error}") from error
+
+
+def _read_config_json(folder: Path) -> dict[str, Any]:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no config.json in checkpoint folder {str(folder)!r}")
+    with open(config_path) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_path} is not valid JSON: {error}") from error
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        warnings.warn(
+            f"checkpoint folder {str(folder)!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
+            "lm.tokenizer is None (pass tokenizer=... to load_model to attach one)", stacklevel=3)
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+# -- safetensors headers ----------------------------------------------------------------------
+
+def _read_header(file: Path) -> dict[str, _TensorEntry]:
+    """Parse one safetensors file's JSON header (no tensor data is read)."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) != 8:
+            raise ValueError(f"{file} is not a safetensors file (shorter than 8 bytes)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(size - 8, 100_000_000):
+            raise ValueError(f"{file} is not a safetensors file (header length {header_len} > file size)")
+        try:
+            header = json.loads(handle.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{file} has a corrupt safetensors header: {error}") from error
+    data_start = 8 + header_len
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(
+                f"tensor {name!r} in {file.name} has unsupported dtype {info['dtype']}; "
+                f"supported: {', '.join(_SAFETENSORS_DTYPES)} (quantised checkpoints are not supported)")
+        shape = tuple(int(s) for s in info["shape"])
+        begin, end = (int(o) for o in info["data_offsets"])
+        if end - begin != math.prod(shape) * dtype.itemsize or data_start + end > size:
+            raise ValueError(f"tensor {name!r} in {file.name}: byte range {begin}..{end} does not match "
+                             f"shape {shape} {info['dtype']} or the file size (truncated file?)")
+        entries[name] = _TensorEntry(file, dtype, shape, data_start + begin, end - begin)
+    return entries
+
+
+def _index_safetensors(folder: Path) -> dict[str, _TensorEntry]:
+    """All tensors of the checkpoint: from ``model.safetensors.index.json`` if present, else every ``*.safetensors``."""
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.is_file():
+        with open(index_path) as handle:
+            weight_map = json.load(handle).get("weight_map", {})
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index_path.name} names shard(s) missing from {str(folder)!r}: {missing}")
+    else:
+        files = sorted(p.name for p in folder.glob("*.safetensors"))
+    if not files:
+        others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf", ".h5"))
+        hint = f" (found {others}: only safetensors weights are supported)" if others else ""
+        raise FileNotFoundError(f"no *.safetensors weights in checkpoint folder {str(folder)!r}{hint}")
+    tensors: dict[str, _TensorEntry] = {}
+    for name in files:
+        for key, entry in _read_header(folder / name).items():
+            if key in tensors:
+                raise ValueError(f"tensor {key!r} appears in both {tensors[key].file.name} and {name}")
+            tensors[key] = entry
+    return tensors
+
+
+def _expected_tensors(config: LlamaConfig) -> dict[str, _Target]:
+    """HF tensor name -> where it goes, for every tensor the checkpoint must hold."""
+    vocab, d = config.vocab_size, config.hidden_size
+    targets = {
+        "model.embed_tokens.weight": _Target(("embed_tokens",), None, (vocab, d), False),
+        "model.norm.weight": _Target(("norm",), None, (d,), False),
+    }
+    if not config.tie_word_embeddings:
+        targets["lm_head.weight"] = _Target(("lm_head",), None, (vocab, d), False)
+    shapes = layer_param_shapes(config)
+    for layer in range(config.num_hidden_layers):
+        for hf_name, (param, transpose) in _HF_LAYER_TENSORS.items():
+            shape = shapes[param][1:]
+            hf_shape = shape[::-1] if transpose else shape
+            targets[f"model.layers.{layer}.{hf_name}"] = _Target(("layers", param), layer, hf_shape, transpose)
+    return targets
+
+
+def _check_tensors(tensors: dict[str, _TensorEntry], targets: dict[str, _Target]) -> None:
+    missing = [name for name in targets if name not in tensors]
+    if missing:
+        raise ValueError(f"checkpoint lacks {len(missing)} tensor(s) the config needs, e.g. "
+                         f"{missing[:5]}")
+    tied_head = "lm_head.weight" not in targets
+    unexpected = [name for name in tensors if name not in targets
+                  and not name.endswith(_IGNORED_SUFFIXES)
+                  and not (tied_head and name == "lm_head.weight")]
+    if unexpected:
+        raise ValueError(f"checkpoint has {len(unexpected)} unexpected tensor(s) for a Llama with this "
+                         f"config (wrong architecture or num_hidden_layers?), e.g. {unexpected[:5]} "
+                         f"in {tensors[unexpected[0]].file.name}")
+    for name, target in targets.items():
+        entry = tensors[name]
+        if entry.shape != target.hf_shape:
+            raise ValueError(f"tensor {name!r} in {entry.file.name} has shape {entry.shape}, "
+                             f"but config.json implies {target.hf_shape}")
+
+
+# -- streaming the weights ---------------------------------------------------------------------
+
+def _write_layer(buffer: jax.Array, layer: jax.Array, tensor: jax.Array, transpose: bool) -> jax.Array:
+    """``buffer[layer] = cast(tensor.T if transpose else tensor)``; the buffer is donated (in place)."""
+    value = tensor.T if transpose else tensor
+    return jax.lax.dynamic_update_index_in_dim(buffer, value.astype(buffer.dtype), layer, 0)
+
+
+_write_layer_jit = jax.jit(_write_layer, static_argnums=3, donate_argnums=0)
+
+
+def _cast_to(tensor: jax.Array, dtype: np.dtype) -> jax.Array:
+    return tensor.astype(dtype)
+
+
+_cast_jit = jax.jit(_cast_to, static_argnums=1)
+
+
+def _map_tensor(entry: _TensorEntry) -> np.ndarray:
+    """Memory-map one tensor's bytes (read-only, file-backed: no anonymous host copy)."""
+    return np.memmap(entry.file, dtype=entry.dtype, mode="r", offset=entry.start, shape=entry.shape)
+
+
+def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _TensorEntry],
+                 targets: dict[str, _Target]) -> Llama:
+    abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract)
+
+    stacked = {name: jnp.zeros(shape, dtype) for name, shape in layer_param_shapes(config).items()}
+    pure: dict[str, Any] = {"layers": stacked}
+    by_file: dict[Path, list[str]] = {}
+    for name in targets:
+        by_file.setdefault(tensors[name].file, []).append(name)
+    for names in by_file.values():
+        names.sort(key=lambda n: tensors[n].start)  # sequential reads
+        for name in names:
+            target = targets[name]
+            mapped = _map_tensor(tensors[name])
+            raw = jax.block_until_ready(jax.device_put(mapped))  # the one transient copy
+            del mapped  # unmap: its file pages leave this process
+            if target.layer is None:
+                pure[target.param[0]] = raw if raw.dtype == dtype else _cast_jit(raw, dtype)
+            else:
+                param = target.param[1]
+                stacked[param] = _write_layer_jit(stacked[param], jnp.int32(target.layer), raw,
+                                                  target.transpose)
+            del raw
+    nnx.replace_by_pure_dict(abstract_state, pure)  # in place
+    return nnx.merge(graphdef, abstract_state)
