@@ -75,45 +75,6 @@ LLAMA3_CHAT_TEMPLATE = (
 # compactly (survey items and scales, chat and persona text, country names). Any other text
 # still encodes, byte by byte where no merge applies.
 _CORPUS = """
-Please think of an ideal job, disregarding your present job, if you have one.
-In choosing an ideal job, how important would it be to you to have the following?
-How important is each of the following to you in your private life?
-have sufficient time for your personal or home life
-have sufficient time for your personal or family life
-have a boss (direct superior) you can respect
-get recognition for good performance
-have security of employment
-work with pleasant people and colleagues who cooperate well
-do work that is interesting
-be consulted by your boss in decisions involving your work
-live in a desirable area
-have a job respected by your family and friends
-have chances for promotion
-keeping time free for fun
-moderation: having few desires
-doing a service to a friend
-thrift: not spending more than needed
-How often do you feel nervous or tense?
-Are you a happy person? How often are you happy?
-Do other people or circumstances ever prevent you from doing what you really want to do?
-All in all, how would you describe your state of health these days?
-How proud are you to be a citizen of your country?
-How often, in your experience, are subordinates afraid to contradict their boss or superior?
-How often are students afraid to contradict their teacher?
-To what extent do you agree or disagree with each of the following statements?
-One can be a good manager without having a precise answer to every question that a
-subordinate may raise about his or her work.
-Persistent efforts are the surest way to results.
-An organization structure in which certain subordinates have two bosses should be avoided at all cost.
-A company's or organization's rules should not be broken, not even when the employee thinks
-breaking the rule would be in the organization's best interest.
-of utmost importance, extremely important, very important, of moderate importance,
-of little importance, of very little or no importance, of little or no importance
-always, usually, sometimes, seldom, never
-yes, always; yes, usually; sometimes; no, seldom; no, never
-very good, good, fair, poor, very poor
-very proud, fairly proud, somewhat proud, not very proud, not proud at all
-strongly agree, agree, undecided, disagree, strongly disagree
 Picture the job you would most like to have, leaving aside any job you hold at the moment.
 When choosing that ideal job, how important would it be to you that it leaves you time?
 whom you can respect; good work on your part is recognised; your employment is secure;
