@@ -50,6 +50,15 @@ _EXPORTS: dict[str, str] = {
     "EvolutionConfig": "jaxalign.optimize",
     "EvolutionResult": "jaxalign.optimize",
     "evolve": "jaxalign.optimize",
+    # scoring, baselines and the alignment run
+    "Scorer": "jaxalign.scoring",
+    "Scores": "jaxalign.scoring",
+    "make_scorer": "jaxalign.scoring",
+    "run_baselines": "jaxalign.baselines",
+    "AlignConfig": "jaxalign.api",
+    "AlignResult": "jaxalign.api",
+    "align": "jaxalign.api",
+    "score": "jaxalign.api",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -103,8 +103,221 @@ def _format_score(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
+# ------------------------------------------------------------------------------ align
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="tiny-random",
+        help="checkpoint folder, Hugging Face Hub id, or 'tiny-random' (the offline tiny model)",
+    )
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+        help="weights and activations dtype; auto: float32 for tiny-random, bfloat16 otherwise",
+    )
+    parser.add_argument(
+        "--wording", default=None,
+        help="JSON file with your own (e.g. the official) VSM 2013 wording; default: jaxalign's own",
+    )
+
+
+# AlignConfig's defaults, repeated here so that building the parser does not import jax
+# (tests/test_cli_align.py checks that the two agree).
+ALIGN_DEFAULTS = argparse.Namespace(
+    k=10, subspace=64, population=32, generations=50, strategy="DifferentialEvolution",
+    crossover_rate=0.9, differential_weight=0.8, init_scale=1.0, readout="expected",
+    n_respondents=100, slot="user_start", seed=0, chunk_size=10,
+)
+
+
+def add_align_command(subparsers: argparse._SubParsersAction) -> None:
+    defaults = ALIGN_DEFAULTS
+    parser = subparsers.add_parser(
+        "align",
+        help="tune a soft prompt so the model's VSM 2013 answers match a target profile",
+        description=(
+            "Tune a soft prompt with an evolution strategy (Differential Evolution by default) so "
+            "that the frozen model's VSM 2013 answers give the target's six dimension scores. "
+            "Writes results.json, soft_prompt.safetensors and dims.png into --out."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_model_arguments(parser)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--country", type=target_argument, help="target country or region (name, alias or code)")
+    group.add_argument("--target", type=target_argument, help="custom target, e.g. 'PDI=80,IDV=20' (others left out)")
+    parser.add_argument("--out", required=True, help="output folder (checkpoints and results)")
+    parser.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    parser.add_argument("--generations", type=int, default=defaults.generations)
+    parser.add_argument("--population", type=int, default=defaults.population)
+    parser.add_argument("-k", "--k", type=int, default=defaults.k, help="soft-prompt length (virtual tokens)")
+    parser.add_argument(
+        "--subspace", type=int, default=defaults.subspace,
+        help="search a random subspace of this dimension (0: the full K x d space)",
+    )
+    parser.add_argument("--strategy", default=defaults.strategy, help="evosax algorithm name")
+    parser.add_argument("--crossover-rate", type=float, default=defaults.crossover_rate)
+    parser.add_argument("--differential-weight", type=float, default=defaults.differential_weight)
+    parser.add_argument(
+        "--dither", type=_float_pair, default=None, metavar="FMIN,FMAX",
+        help="draw the differential weight uniformly in [FMIN, FMAX] each generation",
+    )
+    parser.add_argument("--init-scale", type=float, default=defaults.init_scale,
+                        help="spread of the initial population, in embedding standard deviations")
+    parser.add_argument("--init-text", default=None, help="initialise the soft prompt from this text's embeddings")
+    parser.add_argument("--readout", default=defaults.readout, choices=("expected", "argmax", "sample"))
+    parser.add_argument("--respondents", type=int, default=defaults.n_respondents,
+                        help="respondents per item for --readout sample")
+    parser.add_argument("--slot", default=defaults.slot, choices=("user_start", "system", "after_item"))
+    parser.add_argument("--system", default=None, help="system text placed before the soft prompt")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
+                        help="generations per on-device chunk (progress and checkpoints in between)")
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--batch-chunk", type=int, default=None,
+                        help="sequences per forward pass when memory is short (default: all at once)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_align)
+
+
+def _float_pair(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'FMIN,FMAX', got {text!r}") from None
+    return low, high
+
+
+def run_align(args: argparse.Namespace) -> int:
+    from jaxalign.api import AlignConfig, align, check_out_dir
+
+    config = AlignConfig(
+        k=args.k,
+        subspace=None if args.subspace == 0 else args.subspace,
+        population=args.population,
+        generations=args.generations,
+        strategy=args.strategy,
+        crossover_rate=args.crossover_rate,
+        differential_weight=args.differential_weight,
+        dither=args.dither,
+        init_scale=args.init_scale,
+        readout=args.readout,
+        n_respondents=args.respondents,
+        slot=args.slot,
+        system=args.system,
+        init_text=args.init_text,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        checkpoint_every=args.checkpoint_every,
+        batch_chunk=args.batch_chunk,
+    )
+    check_out_dir(args.out, resume=args.resume)
+    instrument = _instrument(args.wording)
+    lm = _load(args.model, args.dtype)
+    target = args.country or args.target
+    result = align(lm, target, instrument=instrument, config=config, out=args.out,
+                   resume=args.resume, progress=not args.no_progress)
+    print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
+    print(_dims_table(instrument.dimensions, [("target", target.values)]
+                      + [(n, b.dims, b.loss) for n, b in result.baselines.items()]
+                      + [("aligned", result.dims, result.loss)]))
+    print(f"wall {result.wall_s:.1f} s (optimizer compile {result.compile_s:.1f} s); wrote {args.out}")
+    return 0
+
+
+def _instrument(wording: str | None):
+    from jaxalign.survey import vsm13
+
+    return vsm13(wording=wording)
+
+
+def _load(model: str, dtype: str):
+    from jaxalign.model import load_model
+
+    if dtype == "auto":
+        dtype = "float32" if model == "tiny-random" else "bfloat16"
+    return load_model(model, dtype=dtype)
+
+
+def _dims_table(dimensions, rows) -> str:
+    header = f"{'':10s}" + "".join(f"{d:>8s}" for d in dimensions) + f"{'L1':>8s}"
+    lines = [header]
+    for row in rows:
+        name, values = row[0], row[1]
+        loss = row[2] if len(row) > 2 else float("nan")
+        cells = "".join(f"{_format_score(float(v)):>8s}" for v in values)
+        lines.append(f"{name:10s}{cells}{_format_score(float(loss)):>8s}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ score
+def add_score_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="score the model (optionally with a soft prompt or persona) on VSM 2013",
+        description=(
+            "Print the six VSM 2013 indices and the answer distribution per item for the model, "
+            "with an optional soft prompt (from 'jaxalign align') and/or system text; with a "
+            "target, also the L1 loss."
+        ),
+    )
+    _add_model_arguments(parser)
+    parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors written by 'jaxalign align'")
+    parser.add_argument("--persona", default=None, help="system text, e.g. 'You are a person from Japan.'")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--country", type=target_argument, help="target country for the loss")
+    group.add_argument("--target", type=target_argument, help="custom target for the loss, 'PDI=80,...'")
+    parser.add_argument("--readout", default=None, choices=("expected", "argmax", "sample"),
+                        help="default: the soft prompt's own, else 'expected'")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run_score)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from jaxalign.api import score
+    from jaxalign.softprompt import check_soft_prompt, load_soft_prompt
+
+    instrument = _instrument(args.wording)
+    prompt = None
+    if args.soft_prompt is not None:
+        prompt, _ = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
+    lm = _load(args.model, args.dtype)
+    if prompt is not None:
+        check_soft_prompt(prompt, lm.config.hidden_size)
+    target = args.country or args.target
+    scores = score(lm, soft_prompt=args.soft_prompt, system=args.persona, target=target,
+                   instrument=instrument, readout=args.readout)
+    dims = [float(v) for v in scores.dims[0]]
+    probs = [[round(float(p), 6) for p in row] for row in scores.probs[0]]
+    if args.json:
+        out = {
+            "model": lm.name,
+            "wording": instrument.wording,
+            "dims": dict(zip(instrument.dimensions, dims)),
+            "item_means": dict(zip(instrument.item_ids, (float(v) for v in scores.item_means[0]))),
+            "answers": probs,
+        }
+        if target is not None:
+            out["target"] = {"name": target.name, "dims": {
+                n: (None if math.isnan(v) else float(v)) for n, v in zip(target.dimensions, target.values)}}
+            out["loss"] = float(scores.loss[0])
+        print(json.dumps(out, indent=2))
+        return 0
+    rows = [("model", dims, float(scores.loss[0]))]
+    if target is not None:
+        rows.insert(0, ("target", target.values))
+    print(f"model {lm.name}; wording {instrument.wording}")
+    print(_dims_table(instrument.dimensions, rows))
+    print("\nitem  mean   P(1)   P(2)   P(3)   P(4)   P(5)")
+    for item_id, mean, row in zip(instrument.item_ids, scores.item_means[0], probs):
+        print(f"{item_id:>4s}  {float(mean):4.2f}  " + "  ".join(f"{p:5.3f}" for p in row))
+    return 0
+
+
 # ------------------------------------------------------------------------------ registry
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_countries_command,)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_countries_command,
+    add_align_command,
+    add_score_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

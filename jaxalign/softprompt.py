@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -220,6 +219,7 @@ def save_soft_prompt(path: str | os.PathLike, prompt: Any, metadata: Mapping[str
     from safetensors.numpy import save_file
 
     from jaxalign import __version__
+    from jaxalign._io import atomic_path
 
     array = np.asarray(prompt, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
@@ -233,17 +233,8 @@ def save_soft_prompt(path: str | os.PathLike, prompt: Any, metadata: Mapping[str
             raise ValueError(f"metadata[{name!r}]={metadata[name]!r} but the prompt has {name}={meta[name]}")
     meta.update(metadata)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({SOFT_PROMPT_TENSOR: np.ascontiguousarray(array)}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_soft_prompt(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:

@@ -1,0 +1,140 @@
+"""Baselines scored with the same scorer and readout as an aligned soft prompt.
+
+- **Naive**: the plain model, no soft prompt, no system text.
+- **Persona**: a system text asking the model to answer as a person from the target country.
+- **ICL**: a system text that describes the target culture, built from the target's published
+  scores (the number and a sentence per available dimension).
+
+The texts are the project's own wording. A baseline's loss is directly comparable with an aligned
+prompt's loss: same items, same readout, same constants, same L1 over the same dimensions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from jaxalign.model import LM
+from jaxalign.survey import Instrument, Target
+
+BASELINES: tuple[str, ...] = ("naive", "persona", "icl")
+
+# dimension -> (sentence for a low score, sentence for a high score); scores 40..60 get both halves
+_DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "PDI": (
+        "people expect power to be shared; bosses consult their staff and hierarchy is a matter of convenience",
+        "people accept that power is distributed unequally; subordinates expect to be told what to do and seldom contradict their superiors",
+    ),
+    "IDV": (
+        "people belong to close groups such as the extended family that look after them in exchange for loyalty",
+        "people are expected to look after themselves and their immediate family; personal time and freedom matter",
+    ),
+    "MAS": (
+        "caring for others and quality of life matter more than standing out; consensus and pleasant relations are valued",
+        "competition, achievement and success drive people; recognition and advancement matter a great deal",
+    ),
+    "UAI": (
+        "people are comfortable with ambiguity; rules can be flexible and the unfamiliar is interesting rather than threatening",
+        "people feel uneasy with ambiguity; they value rules, structure and security and often feel tense",
+    ),
+    "LTO": (
+        "people hold on to time-honoured traditions, look for quick results and feel strong national pride",
+        "people take a pragmatic long-term view: thrift and perseverance matter and traditions adapt to new circumstances",
+    ),
+    "IVR": (
+        "people restrain their desires; leisure matters little and social norms keep gratification in check",
+        "people value enjoying life and having fun, and feel free to act as they please",
+    ),
+}
+
+_NAMES = {
+    "PDI": "power distance",
+    "IDV": "individualism",
+    "MAS": "masculinity",
+    "UAI": "uncertainty avoidance",
+    "LTO": "long-term orientation",
+    "IVR": "indulgence",
+}
+
+
+def persona_text(target: Target) -> str:
+    """The Persona baseline's system text for ``target``."""
+    return (
+        f"You are a person from {target.name}. Answer every question as a typical person "
+        f"from {target.name} would."
+    )
+
+
+def icl_text(target: Target) -> str:
+    """The ICL baseline's system text: the target culture described from its published scores.
+
+    Only the target's available dimensions are described; a score below 40 gets the dimension's
+    "low" sentence, above 60 its "high" sentence, in between a moderate phrasing.
+    """
+    sentences = []
+    for name, value in zip(target.dimensions, np.asarray(target.values, np.float64)):
+        if math.isnan(value) or name not in _DESCRIPTIONS:
+            continue
+        low, high = _DESCRIPTIONS[name]
+        if value < 40:
+            level, text = "low", low
+        elif value > 60:
+            level, text = "high", high
+        else:
+            level, text = "moderate", f"neither extreme holds: on the one hand {low}; on the other, {high}"
+        sentences.append(
+            f"{_NAMES[name].capitalize()} is {level} ({name} {value:.0f} on Hofstede's scale): {text}."
+        )
+    return (
+        f"You are a person from {target.name}. Here is how researchers describe its culture. "
+        + " ".join(sentences)
+        + f" Answer every question as a typical person from {target.name} would."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineResult:
+    """One baseline's outcome: its system text (None for naive), six dims, loss, answers."""
+
+    name: str
+    system: str | None
+    dims: np.ndarray        # (D,)
+    loss: float
+    probs: np.ndarray       # (Q, 5)
+
+
+def run_baselines(
+    lm: LM,
+    instrument: Instrument,
+    target: Target,
+    *,
+    names: tuple[str, ...] = BASELINES,
+    readout: str = "expected",
+    constants=None,
+    seed: int = 0,
+) -> dict[str, BaselineResult]:
+    """Scores the named baselines (``"naive"``, ``"persona"``, ``"icl"``) for ``target``."""
+    from jaxalign.scoring import make_scorer
+
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+    systems = {"naive": None, "persona": persona_text(target), "icl": icl_text(target)}
+    results = {}
+    for name in names:
+        scorer = make_scorer(
+            lm, instrument, k=0, target=target, system=systems[name], readout=readout,
+            constants=constants, seed=seed,
+        )
+        d = lm.config.hidden_size
+        scores = scorer(np.zeros((1, 0, d), np.float32))
+        results[name] = BaselineResult(
+            name=name,
+            system=systems[name],
+            dims=np.asarray(scores.dims[0]),
+            loss=float(scores.loss[0]),
+            probs=np.asarray(scores.probs[0]),
+        )
+    return results

@@ -1,0 +1,339 @@
+"""The batched population scorer: soft prompts -> answer distributions -> dimensions -> losses.
+
+One call scores a whole population of soft prompts on every survey item as **one** jit-compiled
+batched forward pass over all ``P x Q`` sequences (split into equal chunks only when a memory
+budget asks for it; the chunk size changes nothing but peak memory)::
+
+    prompts (P, K, d)
+      -> sequences [prefix][K soft vectors][item text + answer cue]      (P*Q, T, d)
+      -> frozen model, last real position, logits of the 5 answer tokens (P, Q, 5)
+      -> readout per item (expected / argmax / sample)                    (P, Q)
+      -> instrument indices                                               (P, D)
+      -> L1 loss to the target, missing dimensions masked                 (P,)
+
+Readouts (``readout=``):
+
+- ``"expected"`` (default): the probability-weighted mean answer. The VSM manual's item score
+  ``m_k`` is a mean over respondents; the softmax over the five answer tokens is the model's
+  distribution of respondents, so the expected answer is that mean for an infinite sample. It is
+  deterministic and smooth in the prompt, which gives the optimizer a signal everywhere.
+- ``"argmax"``: the most likely answer, one deterministic respondent. Piecewise constant in the
+  prompt, so an optimizer sees plateaus.
+- ``"sample"``: ``n_respondents`` answers drawn per item from the distribution (seeded), their
+  mean. The same seed gives the same respondents, so fitness values are comparable within a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxalign.model import LM
+from jaxalign.model import llama
+from jaxalign.prompting import PromptBatch, render_items
+from jaxalign.survey import Instrument, Target, l1_loss
+
+Readout = Literal["expected", "argmax", "sample"]
+READOUTS: tuple[str, ...] = ("expected", "argmax", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """What one scoring pass returns, for a population of ``P`` prompts and ``Q`` items.
+
+    Attributes:
+      probs: ``(P, Q, 5)`` float32, the answer distribution per item, in answer-code order
+        (index 0 is answer 1), whatever order the options were presented in.
+      item_means: ``(P, Q)`` float32, the readout of each item (1..5).
+      dims: ``(P, D)`` float32, the instrument's indices.
+      loss: ``(P,)`` float32 L1 loss to the target (NaN when no target was given).
+    """
+
+    probs: jax.Array
+    item_means: jax.Array
+    dims: jax.Array
+    loss: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerInputs:
+    """The arrays a scoring pass takes as jit arguments (a pytree).
+
+    Model weights travel as an argument, never as constants closed over by the traced function,
+    so XLA does not bake gigabytes of weights into the program.
+    """
+
+    params: Any                 # the model's nnx.State
+    prefix_ids: jax.Array       # (Q, Tp) int32, left-padded
+    prefix_mask: jax.Array      # (Q, Tp) int32
+    suffix_ids: jax.Array       # (Q, Ts) int32, right-padded
+    suffix_mask: jax.Array      # (Q, Ts) int32
+    answer_ids: jax.Array       # (5,) int32, token ids of the digits as presented
+    answer_order: jax.Array     # (5,) int32, presented position -> answer code - 1
+    target_values: jax.Array    # (D,) float32, NaN where missing
+    constants: jax.Array        # (D,) float32
+    sample_key: jax.Array       # PRNG key for the "sample" readout
+
+
+jax.tree_util.register_dataclass(
+    ScorerInputs,
+    data_fields=[f.name for f in dataclasses.fields(ScorerInputs)],
+    meta_fields=[],
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+    """Scores populations of soft prompts of ``k`` vectors for one model, instrument and layout.
+
+    Build it with :func:`make_scorer`. ``scorer(prompts)`` returns :class:`Scores`; the pure
+    function :meth:`score_fn` is what an optimizer calls inside its own jit.
+    """
+
+    lm: LM
+    instrument: Instrument
+    batch: PromptBatch
+    k: int
+    readout: str
+    n_respondents: int
+    chunk_size: int | None
+    inputs: ScorerInputs
+
+    @property
+    def n_items(self) -> int:
+        return self.batch.suffix_ids.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per sequence, padding included: ``Tp + K + Ts``."""
+        return self.batch.prefix_ids.shape[1] + self.k + self.batch.suffix_ids.shape[1]
+
+    def score_fn(self, prompts: jax.Array, inputs: ScorerInputs) -> Scores:
+        """Pure scoring function: ``prompts (P, K, d)`` and :class:`ScorerInputs` -> :class:`Scores`."""
+        return _score(
+            self.lm.graphdef,
+            inputs,
+            prompts,
+            readout=self.readout,
+            n_respondents=self.n_respondents,
+            chunk_size=self.chunk_size,
+            instrument=self.instrument,
+        )
+
+    def __call__(self, prompts: jax.Array | np.ndarray) -> Scores:
+        """Scores ``prompts (P, K, d)`` (or ``(K, d)`` for one prompt, returned with P = 1)."""
+        prompts = jnp.asarray(prompts, jnp.float32)
+        if prompts.ndim == 2:
+            prompts = prompts[None]
+        if prompts.ndim != 3 or prompts.shape[1] != self.k:
+            raise ValueError(
+                f"expected prompts of shape (P, {self.k}, d), got {tuple(prompts.shape)}"
+            )
+        d = self.lm.config.hidden_size
+        if prompts.shape[2] != d:
+            raise ValueError(
+                f"soft prompt width {prompts.shape[2]} does not match the model's hidden size {d}"
+            )
+        return _jitted_score(self)(prompts, self.inputs)
+
+    def with_target(self, target: Target | np.ndarray | None) -> "Scorer":
+        """A copy that computes losses against ``target`` (a :class:`Target` or ``(D,)`` values)."""
+        values = _target_values(target, self.instrument)
+        return dataclasses.replace(
+            self, inputs=dataclasses.replace(self.inputs, target_values=jnp.asarray(values))
+        )
+
+
+def make_scorer(
+    lm: LM,
+    instrument: Instrument,
+    *,
+    k: int,
+    target: Target | np.ndarray | None = None,
+    system: str | None = None,
+    slot: str = "user_start",
+    reverse_options: bool = False,
+    readout: Readout = "expected",
+    n_respondents: int = 100,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    constants: np.ndarray | dict[str, float] | None = None,
+) -> Scorer:
+    """Renders the instrument's items for ``lm`` and returns a :class:`Scorer` for ``k`` soft vectors.
+
+    Args:
+      lm: the frozen model with its tokenizer.
+      instrument: the survey (e.g. ``jaxalign.vsm13()``).
+      k: number of soft-prompt vectors (0 scores the plain prompt, as the baselines do).
+      target: losses are computed against it; ``None`` gives NaN losses.
+      system: optional system text (persona, in-context description) in the shared prefix.
+      slot: where the soft vectors go (see :func:`jaxalign.prompting.render_items`).
+      reverse_options: present the options 5..1 (answers are mapped back to codes).
+      readout: ``"expected"`` (default), ``"argmax"`` or ``"sample"``; see the module docstring.
+      n_respondents: respondents per item for the ``"sample"`` readout.
+      seed: seed of the ``"sample"`` readout's respondents.
+      chunk_size: score at most this many sequences per forward pass (must divide ``P * Q``
+        at call time); ``None`` scores all of them in one pass.
+      constants: the instrument's constants C override (mapping or ``(D,)``).
+    """
+    if k < 0:
+        raise ValueError(f"k (soft-prompt length) must be >= 0, got {k}")
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+    if readout == "sample" and n_respondents < 1:
+        raise ValueError(f"n_respondents must be >= 1, got {n_respondents}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    batch = render_items(lm.tokenizer, instrument, system=system, slot=slot,
+                         reverse_options=reverse_options)
+    inputs = ScorerInputs(
+        params=lm.params,
+        prefix_ids=jnp.asarray(batch.prefix_ids, jnp.int32),
+        prefix_mask=jnp.asarray(batch.prefix_mask, jnp.int32),
+        suffix_ids=jnp.asarray(batch.suffix_ids, jnp.int32),
+        suffix_mask=jnp.asarray(batch.suffix_mask, jnp.int32),
+        answer_ids=jnp.asarray(batch.answer_ids, jnp.int32),
+        answer_order=jnp.asarray(np.asarray(batch.answer_order) - 1, jnp.int32),
+        target_values=jnp.asarray(_target_values(target, instrument)),
+        constants=jnp.asarray(_constants(instrument, constants)),
+        sample_key=jax.random.key(seed),
+    )
+    return Scorer(
+        lm=lm,
+        instrument=instrument,
+        batch=batch,
+        k=k,
+        readout=readout,
+        n_respondents=n_respondents,
+        chunk_size=chunk_size,
+        inputs=inputs,
+    )
+
+
+def _target_values(target: Target | np.ndarray | None, instrument: Instrument) -> np.ndarray:
+    n_dims = len(instrument.dimensions)
+    if target is None:
+        return np.full((n_dims,), np.nan, np.float32)
+    values = np.asarray(getattr(target, "values", target), np.float32)
+    if values.shape != (n_dims,):
+        raise ValueError(f"target has shape {values.shape}, the instrument has {n_dims} dimensions")
+    return values
+
+
+def _constants(instrument: Instrument, constants: Any) -> np.ndarray:
+    if constants is None:
+        return np.asarray(instrument.constants, np.float32)
+    return np.asarray(instrument.with_constants(constants).constants, np.float32)
+
+
+def build_sequences(
+    embed_prefix: jax.Array,   # (Q, Tp, d)
+    prefix_mask: jax.Array,    # (Q, Tp)
+    prompts: jax.Array,        # (P, K, d)
+    embed_suffix: jax.Array,   # (Q, Ts, d)
+    suffix_mask: jax.Array,    # (Q, Ts)
+) -> tuple[jax.Array, jax.Array]:
+    """Lays out ``[prefix][soft][suffix]`` for every member and item.
+
+    Returns ``embeds (P*Q, T, d)`` and ``mask (P*Q, T)`` with ``T = Tp + K + Ts``, member-major
+    (row ``p * Q + q`` is member ``p`` on item ``q``).
+    """
+    n_pop, k, d = prompts.shape
+    n_items, tp = prefix_mask.shape
+    ts = suffix_mask.shape[1]
+    dtype = embed_prefix.dtype
+    embeds = jnp.concatenate(
+        [
+            jnp.broadcast_to(embed_prefix[None], (n_pop, n_items, tp, d)),
+            jnp.broadcast_to(prompts.astype(dtype)[:, None], (n_pop, n_items, k, d)),
+            jnp.broadcast_to(embed_suffix[None], (n_pop, n_items, ts, d)),
+        ],
+        axis=2,
+    )  # (P, Q, T, d)
+    mask = jnp.concatenate(
+        [prefix_mask, jnp.ones((n_items, k), prefix_mask.dtype), suffix_mask], axis=1
+    )  # (Q, T)
+    mask = jnp.broadcast_to(mask[None], (n_pop, n_items, tp + k + ts))
+    return embeds.reshape(n_pop * n_items, tp + k + ts, d), mask.reshape(n_pop * n_items, -1)
+
+
+def readout_means(
+    probs: jax.Array, readout: str, *, key: jax.Array | None = None, n_respondents: int = 100
+) -> jax.Array:
+    """Item scores ``(..., Q)`` from answer distributions ``probs (..., Q, 5)`` (codes 1..5)."""
+    codes = jnp.arange(1, probs.shape[-1] + 1, dtype=jnp.float32)
+    if readout == "expected":
+        return jnp.sum(probs * codes, axis=-1)
+    if readout == "argmax":
+        return jnp.argmax(probs, axis=-1).astype(jnp.float32) + 1.0
+    if readout == "sample":
+        if key is None:
+            raise ValueError("the 'sample' readout needs a PRNG key")
+        logp = jnp.log(jnp.clip(probs, 1e-30, None))
+        draws = jax.random.categorical(key, logp, axis=-1, shape=(n_respondents, *probs.shape[:-1]))
+        return jnp.mean(draws.astype(jnp.float32), axis=0) + 1.0
+    raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+
+
+def _score(
+    graphdef: Any,
+    inputs: ScorerInputs,
+    prompts: jax.Array,  # (P, K, d)
+    *,
+    readout: str,
+    n_respondents: int,
+    chunk_size: int | None,
+    instrument: Instrument,
+) -> Scores:
+    n_pop = prompts.shape[0]
+    n_items = inputs.suffix_ids.shape[0]
+    embed_prefix = llama.embed_fn(graphdef, inputs.params, inputs.prefix_ids)  # (Q, Tp, d)
+    embed_suffix = llama.embed_fn(graphdef, inputs.params, inputs.suffix_ids)  # (Q, Ts, d)
+    embeds, mask = build_sequences(
+        embed_prefix, inputs.prefix_mask, prompts, embed_suffix, inputs.suffix_mask
+    )  # (P*Q, T, d), (P*Q, T)
+
+    def answer_logits(embeds_and_mask):
+        e, m = embeds_and_mask
+        return llama.selected_logits_fn(graphdef, inputs.params, e, m, inputs.answer_ids)
+
+    n_seq = n_pop * n_items
+    if chunk_size is None or chunk_size >= n_seq:
+        logits = answer_logits((embeds, mask))  # (P*Q, 5)
+    else:
+        if n_seq % chunk_size:
+            raise ValueError(
+                f"chunk_size {chunk_size} must divide the number of sequences P*Q = {n_seq}"
+            )
+        n_chunks = n_seq // chunk_size
+        logits = jax.lax.map(
+            answer_logits,
+            (embeds.reshape(n_chunks, chunk_size, *embeds.shape[1:]),
+             mask.reshape(n_chunks, chunk_size, mask.shape[1])),
+        ).reshape(n_seq, -1)
+    logits = logits.astype(jnp.float32).reshape(n_pop, n_items, -1)  # (P, Q, 5), presented order
+    probs_presented = jax.nn.softmax(logits, axis=-1)
+    # presented position j shows answer code answer_order[j] + 1: scatter back to code order
+    probs = jnp.zeros_like(probs_presented).at[..., inputs.answer_order].set(probs_presented)
+    item_means = readout_means(probs, readout, key=inputs.sample_key, n_respondents=n_respondents)
+    dims = instrument.indices(item_means, inputs.constants)  # (P, D)
+    loss = l1_loss(dims, inputs.target_values)  # (P,)
+    return Scores(probs=probs, item_means=item_means, dims=dims, loss=loss)
+
+
+jax.tree_util.register_dataclass(
+    Scores, data_fields=["probs", "item_means", "dims", "loss"], meta_fields=[]
+)
+
+
+def _jitted_score(scorer: Scorer):
+    """One compiled function per scorer configuration (cached on the scorer object)."""
+    cached = scorer.__dict__.get("_jit")
+    if cached is None:
+        cached = jax.jit(scorer.score_fn)
+        object.__setattr__(scorer, "_jit", cached)
+    return cached
