@@ -143,9 +143,13 @@ class Scorer:
     def with_target(self, target: Target | np.ndarray | None) -> "Scorer":
         """A copy that computes losses against ``target`` (a :class:`Target` or ``(D,)`` values)."""
         values = _target_values(target, self.instrument)
-        return dataclasses.replace(
+        copy = dataclasses.replace(
             self, inputs=dataclasses.replace(self.inputs, target_values=jnp.asarray(values))
         )
+        # the target is a jit argument, not part of the configuration: reuse the compiled function
+        if "_jit" in self.__dict__:
+            object.__setattr__(copy, "_jit", self.__dict__["_jit"])
+        return copy
 
 
 def make_scorer(

@@ -1,0 +1,268 @@
+"""The batched population scorer against an independent one-prompt, one-item reference.
+
+The reference below builds every sequence itself: the chat messages are written out by hand
+(the layout documented in :mod:`jaxalign.prompting.layout`), rendered with the tokenizer's chat
+template, split at a marker of the test's own, tokenized without padding, the soft vectors
+spliced in as embeddings, and run through ``lm.logits`` (full vocabulary, no mask, batch of
+one). The six VSM 2013 indices are then computed from the manual's formulas written out here.
+So batching, padding, chunking, the answer-token lookup and the option-order mapping of the
+scorer are all checked against code that shares none of them.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import jaxalign
+from jaxalign.scoring import make_scorer, readout_means
+
+P, K = 3, 2
+TARGET = {"PDI": 80.0, "IDV": 20.0, "MAS": 66.0, "UAI": 30.0, "LTO": 87.0, "IVR": 24.0}
+MARK = "\u00a7\u00a7SOFT\u00a7\u00a7"  # the test's own slot marker
+INSTRUCTION = "Answer with one digit from 1 to 5."
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def lm():
+    return jaxalign.load_model("tiny-random", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def vsm():
+    return jaxalign.vsm13()
+
+
+@pytest.fixture(scope="module")
+def prompts(lm):
+    """(P, K, d) soft prompts scaled like the embedding matrix."""
+    std = float(np.asarray(lm.embedding_matrix).std())
+    return (std * np.random.default_rng(0).normal(size=(P, K, lm.config.hidden_size))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def scorer(lm, vsm):
+    return make_scorer(lm, vsm, k=K, target=np.array(list(TARGET.values()), np.float32))
+
+
+@pytest.fixture(scope="module")
+def scores(scorer, prompts):
+    return scorer(prompts)
+
+
+# ----------------------------------------------------------------------------- the reference
+def vsm_indices_by_hand(m: np.ndarray) -> np.ndarray:
+    """The VSM 2013 manual's index formulas, C = 0; ``m (..., 24)`` item means, item k at k-1."""
+    m = {k: m[..., k - 1] for k in range(1, 25)}
+    pdi = 35 * (m[7] - m[2]) + 25 * (m[20] - m[23])
+    idv = 35 * (m[4] - m[1]) + 35 * (m[9] - m[6])
+    mas = 35 * (m[5] - m[3]) + 35 * (m[8] - m[10])
+    uai = 40 * (m[18] - m[15]) + 25 * (m[21] - m[24])
+    lto = 40 * (m[13] - m[14]) + 25 * (m[19] - m[22])
+    ivr = 35 * (m[12] - m[11]) + 40 * (m[17] - m[16])
+    return np.stack([pdi, idv, mas, uai, lto, ivr], axis=-1)
+
+
+def reference_pieces(tok, item, slot: str, reverse: bool) -> tuple[list[int], list[int], list[int]]:
+    """Token ids before and after the soft slot for one item, and the code shown by each digit."""
+    labels = [str(label).strip() for label in item.options]
+    codes = list(range(1, 6))
+    if reverse:
+        labels, codes = labels[::-1], codes[::-1]
+    options = "\n".join(f"{j}. {label}" for j, label in enumerate(labels, start=1))
+    body = f"{str(item.text).strip()}\n{options}\n"
+    user = f"{MARK}{body}{INSTRUCTION}" if slot == "user_start" else f"{body}{MARK}{INSTRUCTION}"
+    text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                   add_generation_prompt=True)
+    before, after = text.split(MARK)
+    encode = lambda s: list(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    return encode(before), encode(after), codes
+
+
+def reference_scores(lm, instrument, prompts: np.ndarray, slot="user_start", reverse=False):
+    """probs (P, Q, 5) in code order, expected answers (P, Q) and dims (P, 6), one sequence at a time."""
+    tok = lm.tokenizer
+    digits = []
+    for j in range(1, 6):
+        ids = tok(str(j), add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, f"digit {j} is not one token: {ids}"
+        digits.append(ids[0])
+    n_prompts, items = prompts.shape[0], instrument.items
+    probs = np.zeros((n_prompts, len(items), 5))
+    for q, item in enumerate(items):
+        before, after, codes = reference_pieces(tok, item, slot, reverse)
+        embed_before = np.asarray(lm.embed(np.asarray([before], np.int32)))[0]
+        embed_after = np.asarray(lm.embed(np.asarray([after], np.int32)))[0]
+        for p in range(n_prompts):
+            sequence = np.concatenate([embed_before, prompts[p], embed_after])[None]  # (1, T, d)
+            last = np.asarray(lm.logits(inputs_embeds=sequence))[0, -1].astype(np.float64)  # (V,)
+            presented = last[digits]
+            presented = np.exp(presented - presented.max())
+            presented /= presented.sum()
+            for j, code in enumerate(codes):  # digit j+1 shows the option with code `code`
+                probs[p, q, code - 1] = presented[j]
+    means = probs @ np.arange(1, 6)
+    return probs, means, vsm_indices_by_hand(means)
+
+
+@pytest.fixture(scope="module")
+def reference(lm, vsm, prompts):
+    return reference_scores(lm, vsm, prompts)
+
+
+# ----------------------------------------------------------------------------- 1. batched == reference
+def test_tokens_match_the_batch(lm, vsm, scorer):
+    """The scorer's batch, unpadded, holds exactly the reference's tokens (else the next test
+    would fail for a layout reason rather than a scoring one)."""
+    batch = scorer.batch
+    for q, item in enumerate(vsm.items):
+        before, after, _ = reference_pieces(lm.tokenizer, item, "user_start", False)
+        assert batch.prefix_ids[q][batch.prefix_mask[q] == 1].tolist() == before
+        assert batch.suffix_ids[q][batch.suffix_mask[q] == 1].tolist() == after
+
+
+def test_batched_scores_equal_one_at_a_time_reference(scores, reference):
+    ref_probs, ref_means, ref_dims = reference
+    assert scores.probs.shape == (P, 24, 5) and scores.item_means.shape == (P, 24)
+    assert scores.dims.shape == (P, 6) and scores.loss.shape == (P,)
+    np.testing.assert_allclose(np.asarray(scores.probs), ref_probs, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(scores.probs).sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(scores.item_means), ref_means, atol=5e-5)
+    np.testing.assert_allclose(np.asarray(scores.dims), ref_dims, atol=1e-3)
+    target = np.array(list(TARGET.values()))
+    np.testing.assert_allclose(np.asarray(scores.loss), np.abs(ref_dims - target).mean(-1), atol=1e-3)
+    # not a vacuous comparison: the prompts give different answers
+    assert np.ptp(ref_dims, axis=0).max() > 5.0
+
+
+# ----------------------------------------------------------------------------- 2. chunking
+def test_chunking_changes_nothing(lm, vsm, prompts, scores):
+    chunked = make_scorer(lm, vsm, k=K, target=np.array(list(TARGET.values()), np.float32),
+                          chunk_size=8)  # P*Q = 72 -> 9 chunks
+    got = chunked(prompts)
+    # equal up to float32 rounding (XLA may order sums differently for another batch shape)
+    for name, atol in (("probs", 1e-5), ("item_means", 5e-5), ("dims", 1e-3), ("loss", 1e-3)):
+        np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(scores, name)),
+                                   atol=atol, err_msg=name)
+
+
+def test_chunk_size_must_divide_the_sequences(lm, vsm, prompts):
+    with pytest.raises(ValueError, match=r"chunk_size 7 must divide .* P\*Q = 72"):
+        make_scorer(lm, vsm, k=K, chunk_size=7)(prompts)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        make_scorer(lm, vsm, k=K, chunk_size=0)
+
+
+# ----------------------------------------------------------------------------- 3. readouts
+def test_argmax_readout_and_constants(lm, vsm, prompts, scores):
+    got = make_scorer(lm, vsm, k=K, readout="argmax", constants={"PDI": 100.0, "IVR": -7.0})(prompts)
+    expected = np.argmax(np.asarray(scores.probs), axis=-1) + 1
+    np.testing.assert_array_equal(np.asarray(got.item_means), expected)
+    shift = np.array([100.0, 0, 0, 0, 0, -7.0])
+    np.testing.assert_allclose(np.asarray(got.dims), vsm_indices_by_hand(expected) + shift, atol=1e-3)
+    assert np.all(np.isnan(np.asarray(got.loss)))  # no target -> NaN losses
+
+
+def test_sample_readout_is_seeded_and_near_the_expected_answer(lm, vsm, prompts, scores):
+    sampler = make_scorer(lm, vsm, k=K, readout="sample", n_respondents=4000, seed=3)
+    first, again = sampler(prompts), sampler(prompts)
+    np.testing.assert_array_equal(np.asarray(first.item_means), np.asarray(again.item_means))
+    means = np.asarray(first.item_means)
+    assert means.min() >= 1.0 and means.max() <= 5.0
+    # a mean of 4000 draws: standard error <= 2 / sqrt(4000) ~ 0.032
+    np.testing.assert_allclose(means, np.asarray(scores.item_means), atol=0.15)
+    # respondents are means of whole answers: multiples of 1 / 4000
+    np.testing.assert_allclose(means * 4000, np.round(means * 4000), atol=1e-2)
+
+
+def test_readout_function():
+    probs = np.array([[0.0, 0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5]], np.float32)  # (Q, 5)
+    sample = lambda seed: np.asarray(  # noqa: E731
+        readout_means(probs, "sample", key=jax.random.key(seed), n_respondents=2000))
+    got = sample(0)
+    assert got[0] == 3.0 and abs(got[1] - 3.0) < 0.2  # +-2 per draw: standard error 0.045
+    np.testing.assert_array_equal(sample(0), got)  # same seed, same respondents
+    assert sample(1)[1] != got[1]
+    np.testing.assert_allclose(np.asarray(readout_means(probs, "expected")), [3.0, 3.0])
+    np.testing.assert_array_equal(np.asarray(readout_means(probs, "argmax")), [3.0, 1.0])
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        readout_means(probs, "sample")
+
+
+def test_unknown_readout(lm, vsm):
+    with pytest.raises(ValueError, match=r"unknown readout 'mode'.*expected, argmax, sample"):
+        make_scorer(lm, vsm, k=K, readout="mode")
+    with pytest.raises(ValueError, match="unknown readout"):
+        readout_means(np.ones((2, 5)) / 5, "median")
+    with pytest.raises(ValueError, match="n_respondents must be >= 1"):
+        make_scorer(lm, vsm, k=K, readout="sample", n_respondents=0)
+
+
+# ----------------------------------------------------------------------------- 4-5. layouts
+def test_reversed_options_come_back_in_code_order(lm, vsm, prompts, scores):
+    reversed_scorer = make_scorer(lm, vsm, k=K, reverse_options=True)
+    assert reversed_scorer.batch.answer_order.tolist() == [5, 4, 3, 2, 1]
+    got = reversed_scorer(prompts)
+    ref_probs, _, ref_dims = reference_scores(lm, vsm, prompts, reverse=True)
+    np.testing.assert_allclose(np.asarray(got.probs), ref_probs, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.dims), ref_dims, atol=1e-3)
+    # and the presentation really changed the answers (else the mapping would be untested)
+    assert np.abs(np.asarray(got.probs) - np.asarray(scores.probs)).max() > 0.05
+
+
+def test_after_item_slot_matches_its_reference(lm, vsm, prompts):
+    item_first = make_scorer(lm, vsm, k=K, slot="after_item")
+    assert not item_first.batch.prefix_shared  # per-item, left-padded prefixes
+    got = item_first(prompts)
+    ref_probs, ref_means, ref_dims = reference_scores(lm, vsm, prompts, slot="after_item")
+    np.testing.assert_allclose(np.asarray(got.probs), ref_probs, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.item_means), ref_means, atol=5e-5)
+    np.testing.assert_allclose(np.asarray(got.dims), ref_dims, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- 6. spread
+def test_answers_spread_over_random_soft_prompts(lm, vsm):
+    """Soft prompts move the tiny model's answers a lot, so soft-prompt tests are not vacuous.
+
+    32 prompts of K=4 random vocabulary rows (seed 0), expected readout. Measured: per-item std
+    of the expected answer across prompts 0.46 averaged over items (0.09..1.13); expected
+    answers 1.06..4.99; ranges of the six dims across prompts PDI 151, IDV 168, MAS 73, UAI 152,
+    LTO 162, IVR 173 (std 19..43 points).
+    """
+    table = np.asarray(lm.embedding_matrix)
+    rows = np.random.default_rng(0).integers(0, table.shape[0], size=(32, 4))
+    got = make_scorer(lm, vsm, k=4)(table[rows])
+    means, dims = np.asarray(got.item_means), np.asarray(got.dims)
+    assert means.std(axis=0).mean() > 0.25, means.std(axis=0)
+    assert np.ptp(dims, axis=0).min() > 20.0, np.ptp(dims, axis=0)
+    assert dims.std(axis=0).min() > 5.0, dims.std(axis=0)
+    assert means.min() < 1.5 and means.max() > 4.5
+
+
+# ----------------------------------------------------------------------------- 7. errors, targets
+def test_bad_prompt_shapes(scorer, prompts):
+    d = prompts.shape[-1]
+    with pytest.raises(ValueError, match=rf"expected prompts of shape \(P, {K}, d\), got \(3, 3, {d}\)"):
+        scorer(np.zeros((3, K + 1, d), np.float32))
+    with pytest.raises(ValueError, match="expected prompts of shape"):
+        scorer(np.zeros((1, 3, K, d), np.float32))
+    with pytest.raises(ValueError, match=rf"width {d + 1} does not match the model's hidden size {d}"):
+        scorer(np.zeros((3, K, d + 1), np.float32))
+    with pytest.raises(ValueError, match="k .* must be >= 0"):
+        make_scorer(scorer.lm, scorer.instrument, k=-1)
+
+
+def test_missing_target_dimensions_are_left_out(scorer, prompts, scores):
+    dims = np.asarray(scores.dims)
+    saudi = jaxalign.hofstede("Saudi Arabia")  # LTO 36, IVR 52 only
+    got = np.asarray(scorer.with_target(saudi)(prompts).loss)
+    np.testing.assert_allclose(got, (np.abs(dims[:, 4] - 36) + np.abs(dims[:, 5] - 52)) / 2, atol=1e-3)
+    partial = np.array([50, np.nan, np.nan, 10, np.nan, np.nan], np.float32)
+    partial_scorer = scorer.with_target(partial)
+    assert partial_scorer.__dict__.get("_jit") is scorer.__dict__["_jit"]  # no recompilation
+    got = np.asarray(partial_scorer(prompts).loss)
+    np.testing.assert_allclose(got, (np.abs(dims[:, 0] - 50) + np.abs(dims[:, 3] - 10)) / 2, atol=1e-3)
+    with pytest.raises(ValueError, match=r"target has shape \(5,\), the instrument has 6 dimensions"):
+        scorer.with_target(np.zeros(5, np.float32))
