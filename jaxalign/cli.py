@@ -123,7 +123,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 # (tests/test_cli_align.py checks that the two agree).
 ALIGN_DEFAULTS = argparse.Namespace(
     k=10, subspace=64, population=32, generations=50, strategy="DifferentialEvolution",
-    crossover_rate=0.9, differential_weight=0.8, init_scale=1.0, readout="expected",
+    crossover_rate=0.9, differential_weight=0.8, dither=(0.5, 1.0), init_scale=1.0, readout="expected",
     n_respondents=100, slot="user_start", seed=0, chunk_size=10,
 )
 
@@ -157,8 +157,8 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crossover-rate", type=float, default=defaults.crossover_rate)
     parser.add_argument("--differential-weight", type=float, default=defaults.differential_weight)
     parser.add_argument(
-        "--dither", type=_float_pair, default=None, metavar="FMIN,FMAX",
-        help="draw the differential weight uniformly in [FMIN, FMAX] each generation",
+        "--dither", type=_float_pair, default=defaults.dither, metavar="FMIN,FMAX",
+        help="draw the differential weight uniformly in [FMIN, FMAX] each generation; 'none' keeps it fixed",
     )
     parser.add_argument("--init-scale", type=float, default=defaults.init_scale,
                         help="spread of the initial population, in embedding standard deviations")
@@ -178,7 +178,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_align)
 
 
-def _float_pair(text: str) -> tuple[float, float]:
+def _float_pair(text: str) -> tuple[float, float] | None:
+    if text.strip().lower() == "none":
+        return None
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
