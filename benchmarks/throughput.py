@@ -1,0 +1,345 @@
+"""Scoring throughput: one population of soft prompts x 24 VSM items, jaxalign vs a PyTorch loop.
+
+What is measured:
+
+- **jaxalign**: ``make_scorer(lm, vsm13(), k=K, slot=layout)`` called on a ``(P, K, d)`` population,
+  exactly as the optimizer uses it. The first call (tracing + compilation + one run) is timed on
+  its own; then ``--repeats`` calls, each ended by ``jax.block_until_ready``, give the median.
+  ``compile_s`` = first call minus the median steady call.
+- **PyTorch, the way a user would write it**: transformers ``LlamaForCausalLM`` holding the SAME
+  weights (copied from the JAX model, bit for bit), ``torch.inference_mode()``, a Python loop over
+  the P members; per member the 24 items are one left-padded batch of ``inputs_embeds`` (item
+  token embeddings around the member's K soft vectors) with an attention mask and position ids
+  that skip the padding, ``logits_to_keep=1`` (only the last position's logits), softmax over the
+  five answer tokens. The answer distributions of both are compared (max abs difference).
+
+Figures: sequences/s (P x 24 per pass), tokens/s (real tokens only, padding excluded), compile
+time, peak memory (device allocator where it reports one, else host peak RSS: say which), and
+model FLOP utilisation = model FLOPs / time / peak FLOP/s (see ``common.model_flops``).
+
+Examples::
+
+    python benchmarks/throughput.py --preset tiny
+    python benchmarks/throughput.py --preset 100m --population 16 --k 10 --layout after_item
+    python benchmarks/throughput.py --preset llama3-8b --dtype bfloat16 --population 32 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Leave GPU memory for the PyTorch twin on the same device (JAX grabs 75% by default).
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.6")
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+
+LAYOUTS = ("user_start", "system", "after_item")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Scoring throughput of one population (P soft prompts x 24 items), "
+                    "jaxalign vs a transformers loop on identical weights.")
+    parser.add_argument("--preset", choices=common.PRESETS, default="tiny",
+                        help="model shape: tiny (the tiny-random model), 100m (~134M weights, 85M "
+                             "non-embedding), llama3-8b (Llama-3-8B shape, random weights; GPU/TPU)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="override the preset's number of layers (to see how cost grows with depth)")
+    parser.add_argument("--population", "-P", type=int, default=16, help="soft prompts per pass (P)")
+    parser.add_argument("--k", "-K", type=int, default=10, help="soft-prompt length K")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="weights and activations (default: bfloat16 for llama3-8b, else float32)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="user_start",
+                        help="soft-prompt slot passed to make_scorer(slot=...): user_start (default) "
+                             "or after_item (item first: [prefix][item][K soft][answer cue])")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="make_scorer chunk_size (sequences per forward pass); default all at once")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--torch", action="store_true",
+                        help="run the PyTorch comparison for llama3-8b too (needs a CUDA torch)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the PyTorch loop (default: torch's own choice)")
+    parser.add_argument("--peak-flops", type=float, default=None,
+                        help="peak FLOP/s of the device for the MFU (overrides the built-in table)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the prompts")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with the figures (human-readable text otherwise)")
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    for name in ("population", "k", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.dtype is None:
+        args.dtype = "bfloat16" if args.preset == "llama3-8b" else "float32"
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- jaxalign -----------------------------------------------------------------------------------
+
+def time_jax(scorer, prompts, repeats: int) -> dict[str, Any]:
+    """First call (compile + run) and ``repeats`` steady calls of ``scorer(prompts)``."""
+    start = time.perf_counter()
+    scores = jax.block_until_ready(scorer(prompts))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scores = jax.block_until_ready(scorer(prompts))
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"first_call_s": first, "compile_s": max(first - median, 0.0), "median_s": median,
+            "times_s": times, "probs": np.asarray(scores.probs, np.float64)}
+
+
+# -- PyTorch --------------------------------------------------------------------------------------
+
+def torch_device_for(preset: str, want_torch: bool) -> tuple[str | None, str]:
+    """Where the PyTorch loop runs (None: skipped) and why."""
+    try:
+        import torch
+    except ImportError:
+        return None, "torch is not installed"
+    platform = jax.devices()[0].platform
+    if platform == "gpu" and torch.cuda.is_available():
+        return "cuda", "same GPU"
+    if preset == "llama3-8b" and not (want_torch and torch.cuda.is_available()):
+        return None, "llama3-8b: PyTorch loop skipped (needs --torch and a CUDA torch)"
+    if platform != "cpu":
+        return "cpu", f"torch has no {platform} device here: PyTorch runs on the host CPU"
+    return "cpu", "same CPU"
+
+
+def torch_score_loop(model, batch, prompts: np.ndarray, *, device: str, repeats: int):
+    """Scores ``prompts (P, K, d)`` member by member, the 24 items batched per member.
+
+    Returns ``(probs (P, Q, 5) float64 in answer-code order, times_s)``.
+    """
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    embed = model.get_input_embeddings()
+    answer_ids = torch.as_tensor(np.array(batch.answer_ids), dtype=torch.long, device=device)
+    with torch.inference_mode():
+        # each item's real (unpadded) text before and after the slot, embedded once
+        before = [embed(torch.as_tensor(ids[mask == 1], dtype=torch.long, device=device))
+                  for ids, mask in zip(batch.prefix_ids, batch.prefix_mask)]
+        after = [embed(torch.as_tensor(ids[mask == 1], dtype=torch.long, device=device))
+                 for ids, mask in zip(batch.suffix_ids, batch.suffix_mask)]
+        soft_all = torch.as_tensor(np.array(prompts), device=device).to(dtype)  # (P, K, d)
+
+        def score_member(soft):  # (K, d) -> (Q, 5) presented order
+            rows = [torch.cat([b, soft, a]) for b, a in zip(before, after)]
+            length = max(row.shape[0] for row in rows)
+            embeds = soft.new_zeros((len(rows), length, soft.shape[-1]))
+            mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
+            for q, row in enumerate(rows):  # left padding: the last position is the answer's
+                embeds[q, length - row.shape[0]:] = row
+                mask[q, length - row.shape[0]:] = 1
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                           logits_to_keep=1).logits[:, -1]
+            return torch.softmax(logits[:, answer_ids].float(), dim=-1)
+
+        score_member(soft_all[0])  # warm-up (kernel selection, allocator)
+        times, probs = [], None
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = [score_member(soft_all[p]) for p in range(soft_all.shape[0])]
+            probs = torch.stack(out).cpu()  # waits for the device
+            times.append(time.perf_counter() - start)
+    probs = probs.double().numpy()[..., np.asarray(batch.original_index)]
+    return probs, times
+
+
+def torch_peak_memory(device: str) -> tuple[int, str]:
+    import torch
+
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
+    return common.host_peak_rss_bytes(), "host peak RSS of the whole process (after the JAX run)"
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import jaxalign
+
+    platform = jax.devices()[0].platform
+    if args.preset == "llama3-8b" and platform == "cpu" and args.layers is None:
+        raise SystemExit("--preset llama3-8b is for GPUs/TPUs (16 GB of bfloat16 weights); "
+                         "on a CPU use --preset 100m, or --layers to shrink it")
+    meta = common.run_metadata("benchmarks/throughput.py", args.argv)
+    log(f"device: {common.describe_device()}")
+    t0 = time.perf_counter()
+    lm = common.build_preset(args.preset, args.dtype, layers=args.layers, seed=args.seed)
+    jax.block_until_ready(lm.params)
+    build_s = time.perf_counter() - t0
+    config = lm.config
+    log(f"model {lm.name}: {config.num_parameters / 1e6:.1f}M weights "
+        f"({common.non_embedding_params(config) / 1e6:.1f}M non-embedding), {args.dtype}, built in {build_s:.1f}s")
+
+    scorer = jaxalign.make_scorer(lm, jaxalign.vsm13(), k=args.k, slot=args.layout,
+                                  chunk_size=args.chunk_size)
+    batch = scorer.batch
+    n_items = batch.n_items
+    real_lengths = np.tile(batch.real_lengths(args.k), args.population)  # (P*Q,)
+    n_sequences = args.population * n_items
+    real_tokens = int(real_lengths.sum())
+    padded_tokens = n_sequences * scorer.seq_len
+    prompts = common.random_prompts(lm, args.population, args.k, seed=args.seed + 1)
+
+    log(f"jaxalign: P={args.population} x Q={n_items} = {n_sequences} sequences, "
+        f"{real_tokens} real tokens ({padded_tokens} with padding), layout {args.layout}")
+    jax_result = time_jax(scorer, prompts, args.repeats)
+    memory, memory_source = common.peak_device_memory()
+    flops = common.model_flops(config, real_lengths)
+    peak, peak_source = common.peak_flops(args.dtype, args.peak_flops)
+    median = jax_result["median_s"]
+    result: dict[str, Any] = {
+        "preset": args.preset,
+        "model": lm.name,
+        "layers": config.num_hidden_layers,
+        "params": int(config.num_parameters),
+        "non_embedding_params": common.non_embedding_params(config),
+        "P": args.population,
+        "K": args.k,
+        "Q": n_items,
+        "layout": args.layout,
+        "dtype": args.dtype,
+        "chunk_size": args.chunk_size,
+        "sequences_per_pass": n_sequences,
+        "real_tokens_per_pass": real_tokens,
+        "padded_tokens_per_pass": int(padded_tokens),
+        "seq_len_padded": int(scorer.seq_len),
+        "sequences_per_s": n_sequences / median,
+        "tokens_per_s": real_tokens / median,
+        "median_s": median,
+        "times_s": jax_result["times_s"],
+        "first_call_s": jax_result["first_call_s"],
+        "compile_s": jax_result["compile_s"],
+        "model_flops_per_pass": flops,
+        "achieved_flops_per_s": flops / median,
+        "peak_flops_per_s": peak,
+        "peak_flops_source": peak_source,
+        "mfu": None if peak is None else flops / median / peak,
+        "peak_memory_bytes": memory,
+        "peak_memory_source": memory_source,
+        "device": common.describe_device(),
+        "device_info": common.device_info(),
+        **meta,
+    }
+    log(f"jaxalign: {result['sequences_per_s']:.2f} seq/s, {result['tokens_per_s']:.0f} tok/s, "
+        f"median {median:.3f}s, first call {jax_result['first_call_s']:.2f}s")
+
+    torch_device, torch_note = (None, "--no-torch") if args.no_torch else torch_device_for(
+        args.preset, args.torch)
+    result.update(torch_sequences_per_s=None, torch_tokens_per_s=None, torch_median_s=None,
+                  speedup_vs_torch=None, max_abs_prob_diff=None, torch_device=torch_device,
+                  torch_note=torch_note)
+    if torch_device is not None:
+        import torch
+        import transformers
+
+        if args.torch_threads is not None:
+            torch.set_num_threads(args.torch_threads)
+        model = common.torch_model_from_lm(lm, device=torch_device)
+        log(f"torch {torch.__version__} ({torch_device}, {torch.get_num_threads()} threads, "
+            f"attention {model.config._attn_implementation}): looping over {args.population} members")
+        torch_probs, torch_times = torch_score_loop(model, batch, np.asarray(prompts),
+                                                    device=torch_device, repeats=args.repeats)
+        torch_median = statistics.median(torch_times)
+        torch_memory, torch_memory_source = torch_peak_memory(torch_device)
+        result.update(
+            torch_sequences_per_s=n_sequences / torch_median,
+            torch_tokens_per_s=real_tokens / torch_median,
+            torch_median_s=torch_median,
+            torch_times_s=torch_times,
+            speedup_vs_torch=torch_median / median,
+            max_abs_prob_diff=float(np.abs(torch_probs - jax_result["probs"]).max()),
+            torch_threads=torch.get_num_threads(),
+            torch_version=torch.__version__,
+            transformers_version=transformers.__version__,
+            torch_attention=model.config._attn_implementation,
+            torch_peak_memory_bytes=torch_memory,
+            torch_peak_memory_source=torch_memory_source,
+        )
+        del model
+    result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable summary of :func:`run`'s figures."""
+    def gib(n):
+        return f"{n / 2**30:.2f} GiB"
+
+    peak = "n/a" if r["peak_flops_per_s"] is None else f"{r['peak_flops_per_s'] / 1e12:.3f} TFLOP/s"
+
+    lines = [
+        f"device         {r['device']}",
+        f"model          {r['model']}: {r['params'] / 1e6:.1f}M weights, "
+        f"{r['non_embedding_params'] / 1e6:.1f}M non-embedding, {r['layers']} layers, {r['dtype']}",
+        f"population     P={r['P']} x Q={r['Q']} items = {r['sequences_per_pass']} sequences, K={r['K']}, "
+        f"layout {r['layout']}",
+        f"tokens/pass    {r['real_tokens_per_pass']} real ({r['padded_tokens_per_pass']} padded, "
+        f"T={r['seq_len_padded']})",
+        f"jaxalign       {r['sequences_per_s']:.2f} seq/s   {r['tokens_per_s']:.0f} tok/s   "
+        f"median {r['median_s']:.4f}s of {len(r['times_s'])}",
+        f"compile        {r['compile_s']:.2f}s (first call {r['first_call_s']:.2f}s)",
+        f"peak memory    {gib(r['peak_memory_bytes'])} ({r['peak_memory_source']})",
+        f"model FLOPs    {r['model_flops_per_pass'] / 1e12:.3f} TFLOP/pass, "
+        f"{r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved",
+        "MFU            " + ("n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%")
+        + f" (peak {peak}: {r['peak_flops_source']})",
+    ]
+    if r["torch_sequences_per_s"] is None:
+        lines.append(f"torch          skipped ({r['torch_note']})")
+    else:
+        lines += [
+            f"torch loop     {r['torch_sequences_per_s']:.2f} seq/s   {r['torch_tokens_per_s']:.0f} tok/s   "
+            f"median {r['torch_median_s']:.4f}s ({r['torch_device']}, {r['torch_threads']} threads, "
+            f"{r['torch_attention']})",
+            f"speedup        {r['speedup_vs_torch']:.2f}x vs the PyTorch loop",
+            f"agreement      max |p_jax - p_torch| = {r['max_abs_prob_diff']:.2e} over the answer probabilities",
+        ]
+    lines += [
+        f"host load      1-min load average {r['load_average_1m_at_start']} at start, "
+        f"{r['load_average_1m_at_end']} at end ({r['device_info']['cpu_cores']} cores)",
+        f"date           {r['date']}",
+        f"command        {r['command']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_report(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Smoke tests of the benchmark scripts on tiny settings, plus their FLOP count and torch twin."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import common, de_cost, dims, throughput
+
+
+def test_model_flops_by_hand():
+    config = common.preset_config("tiny", vocab_size=100)
+    # tiny: d=64, F=192, L=4, 4 heads x 16, 2 KV heads -> per layer 64*16*(8+4) + 3*64*192 + 2*64
+    per_layer = 64 * 16 * 12 + 3 * 64 * 192 + 128
+    assert common.non_embedding_params(config) == 4 * per_layer + 64
+    lengths = np.array([3, 1])
+    dense = 2 * (4 * per_layer + 64) * 4
+    attention = 4 * 4 * 4 * 16 * (6 + 1)  # L * 4 * heads * head_dim * (3*4/2 + 1*2/2)
+    assert common.model_flops(config, lengths) == dense + attention
+
+
+def test_preset_shapes():
+    config = common.preset_config("100m")
+    assert 80e6 < common.non_embedding_params(config) < 90e6
+    assert 120e6 < config.num_parameters < 140e6
+    eight = common.preset_config("llama3-8b")
+    assert 7.9e9 < eight.num_parameters < 8.1e9
+    with pytest.raises(ValueError, match="unknown preset"):
+        common.preset_config("gpt5")
+
+
+def test_throughput_json_and_torch_agreement(capsys):
+    result = throughput.main(["--preset", "tiny", "--population", "2", "--k", "2", "--layers", "2",
+                              "--repeats", "1", "--torch-threads", "1", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    for key in ("sequences_per_s", "tokens_per_s", "compile_s", "mfu", "torch_sequences_per_s",
+                "speedup_vs_torch", "device", "preset", "P", "K", "layout", "dtype", "date", "command"):
+        assert key in printed, key
+    assert printed["P"] == 2 and printed["K"] == 2 and printed["Q"] == 24 and printed["layers"] == 2
+    assert printed["command"].startswith("python benchmarks/throughput.py --preset tiny")
+    assert result["sequences_per_s"] > 0 and result["torch_sequences_per_s"] > 0
+    # identical weights: the PyTorch loop gives the same answer distributions
+    assert result["max_abs_prob_diff"] < 1e-4
+    # real tokens exclude padding
+    assert result["real_tokens_per_pass"] < result["padded_tokens_per_pass"]
+
+
+def test_throughput_item_first_without_torch():
+    result = throughput.main(["--preset", "tiny", "--population", "2", "--k", "3", "--repeats", "1",
+                              "--layout", "after_item", "--no-torch", "--layers", "1"])
+    assert result["layout"] == "after_item" and result["layers"] == 1
+    assert result["torch_sequences_per_s"] is None and result["speedup_vs_torch"] is None
+
+
+def test_dims_writes_tables(tmp_path, capsys):
+    report = dims.main(["--countries", "Saudi Arabia", "--methods", "naive,de", "--population", "4",
+                        "--generations", "1", "--k", "2", "--subspace", "4", "--out", str(tmp_path),
+                        "--no-progress"])
+    entry = report["countries"]["Saudi Arabia"]
+    assert set(entry["methods"]) == {"naive", "de"}
+    assert entry["target"]["dims"][:4] == [None] * 4  # missing dimensions stay masked
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["command"].startswith("python benchmarks/dims.py") and "date" in saved
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| Saudi Arabia | naive |" in markdown and "| mean |" in markdown
+    assert "L1 loss" in capsys.readouterr().out
+
+
+def test_dims_rejects_unknown_method(tmp_path):
+    with pytest.raises(SystemExit):
+        dims.main(["--methods", "naive,magic", "--out", str(tmp_path)])
+
+
+def test_de_cost_rows():
+    report = de_cost.main(["--populations", "4", "--ks", "2", "--generations", "1",
+                           "--subspace", "4", "--layers", "1", "--json"])
+    (row,) = report["rows"]
+    assert row["P"] == 4 and row["K"] == 2 and row["layers"] == 1 and row["wall_s"] > 0
