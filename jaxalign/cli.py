@@ -172,8 +172,8 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
                         help="generations per on-device chunk (progress and checkpoints in between)")
     parser.add_argument("--checkpoint-every", type=int, default=None)
-    parser.add_argument("--batch-chunk", type=int, default=None,
-                        help="sequences per forward pass when memory is short (default: all at once)")
+    parser.add_argument("--members-per-pass", type=int, default=None,
+                        help="population members per forward pass when memory is short (default: all at once)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_align)
 
@@ -209,7 +209,7 @@ def run_align(args: argparse.Namespace) -> int:
         seed=args.seed,
         chunk_size=args.chunk_size,
         checkpoint_every=args.checkpoint_every,
-        batch_chunk=args.batch_chunk,
+        members_per_pass=args.members_per_pass,
     )
     check_out_dir(args.out, resume=args.resume)
     instrument = _instrument(args.wording)
@@ -315,10 +315,13 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ registry
+from jaxalign.evaluate.cli import add_eval_command  # noqa: E402  (light: argparse only)
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_countries_command,
     add_align_command,
     add_score_command,
+    add_eval_command,
 )
 
 

@@ -1,0 +1,165 @@
+"""``jaxalign eval culturalbench`` and ``jaxalign eval robustness``.
+
+Building the parsers imports nothing heavy; jax and the model load inside the ``run`` functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+
+def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``eval`` with its two subcommands to the ``jaxalign`` parser."""
+    from jaxalign.cli import target_argument  # the parent module is loaded by the time this runs
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a soft prompt beyond the tuned items (CulturalBench, robustness)",
+        description="Evaluate a soft prompt (and the plain model beside it) beyond the survey items it was tuned on.",
+    )
+    evals = parser.add_subparsers(title="evaluations", dest="evaluation", metavar="EVALUATION")
+    parser.set_defaults(run=lambda args: _missing_evaluation(parser))
+
+    bench = evals.add_parser(
+        "culturalbench",
+        help="CulturalBench accuracy with a 95%% Wilson interval",
+        description=(
+            "CulturalBench (Chiu et al. 2024, CC-BY-4.0) accuracy of the plain model and, with "
+            "--soft-prompt, of the model with the soft prompt: Easy is 4-option multiple choice "
+            "read from the logits of A-D; Hard is one true/false judgement per option, and a "
+            "question counts only when all its judgements are right. Prints accuracy, its 95%% "
+            "Wilson interval and the number of questions."
+        ),
+    )
+    _model_arguments(bench)
+    bench.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors from 'jaxalign align'")
+    bench.add_argument("--country", default=None,
+                       help="CulturalBench country or region, e.g. 'China' (default: all questions)")
+    bench.add_argument("--data", default=None,
+                       help="CulturalBench CSV/JSONL/JSON/parquet file, or a folder holding "
+                       "CulturalBench-Easy.csv / -Hard.csv (default: download from the Hub)")
+    bench.add_argument("--set", default="easy", choices=("easy", "hard", "both"), dest="bench_set")
+    bench.add_argument("--batch-size", type=int, default=None,
+                       help="sequences per forward pass (default: all at once)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(run=run_culturalbench)
+
+    robust = evals.add_parser(
+        "robustness",
+        help="dims and L1 of a soft prompt on the tuned wording, reversed options, held-out wording",
+        description=(
+            "Score a soft prompt and the plain model on the wording the prompt was tuned on, on "
+            "the same items with the options in reverse order (mapped back before scoring), and "
+            "on jaxalign's held-out second wording of the 24 VSM 2013 items."
+        ),
+    )
+    _model_arguments(robust)
+    robust.add_argument("--wording", default=None,
+                        help="JSON wording file the prompt was tuned on (default: jaxalign's own)")
+    robust.add_argument("--soft-prompt", required=True, help="soft_prompt.safetensors from 'jaxalign align'")
+    group = robust.add_mutually_exclusive_group(required=True)
+    group.add_argument("--country", type=target_argument, help="target country (name, alias or code)")
+    group.add_argument("--target", type=target_argument, help="custom target, e.g. 'PDI=80,IDV=20'")
+    robust.add_argument("--readout", default=None, choices=("expected", "argmax", "sample"),
+                        help="default: the soft prompt's own, else 'expected'")
+    robust.add_argument("--seed", type=int, default=0, help="seed of the 'sample' readout")
+    robust.add_argument("--json", action="store_true", help="print one JSON object")
+    robust.set_defaults(run=run_robustness)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny-random",
+                        help="checkpoint folder, Hugging Face Hub id, or 'tiny-random'")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="auto: float32 for tiny-random, bfloat16 otherwise")
+
+
+def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
+    import sys
+
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _load_model(name: str, dtype: str):
+    from jaxalign.model import load_model
+
+    if dtype == "auto":
+        dtype = "float32" if name == "tiny-random" else "bfloat16"
+    return load_model(name, dtype=dtype)
+
+
+def _read_prompt(path: str | None) -> tuple[Any, dict[str, str]]:
+    if path is None:
+        return None, {}
+    from jaxalign.softprompt import load_soft_prompt
+
+    return load_soft_prompt(path)
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def run_culturalbench(args: argparse.Namespace) -> int:
+    from jaxalign.evaluate.culturalbench import CULTURALBENCH_CITATION, evaluate_culturalbench, load_culturalbench
+    from jaxalign.softprompt import check_soft_prompt
+
+    prompt, metadata = _read_prompt(args.soft_prompt)  # file errors before the model loads
+    sets = ("easy", "hard") if args.bench_set == "both" else (args.bench_set,)
+    benches = [load_culturalbench(args.data, set=s).for_country(args.country) for s in sets]
+    lm = _load_model(args.model, args.dtype)
+    if prompt is not None:
+        check_soft_prompt(prompt, lm.config.hidden_size)
+    out: dict[str, Any] = {"model": lm.name, "country": args.country or "all", "sets": {}}
+    for bench in benches:
+        results = {"naive": evaluate_culturalbench(lm, bench, batch_size=args.batch_size)}
+        if prompt is not None:
+            results["soft prompt"] = evaluate_culturalbench(
+                lm, bench, soft_prompt=prompt, system=metadata.get("system") or None,
+                slot=metadata.get("slot") or "user_start", batch_size=args.batch_size)
+        out["sets"][bench.name] = {"source": bench.source, **{k: r.to_json() for k, r in results.items()}}
+        if args.json:
+            continue
+        first = next(iter(results.values()))
+        where = bench.questions[0].country if args.country else "all countries"
+        print(f"CulturalBench-{bench.name.title()}, {where}: "
+              f"{first.n_questions} questions ({first.n_judgements} sequences"
+              + (f", {bench.skipped} skipped for empty values" if bench.skipped else "") + f"); model {lm.name}")
+        print(f"{'prompt':12s} {'accuracy':>9s}  {'95% CI':>16s}  right/questions")
+        for name, r in results.items():
+            ci = f"[{_fmt(r.ci95[0])}, {_fmt(r.ci95[1])}]"
+            print(f"{name:12s} {_fmt(r.accuracy):>9s}  {ci:>16s}  {r.n_correct}/{r.n_questions}")
+        print()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"Data: {CULTURALBENCH_CITATION}.")
+    return 0
+
+
+def run_robustness(args: argparse.Namespace) -> int:
+    from jaxalign.evaluate.robustness import evaluate_robustness
+    from jaxalign.softprompt import check_soft_prompt
+    from jaxalign.survey import vsm13
+
+    prompt, metadata = _read_prompt(args.soft_prompt)
+    instrument = vsm13(wording=args.wording)
+    lm = _load_model(args.model, args.dtype)
+    check_soft_prompt(prompt, lm.config.hidden_size)
+    target = args.country or args.target
+    readout = args.readout or metadata.get("readout") or "expected"
+    report = evaluate_robustness(
+        lm, prompt, target, instrument=instrument, readout=readout, seed=args.seed,
+        system=metadata.get("system") or None, slot=metadata.get("slot") or "user_start",
+    )
+    if args.json:
+        print(json.dumps({"model": lm.name, **report.to_json()}, indent=2))
+        return 0
+    print(f"target {report.target.name}; model {lm.name}; readout {readout}; "
+          f"{report.rows[0].n_items} items per condition; held-out wording {report.row('heldout').wording}")
+    print(report.table())
+    return 0

@@ -1,0 +1,646 @@
+"""CulturalBench (Chiu et al. 2024, CC-BY-4.0): cultural knowledge with and without a soft prompt.
+
+The benchmark (Hub dataset ``kellycyy/CulturalBench``) asks the same questions in two ways:
+
+- **Easy** (``CulturalBench-Easy.csv``): four-option multiple choice. Columns ``question_idx,
+  prompt_question, prompt_option_a, prompt_option_b, prompt_option_c, prompt_option_d, answer``
+  (a letter A-D) and ``country``. A question is right when the letter with the highest logit is
+  the answer.
+- **Hard** (``CulturalBench-Hard.csv``): one row per (question, option) with columns
+  ``question_idx, prompt_question, prompt_option, answer`` (``True``/``False``: is this option a
+  right answer?) and ``country``; a question has (usually four) rows sharing ``question_idx``.
+  Each row is one true/false judgement; a question counts as right only when **all** of its
+  judgements are right.
+
+Scoring is the survey's: every judgement is one sequence ``[prefix][K soft vectors][suffix]``
+rendered with the model's chat template (the soft prompt in the same slot as for the survey),
+and the answer is read from the logits of the answer tokens at the last position (letters
+``A``..``D`` for Easy, ``True``/``False`` for Hard), never by generating text. All sequences go
+through one jit-compiled batched forward pass (``batch_size`` splits it into equal chunks when
+memory is short). Nothing is random: the same inputs give the same result.
+
+Answer tokens are found by appending each answer to an open assistant turn. Easy's letters must
+each be one token (a clear error otherwise). ``True``/``False`` are one token each for Llama 3;
+for a tokenizer that splits them (the tiny test tokenizer reads ``T``/``F`` first) the first
+token of each is read, which is what the model would emit first, as long as the two differ.
+
+Accuracy is reported with a 95% Wilson score interval (:func:`wilson_interval`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CULTURALBENCH_REPO = "kellycyy/CulturalBench"
+CULTURALBENCH_CITATION = (
+    "Chiu et al. (2024), CulturalBench: a Robust, Diverse and Challenging Benchmark on "
+    "Measuring the (Lack of) Cultural Knowledge of LLMs, arXiv:2410.02677; data CC-BY-4.0"
+)
+SETS: tuple[str, ...] = ("easy", "hard")
+SET_FILES: dict[str, str] = {"easy": "CulturalBench-Easy.csv", "hard": "CulturalBench-Hard.csv"}
+EASY_COLUMNS: tuple[str, ...] = (
+    "question_idx", "prompt_question", "prompt_option_a", "prompt_option_b",
+    "prompt_option_c", "prompt_option_d", "answer", "country",
+)
+HARD_COLUMNS: tuple[str, ...] = ("question_idx", "prompt_question", "prompt_option", "answer", "country")
+LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
+TRUE_FALSE: tuple[str, ...] = ("True", "False")
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+EASY_INSTRUCTION = "Answer with one letter from A to D."
+HARD_INSTRUCTION = "Is the proposed answer true or false? Answer with True or False."
+
+
+# ----------------------------------------------------------------------------- data
+@dataclasses.dataclass(frozen=True)
+class BenchQuestion:
+    """One CulturalBench question.
+
+    Attributes:
+      question_idx: the dataset's question id (as text).
+      country: the country or region the question is about.
+      question: the question text.
+      options: the answer options (four for Easy; the options judged, usually four, for Hard).
+      correct: one flag per option: Easy has exactly one True (the answer letter); Hard has the
+        dataset's true/false label of each option.
+    """
+
+    question_idx: str
+    country: str
+    question: str
+    options: tuple[str, ...]
+    correct: tuple[bool, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSet:
+    """The questions of one CulturalBench set (``"easy"`` or ``"hard"``).
+
+    Attributes:
+      name: ``"easy"`` or ``"hard"``.
+      questions: the questions, in file order.
+      source: where they were read from.
+      skipped: questions left out because a required value was empty.
+    """
+
+    name: str
+    questions: tuple[BenchQuestion, ...]
+    source: str
+    skipped: int = 0
+
+    @property
+    def n_questions(self) -> int:
+        return len(self.questions)
+
+    @property
+    def n_judgements(self) -> int:
+        """Sequences scored: one per question for Easy, one per option for Hard."""
+        if self.name == "easy":
+            return len(self.questions)
+        return sum(len(q.options) for q in self.questions)
+
+    def countries(self) -> list[str]:
+        """The distinct countries, sorted."""
+        return sorted({q.country for q in self.questions})
+
+    def for_country(self, country: str | None) -> "BenchSet":
+        """The questions about ``country`` (case-insensitive); ``None`` or ``"all"`` keeps all.
+
+        Raises ValueError listing the available countries when none matches.
+        """
+        if country is None or country.strip().lower() == "all":
+            return self
+        wanted = " ".join(country.split()).lower()
+        kept = tuple(q for q in self.questions if q.country.lower() == wanted)
+        if not kept:
+            raise ValueError(
+                f"no CulturalBench-{self.name.title()} question about {country!r} in {self.source}; "
+                f"countries there: {', '.join(self.countries())}"
+            )
+        return dataclasses.replace(self, questions=kept)
+
+
+def load_culturalbench(
+    source: str | os.PathLike | None = None,
+    *,
+    set: str = "easy",  # noqa: A002 - the benchmark's own word
+    cache_dir: str | os.PathLike | None = None,
+) -> BenchSet:
+    """Reads CulturalBench-Easy or -Hard from a local file or folder, or from the Hub.
+
+    Args:
+      source: a ``.csv``, ``.jsonl``, ``.json`` (a list of row objects) or ``.parquet`` (needs
+        pyarrow) file in the published column format; or a folder holding
+        ``CulturalBench-Easy.csv`` / ``CulturalBench-Hard.csv``; or ``None`` to download that
+        file from the Hub dataset ``kellycyy/CulturalBench`` (needs network access).
+      set: ``"easy"`` or ``"hard"``.
+      cache_dir: Hub cache folder (``None``: huggingface_hub's default).
+
+    Returns:
+      A :class:`BenchSet`. Extra columns are ignored.
+
+    Raises:
+      FileNotFoundError: no such file, or the folder lacks the set's file.
+      ValueError: a required column is missing, or a value is malformed (the message names the
+        file, the row and the field).
+    """
+    name = str(set).strip().lower()
+    if name not in SETS:
+        raise ValueError(f"unknown CulturalBench set {set!r}; choose 'easy' or 'hard'")
+    path = _resolve_source(source, name, cache_dir)
+    rows = _read_rows(path)
+    if name == "easy":
+        questions, skipped = _parse_easy(rows, path.name)
+    else:
+        questions, skipped = _parse_hard(rows, path.name)
+    return BenchSet(name=name, questions=tuple(questions), source=str(path), skipped=skipped)
+
+
+def _resolve_source(source: Any, name: str, cache_dir: Any) -> Path:
+    filename = SET_FILES[name]
+    if source is None:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(CULTURALBENCH_REPO, filename, repo_type="dataset",
+                                        cache_dir=cache_dir))
+        except Exception as error:  # offline, no such file, hub errors of any kind
+            raise FileNotFoundError(
+                f"could not fetch {filename} from the Hub dataset {CULTURALBENCH_REPO} "
+                f"({type(error).__name__}: {error}); download it and pass its path (--data PATH)"
+            ) from None
+    path = Path(source)
+    if path.is_dir():
+        for candidate in (filename, *(Path(filename).with_suffix(s).name for s in (".jsonl", ".json", ".parquet"))):
+            if (path / candidate).is_file():
+                return path / candidate
+        raise FileNotFoundError(f"folder {str(path)!r} holds no {filename} (or .jsonl/.json/.parquet)")
+    if not path.is_file():
+        raise FileNotFoundError(f"no CulturalBench file at {str(path)!r}")
+    return path
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """``(columns, rows)`` of a CSV/JSONL/JSON/parquet table."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(f"{path.name}: reading parquet needs pyarrow; install it or use the CSV file") from None
+        table = pq.read_table(path)
+        return list(table.column_names), table.to_pylist()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path.name}: not UTF-8 text ({error})") from None
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        columns = list(reader.fieldnames or [])
+        return columns, list(reader)
+    if suffix in (".jsonl", ".json"):
+        try:
+            if suffix == ".jsonl":
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path.name}: not valid JSON ({error})") from None
+        if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
+            raise ValueError(f"{path.name}: expected a list of row objects (one per CSV row)")
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+        return columns, [dict(r) for r in rows]
+    raise ValueError(f"{path.name}: unsupported file type {suffix!r}; use .csv, .jsonl, .json or .parquet")
+
+
+def _check_columns(columns: Sequence[str], required: Sequence[str], source: str, set_name: str) -> None:
+    missing = [c for c in required if c not in columns]
+    if not missing:
+        return
+    hint = ""
+    if set_name == "hard" and "prompt_option_a" in columns:
+        hint = " (this looks like CulturalBench-Easy; use --set easy)"
+    elif set_name == "easy" and "prompt_option" in columns:
+        hint = " (this looks like CulturalBench-Hard; use --set hard)"
+    raise ValueError(
+        f"{source}: missing column(s) {', '.join(repr(c) for c in missing)} for "
+        f"CulturalBench-{set_name.title()}{hint}; expected columns: {', '.join(required)}"
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _parse_easy(table: tuple[list[str], list[dict]], source: str) -> tuple[list[BenchQuestion], int]:
+    columns, rows = table
+    _check_columns(columns, EASY_COLUMNS, source, "easy")
+    questions, skipped = [], 0
+    for line, row in enumerate(rows, start=2):  # line 1 is the CSV header
+        values = {c: _text(row.get(c)) for c in EASY_COLUMNS}
+        if any(not v for v in values.values()):
+            skipped += 1
+            continue
+        answer = values["answer"].upper()
+        if answer not in LETTERS:
+            raise ValueError(
+                f"{source}: row {line} (question_idx {values['question_idx']}): field 'answer' "
+                f"must be one of A, B, C, D, got {values['answer']!r}"
+            )
+        questions.append(BenchQuestion(
+            question_idx=values["question_idx"],
+            country=values["country"],
+            question=values["prompt_question"],
+            options=tuple(values[f"prompt_option_{c}"] for c in "abcd"),
+            correct=tuple(letter == answer for letter in LETTERS),
+        ))
+    return questions, skipped
+
+
+def _truth(value: Any, source: str, line: int, question_idx: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise ValueError(
+        f"{source}: row {line} (question_idx {question_idx}): field 'answer' must be True or "
+        f"False, got {value!r}"
+    )
+
+
+def _parse_hard(table: tuple[list[str], list[dict]], source: str) -> tuple[list[BenchQuestion], int]:
+    columns, rows = table
+    _check_columns(columns, HARD_COLUMNS, source, "hard")
+    grouped: dict[str, dict[str, Any]] = {}
+    incomplete: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        values = {c: _text(row.get(c)) for c in HARD_COLUMNS if c != "answer"}
+        qid = values["question_idx"]
+        if not qid:
+            raise ValueError(f"{source}: row {line}: field 'question_idx' is empty")
+        raw_answer = row.get("answer")
+        if any(not v for v in values.values()) or _text(raw_answer) == "":
+            incomplete.add(qid)
+            continue
+        label = _truth(raw_answer, source, line, qid)
+        group = grouped.setdefault(qid, {"question": values["prompt_question"],
+                                         "country": values["country"], "options": [], "correct": []})
+        for field, key in (("prompt_question", "question"), ("country", "country")):
+            if values[field] != group[key]:
+                raise ValueError(
+                    f"{source}: row {line}: field {field!r} differs between rows of question_idx "
+                    f"{qid} ({group[key]!r} vs {values[field]!r})"
+                )
+        group["options"].append(values["prompt_option"])
+        group["correct"].append(label)
+    questions = [
+        BenchQuestion(qid, g["country"], g["question"], tuple(g["options"]), tuple(g["correct"]))
+        for qid, g in grouped.items() if qid not in incomplete
+    ]
+    return questions, len(incomplete)
+
+
+# ----------------------------------------------------------------------------- statistics
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``successes / n`` (default 95%).
+
+    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``; ``(nan, nan)`` when ``n == 0``.
+    """
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    z2 = z * z
+    denominator = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+# ----------------------------------------------------------------------------- prompts
+@dataclasses.dataclass(frozen=True, eq=False)
+class JudgementBatch:
+    """All judgements of a :class:`BenchSet` as token ids split at the soft-prompt slot.
+
+    Attributes:
+      prefix_ids, prefix_mask: ``(N, Tp)`` int32, tokens before the slot, left-padded.
+      suffix_ids, suffix_mask: ``(N, Ts)`` int32, tokens after the slot, right-padded.
+      answer_ids: ``(n,)`` int32 ids read at the last position (A-D, or True/False).
+      answer_tokens: the token strings of ``answer_ids``.
+      question_of: ``(N,)`` int32, the question (index into the set) of each judgement.
+      option_of: ``(N,)`` int32, the option judged (Hard) or -1 (Easy).
+    """
+
+    prefix_ids: np.ndarray
+    prefix_mask: np.ndarray
+    suffix_ids: np.ndarray
+    suffix_mask: np.ndarray
+    answer_ids: np.ndarray
+    answer_tokens: tuple[str, ...]
+    question_of: np.ndarray
+    option_of: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.prefix_ids.shape[0])
+
+
+def judgement_bodies(bench: BenchSet) -> list[tuple[str, str, int, int]]:
+    """``(body, instruction, question index, option index)`` of every judgement, in order.
+
+    Easy: ``"{question}\\nA. {a}\\nB. {b}\\nC. {c}\\nD. {d}\\n"`` and :data:`EASY_INSTRUCTION`.
+    Hard: ``"Question: {question}\\nProposed answer: {option}\\n"`` and :data:`HARD_INSTRUCTION`.
+    """
+    out = []
+    for qi, q in enumerate(bench.questions):
+        if bench.name == "easy":
+            lines = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, q.options))
+            out.append((f"{q.question}\n{lines}\n", EASY_INSTRUCTION, qi, -1))
+        else:
+            for oi, option in enumerate(q.options):
+                out.append((f"Question: {q.question}\nProposed answer: {option}\n", HARD_INSTRUCTION, qi, oi))
+    return out
+
+
+def _messages(body: str, instruction: str, *, system: str | None, slot: str, marker: str) -> list[dict[str, str]]:
+    """The survey's layout (see :mod:`jaxalign.prompting.layout`) for a free-form body."""
+    if slot == "user_start":
+        user = f"{marker}{body}{instruction}"
+    elif slot == "after_item":
+        user = f"{body}{marker}{instruction}"
+    else:
+        user = f"{body}{instruction}"
+    messages = []
+    if system is not None or slot == "system":
+        system_text = "" if system is None else str(system).strip()
+        messages.append({"role": "system", "content": system_text + (marker if slot == "system" else "")})
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def choice_token_ids(tokenizer: Any, answers: Sequence[str], *, first_token_ok: bool) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Token ids of ``answers`` as the model would write them first in its turn.
+
+    Each answer is appended to a rendered open assistant turn; it must add exactly one token
+    there (or, with ``first_token_ok``, its first token is used), and the ids must be distinct.
+
+    Returns:
+      ``(ids (n,) int32, token strings)``.
+
+    Raises:
+      ValueError: naming the answer that is not a single token, or the clash.
+    """
+    from jaxalign.prompting.layout import render_conversation
+
+    if getattr(tokenizer, "chat_template", None):
+        context = render_conversation(tokenizer, [{"role": "user", "content": "Hi"}])
+    else:
+        context = ""
+    encode = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    base = encode(context)
+    ids = []
+    for answer in answers:
+        full = encode(context + answer)
+        added = full[len(base):]
+        if full[: len(base)] != base or not added:
+            raise ValueError(f"answer {answer!r} changes the prompt's own tokens at the start of the assistant turn")
+        if len(added) != 1 and not first_token_ok:
+            raise ValueError(
+                f"answer {answer!r} is not a single token at the start of the assistant turn "
+                f"(it encodes as {tokenizer.convert_ids_to_tokens(added)}); CulturalBench scoring "
+                "reads single-token answers"
+            )
+        ids.append(added[0])
+    if len(set(ids)) != len(ids):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(
+            f"answers {list(answers)} start with the same token(s) {tokens} for this tokenizer; "
+            "their logits cannot tell them apart"
+        )
+    return np.asarray(ids, np.int32), tuple(tokenizer.convert_ids_to_tokens(ids))
+
+
+def render_judgements(
+    tokenizer: Any, bench: BenchSet, *, system: str | None = None, slot: str = "user_start",
+    chat_template: str | None = None,
+) -> JudgementBatch:
+    """Renders every judgement of ``bench`` with the chat template, split at the soft-prompt slot."""
+    from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, check_slot, render_conversation
+
+    check_slot(slot)
+    if bench.n_questions == 0:
+        raise ValueError(f"CulturalBench-{bench.name.title()} from {bench.source} has no question to score")
+    bodies = judgement_bodies(bench)
+    prefixes, suffixes = [], []
+    for body, instruction, _, _ in bodies:
+        if SOFT_PROMPT_SENTINEL in body:
+            raise ValueError(f"a question contains the reserved string {SOFT_PROMPT_SENTINEL!r}")
+        text = render_conversation(
+            tokenizer, _messages(body, instruction, system=system, slot=slot, marker=SOFT_PROMPT_SENTINEL),
+            chat_template,
+        )
+        if text.count(SOFT_PROMPT_SENTINEL) != 1:
+            raise ValueError(f"the chat template did not render the soft-prompt slot {slot!r} exactly once")
+        before, after = text.split(SOFT_PROMPT_SENTINEL)
+        prefixes.append(before)
+        suffixes.append(after)
+    encode = lambda texts: [list(r) for r in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    if pad_id is None:
+        pad_id = getattr(tokenizer, "eos_token_id", None)
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with")
+    prefix_ids, prefix_mask = _pad(encode(prefixes), int(pad_id), left=True)
+    suffix_ids, suffix_mask = _pad(encode(suffixes), int(pad_id), left=False)
+    answers = LETTERS if bench.name == "easy" else TRUE_FALSE
+    answer_ids, answer_tokens = choice_token_ids(tokenizer, answers, first_token_ok=bench.name == "hard")
+    return JudgementBatch(
+        prefix_ids=prefix_ids, prefix_mask=prefix_mask, suffix_ids=suffix_ids, suffix_mask=suffix_mask,
+        answer_ids=answer_ids, answer_tokens=answer_tokens,
+        question_of=np.asarray([b[2] for b in bodies], np.int32),
+        option_of=np.asarray([b[3] for b in bodies], np.int32),
+    )
+
+
+def _pad(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    length = max(1, max(len(r) for r in rows))
+    ids = np.full((len(rows), length), pad_id, np.int32)
+    mask = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        sl = slice(length - len(row), length) if left else slice(0, len(row))
+        ids[i, sl] = row
+        mask[i, sl] = 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------- scoring
+def _choice_logits(graphdef, params, prompt, prefix_ids, prefix_mask, suffix_ids, suffix_mask, answer_ids):
+    """``prompt (1, K, d)``, ids ``(B, Tp)``/``(B, Ts)`` -> answer logits ``(B, n)`` float32."""
+    from jaxalign.model import llama
+    from jaxalign.scoring import build_sequences
+
+    embed_prefix = llama.embed_fn(graphdef, params, prefix_ids)  # (B, Tp, d)
+    embed_suffix = llama.embed_fn(graphdef, params, suffix_ids)  # (B, Ts, d)
+    embeds, mask = build_sequences(embed_prefix, prefix_mask, prompt, embed_suffix, suffix_mask)
+    return llama.selected_logits_fn(graphdef, params, embeds, mask, answer_ids)
+
+
+_choice_logits_jit = None
+
+
+def choice_logits(lm: Any, batch: JudgementBatch, soft_prompt: Any = None, *, batch_size: int | None = None) -> np.ndarray:
+    """Answer logits ``(N, n)`` float32 of every judgement, with ``soft_prompt (K, d)`` spliced in.
+
+    One jitted forward pass over all ``N`` padded sequences, or over equal chunks of
+    ``batch_size`` (the last chunk padded with copies of the first row, whose results are dropped).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    global _choice_logits_jit
+    if _choice_logits_jit is None:
+        _choice_logits_jit = jax.jit(_choice_logits, static_argnums=0)
+    d = lm.config.hidden_size
+    prompt = np.zeros((0, d), np.float32) if soft_prompt is None else np.asarray(soft_prompt, np.float32)
+    if prompt.ndim != 2 or prompt.shape[1] != d:
+        raise ValueError(f"soft prompt must have shape (K, {d}), got {prompt.shape}")
+    n = batch.n
+    size = n if batch_size is None else int(batch_size)
+    if size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    size = min(size, n)
+    n_padded = -(-n // size) * size
+    take = np.concatenate([np.arange(n), np.zeros(n_padded - n, np.int64)])
+    arrays = [a[take] for a in (batch.prefix_ids, batch.prefix_mask, batch.suffix_ids, batch.suffix_mask)]
+    prompt_j = jnp.asarray(prompt)[None].astype(lm.dtype)
+    answer_ids = jnp.asarray(batch.answer_ids)
+    out = []
+    for start in range(0, n_padded, size):
+        chunk = [jnp.asarray(a[start:start + size]) for a in arrays]
+        out.append(np.asarray(_choice_logits_jit(lm.graphdef, lm.params, prompt_j, *chunk, answer_ids)))
+    return np.concatenate(out, axis=0)[:n]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchResult:
+    """CulturalBench accuracy of one prompt on one set.
+
+    Attributes:
+      set: ``"easy"`` or ``"hard"``.
+      n_questions, n_correct: questions scored and answered right.
+      n_judgements: sequences scored (Easy: one per question; Hard: one per option).
+      accuracy: ``n_correct / n_questions``; ``ci95``: its 95% Wilson interval.
+      per_country: country -> ``(n_correct, n_questions)``.
+      question_correct: ``(n_questions,)`` bool.
+      logits: ``(n_judgements, n)`` answer logits (A-D, or True/False).
+      answer_tokens: the tokens read.
+      skipped: questions of the file left out for an empty value.
+    """
+
+    set: str
+    n_questions: int
+    n_correct: int
+    n_judgements: int
+    accuracy: float
+    ci95: tuple[float, float]
+    per_country: dict[str, tuple[int, int]]
+    question_correct: np.ndarray
+    logits: np.ndarray
+    answer_tokens: tuple[str, ...]
+    skipped: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "set": self.set,
+            "n_questions": self.n_questions,
+            "n_correct": self.n_correct,
+            "n_judgements": self.n_judgements,
+            "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
+            "ci95": [None if math.isnan(v) else v for v in self.ci95],
+            "per_country": {c: {"correct": k, "questions": n} for c, (k, n) in self.per_country.items()},
+            "answer_tokens": list(self.answer_tokens),
+            "skipped": self.skipped,
+        }
+
+
+def grade(bench: BenchSet, batch: JudgementBatch, logits: np.ndarray) -> BenchResult:
+    """Turns answer logits ``(N, n)`` into per-question correctness and accuracy.
+
+    Easy: the chosen option is ``argmax`` over A-D. Hard: a judgement says True when the
+    ``True`` logit exceeds the ``False`` logit; a question is right when all its judgements are.
+    """
+    logits = np.asarray(logits, np.float32)
+    n_q = bench.n_questions
+    if bench.name == "easy":
+        chosen = np.argmax(logits, axis=-1)  # (N,) == (Q,)
+        truth = np.asarray([q.correct.index(True) for q in bench.questions])
+        question_correct = chosen == truth  # one judgement per question, in order
+    else:
+        says_true = logits[:, 0] > logits[:, 1]  # (N,)
+        labels = np.asarray([bench.questions[q].correct[o] for q, o in zip(batch.question_of, batch.option_of)])
+        right = says_true == labels
+        question_correct = np.ones(n_q, bool)
+        np.logical_and.at(question_correct, batch.question_of, right)
+    n_correct = int(question_correct.sum())
+    per_country: dict[str, tuple[int, int]] = {}
+    for q, ok in zip(bench.questions, question_correct):
+        k, n = per_country.get(q.country, (0, 0))
+        per_country[q.country] = (k + int(ok), n + 1)
+    return BenchResult(
+        set=bench.name,
+        n_questions=n_q,
+        n_correct=n_correct,
+        n_judgements=batch.n,
+        accuracy=n_correct / n_q if n_q else math.nan,
+        ci95=wilson_interval(n_correct, n_q),
+        per_country=dict(sorted(per_country.items())),
+        question_correct=question_correct,
+        logits=logits,
+        answer_tokens=batch.answer_tokens,
+        skipped=bench.skipped,
+    )
+
+
+def evaluate_culturalbench(
+    lm: Any,
+    bench: BenchSet,
+    *,
+    soft_prompt: Any = None,
+    system: str | None = None,
+    slot: str = "user_start",
+    batch_size: int | None = None,
+) -> BenchResult:
+    """CulturalBench accuracy of ``lm`` with an optional soft prompt ``(K, d)`` and system text.
+
+    Args:
+      lm: the model with its tokenizer.
+      bench: questions from :func:`load_culturalbench` (``.for_country(...)`` to select).
+      soft_prompt: ``(K, d)`` array, or ``None`` for the plain model.
+      system: optional system text (e.g. the one the soft prompt was tuned with).
+      slot: where the soft vectors go, as for the survey.
+      batch_size: sequences per forward pass (``None``: all at once).
+    """
+    if lm.tokenizer is None:
+        raise ValueError(f"model {lm.name!r} has no tokenizer")
+    batch = render_judgements(lm.tokenizer, bench, system=system, slot=slot)
+    return grade(bench, batch, choice_logits(lm, batch, soft_prompt, batch_size=batch_size))
