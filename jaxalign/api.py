@@ -26,7 +26,7 @@ from jaxalign._io import atomic_path, write_text_atomic
 from jaxalign.baselines import BASELINES, BaselineResult, run_baselines
 from jaxalign.model import LM
 from jaxalign.optimize import EvolutionConfig, evolve
-from jaxalign.scoring import READOUTS, Scores, make_scorer
+from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
 from jaxalign.softprompt import (
     check_soft_prompt,
     full_space,
@@ -68,7 +68,9 @@ class AlignConfig:
       seed: seed of the initialisation, the subspace and the optimizer.
       chunk_size: generations per on-device chunk (progress and checkpoints between chunks).
       checkpoint_every: generations between checkpoints (``None``: every chunk).
-      batch_chunk: sequences per forward pass (``None``: the whole population at once).
+      members_per_pass: population members scored per forward pass, to bound memory (must
+        divide ``population``; ``None``: the whole population at once).
+      scoring_mode: ``"cached"`` (default: shared tokens computed once) or ``"full"``.
       baselines: baselines scored beside the aligned prompt.
     """
 
@@ -89,7 +91,8 @@ class AlignConfig:
     seed: int = 0
     chunk_size: int = 10
     checkpoint_every: int | None = None
-    batch_chunk: int | None = None
+    members_per_pass: int | None = None
+    scoring_mode: str = "cached"
     baselines: tuple[str, ...] = BASELINES
 
     def __post_init__(self) -> None:
@@ -107,8 +110,13 @@ class AlignConfig:
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
         object.__setattr__(self, "baselines", tuple(self.baselines))
-        if self.batch_chunk is not None and (not _is_int(self.batch_chunk) or self.batch_chunk < 1):
-            raise ValueError(f"batch_chunk must be None or an integer >= 1, got {self.batch_chunk!r}")
+        if self.members_per_pass is not None:
+            if not _is_int(self.members_per_pass) or self.members_per_pass < 1:
+                raise ValueError(
+                    f"members_per_pass must be None or an integer >= 1, got {self.members_per_pass!r}")
+            check_members_per_pass(self.members_per_pass, self.population)
+        if self.scoring_mode not in MODES:
+            raise ValueError(f"unknown scoring_mode {self.scoring_mode!r}; choose one of {', '.join(MODES)}")
         self.evolution_config(1.0)  # validates the optimizer fields (strategy name, rates, ...)
 
     def evolution_config(self, embedding_std: float) -> EvolutionConfig:
@@ -323,7 +331,7 @@ def align(
     scorer = make_scorer(
         lm, instrument, k=config.k, target=target, system=config.system, slot=config.slot,
         readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
-        chunk_size=_batch_chunk(config.batch_chunk, config.population, instrument.n_items),
+        members_per_pass=config.members_per_pass, mode=config.scoring_mode,
     )
     embedding_std = float(jnp.std(lm.embedding_matrix.astype(jnp.float32)))
     p0 = initial_prompt(lm, config.k, text=config.init_text, seed=config.seed)
@@ -391,17 +399,6 @@ def align(
     if out_dir is not None:
         result.save(out_dir)
     return result
-
-
-def _batch_chunk(batch_chunk: int | None, population: int, n_items: int) -> int | None:
-    if batch_chunk is None:
-        return None
-    n_seq = population * n_items
-    if n_seq % batch_chunk:
-        raise ValueError(
-            f"batch_chunk {batch_chunk} must divide population x items = {population} x {n_items} = {n_seq}"
-        )
-    return batch_chunk
 
 
 class _progress_bar:

@@ -11,6 +11,15 @@ budget asks for it; the chunk size changes nothing but peak memory)::
       -> instrument indices                                               (P, D)
       -> L1 loss to the target, missing dimensions masked                 (P,)
 
+How the pass avoids work (``mode=``, default ``"cached"``): the tokens before the soft-prompt
+slot are the same for every sequence of a layout that shares them, so their keys/values are
+computed once (``prefix``), then once per member for its ``K`` soft vectors, and every item's text
+runs against that member's cache; with the item-first layout (``slot="after_item"``) each item's
+text is computed once for all members and only ``K`` + the answer cue run per sequence. Items are
+bucketed by length (``n_buckets``) so short items do not pay for the longest one's padding.
+``mode="full"`` runs every ``[prefix][soft][item]`` sequence whole (the plain way; kept as a
+reference and for benchmarks). Both give the same numbers up to float rounding.
+
 Readouts (``readout=``):
 
 - ``"expected"`` (default): the probability-weighted mean answer. The VSM manual's item score
@@ -34,11 +43,20 @@ import numpy as np
 
 from jaxalign.model import LM
 from jaxalign.model import llama
-from jaxalign.prompting import PromptBatch, render_items
+from jaxalign.prompting import PromptBatch, bucket_items, render_items
 from jaxalign.survey import Instrument, Target, l1_loss
 
 Readout = Literal["expected", "argmax", "sample"]
 READOUTS: tuple[str, ...] = ("expected", "argmax", "sample")
+MODES: tuple[str, ...] = ("cached", "full")
+
+
+def check_members_per_pass(members_per_pass: int | None, population: int) -> None:
+    """Raises a clear error unless ``members_per_pass`` divides the population size."""
+    if members_per_pass is not None and population % min(members_per_pass, population):
+        raise ValueError(
+            f"members_per_pass {members_per_pass} must divide the population size {population}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +86,31 @@ class ScorerInputs:
     """
 
     params: Any                 # the model's nnx.State
-    prefix_ids: jax.Array       # (Q, Tp) int32, left-padded
-    prefix_mask: jax.Array      # (Q, Tp) int32
-    suffix_ids: jax.Array       # (Q, Ts) int32, right-padded
-    suffix_mask: jax.Array      # (Q, Ts) int32
+    buckets: tuple              # of ItemBucket, items grouped by length
     answer_ids: jax.Array       # (5,) int32, token ids of the digits as presented
     answer_order: jax.Array     # (5,) int32, presented position -> answer code - 1
     target_values: jax.Array    # (D,) float32, NaN where missing
     constants: jax.Array        # (D,) float32
     sample_key: jax.Array       # PRNG key for the "sample" readout
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemBucket:
+    """Items of similar length, trimmed to their own longest one (a pytree)."""
+
+    item_index: jax.Array       # (Qb,) int32, positions of these items in the instrument
+    prefix_ids: jax.Array       # (Qb, Tp) int32, left-padded
+    prefix_mask: jax.Array      # (Qb, Tp) int32
+    suffix_ids: jax.Array       # (Qb, Ts) int32, right-padded
+    suffix_mask: jax.Array      # (Qb, Ts) int32
+    prefix_shared: bool         # every item has the same unpadded prefix (static)
+
+
+jax.tree_util.register_dataclass(
+    ItemBucket,
+    data_fields=["item_index", "prefix_ids", "prefix_mask", "suffix_ids", "suffix_mask"],
+    meta_fields=["prefix_shared"],
+)
 
 
 jax.tree_util.register_dataclass(
@@ -100,7 +134,8 @@ class Scorer:
     k: int
     readout: str
     n_respondents: int
-    chunk_size: int | None
+    members_per_pass: int | None
+    mode: str
     inputs: ScorerInputs
 
     @property
@@ -109,8 +144,13 @@ class Scorer:
 
     @property
     def seq_len(self) -> int:
-        """Tokens per sequence, padding included: ``Tp + K + Ts``."""
+        """Tokens of the longest sequence, unbucketed padding included: ``Tp + K + Ts``."""
         return self.batch.prefix_ids.shape[1] + self.k + self.batch.suffix_ids.shape[1]
+
+    @property
+    def real_tokens_per_member(self) -> int:
+        """Real (unpadded) tokens of one member's ``Q`` sequences, soft vectors included."""
+        return int(np.sum(self.batch.real_lengths(self.k)))
 
     def score_fn(self, prompts: jax.Array, inputs: ScorerInputs) -> Scores:
         """Pure scoring function: ``prompts (P, K, d)`` and :class:`ScorerInputs` -> :class:`Scores`."""
@@ -120,7 +160,8 @@ class Scorer:
             prompts,
             readout=self.readout,
             n_respondents=self.n_respondents,
-            chunk_size=self.chunk_size,
+            members_per_pass=self.members_per_pass,
+            mode=self.mode,
             instrument=self.instrument,
         )
 
@@ -138,6 +179,7 @@ class Scorer:
             raise ValueError(
                 f"soft prompt width {prompts.shape[2]} does not match the model's hidden size {d}"
             )
+        check_members_per_pass(self.members_per_pass, prompts.shape[0])
         return _jitted_score(self)(prompts, self.inputs)
 
     def with_target(self, target: Target | np.ndarray | None) -> "Scorer":
@@ -164,7 +206,9 @@ def make_scorer(
     readout: Readout = "expected",
     n_respondents: int = 100,
     seed: int = 0,
-    chunk_size: int | None = None,
+    members_per_pass: int | None = None,
+    mode: str = "cached",
+    n_buckets: int | None = None,
     constants: np.ndarray | dict[str, float] | None = None,
 ) -> Scorer:
     """Renders the instrument's items for ``lm`` and returns a :class:`Scorer` for ``k`` soft vectors.
@@ -180,8 +224,13 @@ def make_scorer(
       readout: ``"expected"`` (default), ``"argmax"`` or ``"sample"``; see the module docstring.
       n_respondents: respondents per item for the ``"sample"`` readout.
       seed: seed of the ``"sample"`` readout's respondents.
-      chunk_size: score at most this many sequences per forward pass (must divide ``P * Q``
-        at call time); ``None`` scores all of them in one pass.
+      members_per_pass: score this many population members (each with all ``Q`` items) per
+        forward pass, to bound memory; must divide ``P``. ``None`` scores the whole population
+        in one pass. The result does not depend on it beyond float rounding.
+      mode: ``"cached"`` (default: shared tokens computed once, see the module docstring) or
+        ``"full"`` (every sequence run whole).
+      n_buckets: item length buckets (``None``: 4 when the prefix is shared, else 2; 1 turns
+        bucketing off).
       constants: the instrument's constants C override (mapping or ``(D,)``).
     """
     if k < 0:
@@ -190,16 +239,30 @@ def make_scorer(
         raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
     if readout == "sample" and n_respondents < 1:
         raise ValueError(f"n_respondents must be >= 1, got {n_respondents}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    if members_per_pass is not None and members_per_pass < 1:
+        raise ValueError(f"members_per_pass must be >= 1 or None, got {members_per_pass}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if n_buckets is not None and n_buckets < 1:
+        raise ValueError(f"n_buckets must be >= 1 or None, got {n_buckets}")
     batch = render_items(lm.tokenizer, instrument, system=system, slot=slot,
                          reverse_options=reverse_options)
+    if n_buckets is None:
+        n_buckets = 4 if batch.prefix_shared else 2
+    buckets = tuple(
+        ItemBucket(
+            item_index=jnp.asarray(index, jnp.int32),
+            prefix_ids=jnp.asarray(sub.prefix_ids, jnp.int32),
+            prefix_mask=jnp.asarray(sub.prefix_mask, jnp.int32),
+            suffix_ids=jnp.asarray(sub.suffix_ids, jnp.int32),
+            suffix_mask=jnp.asarray(sub.suffix_mask, jnp.int32),
+            prefix_shared=bool(sub.prefix_shared),
+        )
+        for index, sub in bucket_items(batch, n_buckets)
+    )
     inputs = ScorerInputs(
         params=lm.params,
-        prefix_ids=jnp.asarray(batch.prefix_ids, jnp.int32),
-        prefix_mask=jnp.asarray(batch.prefix_mask, jnp.int32),
-        suffix_ids=jnp.asarray(batch.suffix_ids, jnp.int32),
-        suffix_mask=jnp.asarray(batch.suffix_mask, jnp.int32),
+        buckets=buckets,
         answer_ids=jnp.asarray(batch.answer_ids, jnp.int32),
         answer_order=jnp.asarray(np.asarray(batch.answer_order) - 1, jnp.int32),
         target_values=jnp.asarray(_target_values(target, instrument)),
@@ -213,7 +276,8 @@ def make_scorer(
         k=k,
         readout=readout,
         n_respondents=n_respondents,
-        chunk_size=chunk_size,
+        members_per_pass=members_per_pass,
+        mode=mode,
         inputs=inputs,
     )
 
@@ -290,36 +354,29 @@ def _score(
     *,
     readout: str,
     n_respondents: int,
-    chunk_size: int | None,
+    members_per_pass: int | None,
+    mode: str,
     instrument: Instrument,
 ) -> Scores:
     n_pop = prompts.shape[0]
-    n_items = inputs.suffix_ids.shape[0]
-    embed_prefix = llama.embed_fn(graphdef, inputs.params, inputs.prefix_ids)  # (Q, Tp, d)
-    embed_suffix = llama.embed_fn(graphdef, inputs.params, inputs.suffix_ids)  # (Q, Ts, d)
-    embeds, mask = build_sequences(
-        embed_prefix, inputs.prefix_mask, prompts, embed_suffix, inputs.suffix_mask
-    )  # (P*Q, T, d), (P*Q, T)
+    n_items = sum(b.item_index.shape[0] for b in inputs.buckets)
+    per_pass = n_pop if members_per_pass is None else min(members_per_pass, n_pop)
 
-    def answer_logits(embeds_and_mask):
-        e, m = embeds_and_mask
-        return llama.selected_logits_fn(graphdef, inputs.params, e, m, inputs.answer_ids)
+    def logits_of(members: jax.Array) -> jax.Array:  # (m, K, d) -> (m, Q, n) presented order
+        out = jnp.zeros((members.shape[0], n_items, inputs.answer_ids.shape[0]), jnp.float32)
+        for bucket in inputs.buckets:
+            if mode == "full":
+                logits = _bucket_logits_full(graphdef, inputs, bucket, members)
+            else:
+                logits = _bucket_logits_cached(graphdef, inputs, bucket, members)
+            out = out.at[:, bucket.item_index].set(logits)
+        return out
 
-    n_seq = n_pop * n_items
-    if chunk_size is None or chunk_size >= n_seq:
-        logits = answer_logits((embeds, mask))  # (P*Q, 5)
+    if per_pass == n_pop:
+        logits = logits_of(prompts)  # (P, Q, 5)
     else:
-        if n_seq % chunk_size:
-            raise ValueError(
-                f"chunk_size {chunk_size} must divide the number of sequences P*Q = {n_seq}"
-            )
-        n_chunks = n_seq // chunk_size
-        logits = jax.lax.map(
-            answer_logits,
-            (embeds.reshape(n_chunks, chunk_size, *embeds.shape[1:]),
-             mask.reshape(n_chunks, chunk_size, mask.shape[1])),
-        ).reshape(n_seq, -1)
-    logits = logits.astype(jnp.float32).reshape(n_pop, n_items, -1)  # (P, Q, 5), presented order
+        chunks = prompts.reshape(n_pop // per_pass, per_pass, *prompts.shape[1:])
+        logits = jax.lax.map(logits_of, chunks).reshape(n_pop, n_items, -1)
     probs_presented = jax.nn.softmax(logits, axis=-1)
     # presented position j shows answer code answer_order[j] + 1: scatter back to code order
     probs = jnp.zeros_like(probs_presented).at[..., inputs.answer_order].set(probs_presented)
@@ -327,6 +384,62 @@ def _score(
     dims = instrument.indices(item_means, inputs.constants)  # (P, D)
     loss = l1_loss(dims, inputs.target_values)  # (P,)
     return Scores(probs=probs, item_means=item_means, dims=dims, loss=loss)
+
+
+def _bucket_logits_full(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts) -> jax.Array:
+    """Every ``[prefix][soft][suffix]`` sequence run whole: ``(P, Qb, n)``."""
+    n_pop, n_items = prompts.shape[0], bucket.item_index.shape[0]
+    embeds, mask = build_sequences(
+        llama.embed_fn(graphdef, inputs.params, bucket.prefix_ids), bucket.prefix_mask, prompts,
+        llama.embed_fn(graphdef, inputs.params, bucket.suffix_ids), bucket.suffix_mask,
+    )  # (P*Qb, T, d), (P*Qb, T)
+    logits = llama.selected_logits_fn(graphdef, inputs.params, embeds, mask, inputs.answer_ids)
+    return logits.reshape(n_pop, n_items, -1)
+
+
+def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts) -> jax.Array:
+    """Shared tokens computed once, via key/value caches: ``(P, Qb, n)``.
+
+    Shared prefix (the default layout): prefix once -> each member's K soft vectors once ->
+    every item's text against its member's cache. Per-item prefix (item-first layout): each
+    item's prefix once -> every member's ``[soft][cue]`` against its item's cache.
+    """
+    params = inputs.params
+    n_pop, k, _ = prompts.shape
+    n_items = bucket.item_index.shape[0]
+    prefix_embeds = llama.embed_fn(graphdef, params, bucket.prefix_ids)   # (Qb, Tp, d)
+    suffix_embeds = llama.embed_fn(graphdef, params, bucket.suffix_ids)   # (Qb, Ts, d)
+    dtype = prefix_embeds.dtype
+    soft = prompts.astype(dtype)
+    soft_mask = jnp.ones((n_pop, k), jnp.int32)
+    if bucket.prefix_shared:
+        _, prefix_cache = llama.prefill_fn(graphdef, params, prefix_embeds[:1], bucket.prefix_mask[:1])
+        _, soft_cache = llama.extend_fn(graphdef, params, soft, soft_mask, prefix_cache)  # C = 1
+        member_cache = llama.concat_caches(prefix_cache, soft_cache)                     # (P, Tp+K)
+        ts = suffix_embeds.shape[1]
+        rows = jnp.broadcast_to(suffix_embeds[:, None], (n_items, n_pop, ts, suffix_embeds.shape[-1]))
+        rows_mask = jnp.broadcast_to(bucket.suffix_mask[:, None], (n_items, n_pop, ts))
+        rows = rows.reshape(n_items * n_pop, ts, -1)          # row q*P + p: item q, member p
+        rows_mask = rows_mask.reshape(n_items * n_pop, ts)
+        hidden, _ = llama.extend_fn(graphdef, params, rows, rows_mask, member_cache)
+        logits = llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
+        return logits.reshape(n_items, n_pop, -1).transpose(1, 0, 2)
+    _, item_cache = llama.prefill_fn(graphdef, params, prefix_embeds, bucket.prefix_mask)  # C = Qb
+    ts = suffix_embeds.shape[1]
+    rows = jnp.concatenate(
+        [
+            jnp.broadcast_to(soft[:, None], (n_pop, n_items, k, soft.shape[-1])),
+            jnp.broadcast_to(suffix_embeds[None], (n_pop, n_items, ts, soft.shape[-1])),
+        ],
+        axis=2,
+    ).reshape(n_pop * n_items, k + ts, -1)                    # row p*Qb + q: member p, item q
+    rows_mask = jnp.concatenate(
+        [jnp.ones((n_items, k), jnp.int32), bucket.suffix_mask], axis=1
+    )
+    rows_mask = jnp.broadcast_to(rows_mask[None], (n_pop, n_items, k + ts)).reshape(n_pop * n_items, -1)
+    hidden, _ = llama.extend_fn(graphdef, params, rows, rows_mask, item_cache)
+    logits = llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
+    return logits.reshape(n_pop, n_items, -1)
 
 
 jax.tree_util.register_dataclass(

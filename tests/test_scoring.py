@@ -138,21 +138,30 @@ def test_batched_scores_equal_one_at_a_time_reference(scores, reference):
 
 
 # ----------------------------------------------------------------------------- 2. chunking
-def test_chunking_changes_nothing(lm, vsm, prompts, scores):
-    chunked = make_scorer(lm, vsm, k=K, target=np.array(list(TARGET.values()), np.float32),
-                          chunk_size=8)  # P*Q = 72 -> 9 chunks
-    got = chunked(prompts)
+@pytest.mark.parametrize(
+    "options",
+    [dict(members_per_pass=1), dict(mode="full"), dict(mode="full", n_buckets=1), dict(n_buckets=1),
+     dict(n_buckets=24)],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_chunking_caching_and_bucketing_change_nothing(lm, vsm, prompts, scores, options):
+    """One member per pass (3 passes), whole sequences instead of key/value caches, no or
+    maximal length bucketing: all give the default scorer's numbers."""
+    other = make_scorer(lm, vsm, k=K, target=np.array(list(TARGET.values()), np.float32), **options)
+    got = other(prompts)
     # equal up to float32 rounding (XLA may order sums differently for another batch shape)
     for name, atol in (("probs", 1e-5), ("item_means", 5e-5), ("dims", 1e-3), ("loss", 1e-3)):
         np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(scores, name)),
                                    atol=atol, err_msg=name)
 
 
-def test_chunk_size_must_divide_the_sequences(lm, vsm, prompts):
-    with pytest.raises(ValueError, match=r"chunk_size 7 must divide .* P\*Q = 72"):
-        make_scorer(lm, vsm, k=K, chunk_size=7)(prompts)
-    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
-        make_scorer(lm, vsm, k=K, chunk_size=0)
+def test_members_per_pass_must_divide_the_population(lm, vsm, prompts):
+    with pytest.raises(ValueError, match=r"members_per_pass 2 must divide the population size 3"):
+        make_scorer(lm, vsm, k=K, members_per_pass=2)(prompts)
+    with pytest.raises(ValueError, match="members_per_pass must be >= 1"):
+        make_scorer(lm, vsm, k=K, members_per_pass=0)
+    with pytest.raises(ValueError, match="unknown mode"):
+        make_scorer(lm, vsm, k=K, mode="fast")
 
 
 # ----------------------------------------------------------------------------- 3. readouts

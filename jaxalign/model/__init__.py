@@ -9,7 +9,12 @@ and :func:`last_real_index`.
 from jaxalign.model.config import LlamaConfig
 from jaxalign.model.llama import (
     LM,
+    KVCache,
     Llama,
+    concat_caches,
+    extend_fn,
+    prefill_fn,
+    select_logits,
     embed_fn,
     forward_hidden,
     last_real_index,
@@ -19,6 +24,11 @@ from jaxalign.model.llama import (
 from jaxalign.model.loader import load_model
 
 __all__ = [
+    "KVCache",
+    "concat_caches",
+    "extend_fn",
+    "prefill_fn",
+    "select_logits",
     "LM",
     "Llama",
     "LlamaConfig",

@@ -150,6 +150,56 @@ class Llama(nnx.Module):
         hidden, _ = jax.lax.scan(layer, inputs_embeds.astype(self.dtype), self.layers.stacked())
         return rms_norm(hidden, self.norm[...], config.rms_norm_eps)
 
+    def prefill(self, inputs_embeds: Array, attention_mask: Array) -> tuple[Array, "KVCache"]:
+        """Like ``__call__``, and also returns every layer's keys and values as a :class:`KVCache`.
+
+        ``inputs_embeds (B, T, d)``, ``attention_mask (B, T)`` -> hidden ``(B, T, d)`` and a cache
+        with keys/values ``(L, B, T, K, hd)`` (keys after RoPE) and the mask ``(B, T)``.
+        """
+        empty = empty_cache(self.config, inputs_embeds.shape[0], self.dtype)
+        return self.extend(inputs_embeds, attention_mask, empty)
+
+    def extend(self, inputs_embeds: Array, attention_mask: Array, cache: "KVCache") -> tuple[Array, "KVCache"]:
+        """Runs new tokens that attend to a cache of earlier tokens shared by groups of rows.
+
+        The ``B = G * C`` new rows are read as ``(G, C)``: row ``g * C + c`` continues cache row
+        ``c`` (a cache of batch ``C``; ``C = B`` is the ordinary per-row cache, ``C = 1`` one prefix
+        shared by every row). The shared keys/values are never copied ``G`` times.
+
+        Args:
+          inputs_embeds: ``(B, T, d)`` the new tokens.
+          attention_mask: ``(B, T)`` 1 real / 0 pad for the new tokens. Positions continue after
+            each cache row's real tokens.
+          cache: keys/values ``(L, C, S, K, hd)`` and mask ``(C, S)`` with ``B % C == 0``.
+
+        Returns:
+          final-norm hidden states ``(B, T, d)`` and the cache of the new tokens alone
+          (``(L, B, T, K, hd)``, mask ``(B, T)``), which :func:`concat_caches` can append.
+        """
+        config = self.config
+        batch, length, _ = inputs_embeds.shape
+        cache_batch = cache.mask.shape[0]
+        if batch % cache_batch:
+            raise ValueError(f"{batch} rows cannot be grouped over a cache of {cache_batch} rows")
+        groups = batch // cache_batch
+        key_is_real = attention_mask.astype(bool)                                   # (B, T)
+        offset = jnp.tile(jnp.sum(cache.mask.astype(jnp.int32), axis=1), groups)    # (B,)
+        positions = offset[:, None] + jnp.maximum(jnp.cumsum(key_is_real.astype(jnp.int32), axis=1) - 1, 0)
+        cos, sin = rotary_cos_sin(config, positions, self.dtype)                   # (B, T, hd)
+        mask_new = attention_mask_4d(key_is_real, length)[:, 0]                    # (B, T, T)
+        cached_real = cache.mask.astype(bool)                                       # (C, S)
+
+        def layer(hidden: Array, xs: tuple[dict[str, Array], Array, Array]):
+            weights, past_keys, past_values = xs
+            hidden, keys, values = cached_decoder_layer(
+                config, weights, hidden, cos, sin, mask_new, past_keys, past_values, cached_real, groups)
+            return hidden, (keys, values)
+
+        hidden, (keys, values) = jax.lax.scan(
+            layer, inputs_embeds.astype(self.dtype), (self.layers.stacked(), cache.keys, cache.values))
+        new_cache = KVCache(keys=keys, values=values, mask=attention_mask.astype(jnp.int32))
+        return rms_norm(hidden, self.norm[...], config.rms_norm_eps), new_cache
+
 
 # -- building blocks (pure functions) ---------------------------------------------------------
 
@@ -214,6 +264,93 @@ def decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
     return hidden + gated @ weights["down_proj"]
 
 
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """Keys and values of earlier tokens, per layer (a pytree).
+
+    ``keys``, ``values``: ``(L, C, S, K, hd)`` in the model dtype (keys already rotated);
+    ``mask``: ``(C, S)`` int32, 1 for real tokens. Positions of tokens run after it continue
+    from ``mask.sum(1)``.
+    """
+
+    keys: Array
+    values: Array
+    mask: Array
+
+
+jax.tree_util.register_dataclass(KVCache, data_fields=["keys", "values", "mask"], meta_fields=[])
+
+
+def empty_cache(config: LlamaConfig, batch: int, dtype: Any) -> KVCache:
+    """A cache of ``batch`` rows holding no token (``S = 0``)."""
+    shape = (config.num_hidden_layers, batch, 0, config.num_key_value_heads, config.head_dim)
+    return KVCache(keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype),
+                   mask=jnp.zeros((batch, 0), jnp.int32))
+
+
+def concat_caches(first: KVCache, second: KVCache) -> KVCache:
+    """Appends ``second`` (batch ``B``) after ``first`` (batch ``B`` or 1, broadcast) along time."""
+    batch = second.mask.shape[0]
+    if first.mask.shape[0] not in (1, batch):
+        raise ValueError(f"cannot append a cache of {batch} rows to one of {first.mask.shape[0]} rows")
+
+    def widen(x: Array, axis: int) -> Array:
+        shape = list(x.shape)
+        shape[axis] = batch
+        return jnp.broadcast_to(x, shape)
+
+    return KVCache(
+        keys=jnp.concatenate([widen(first.keys, 1), second.keys], axis=2),
+        values=jnp.concatenate([widen(first.values, 1), second.values], axis=2),
+        mask=jnp.concatenate([widen(first.mask, 0), second.mask], axis=1),
+    )
+
+
+def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
+                         cos: Array, sin: Array, mask_new: Array, past_keys: Array,
+                         past_values: Array, past_real: Array, groups: int) -> tuple[Array, Array, Array]:
+    """One decoder layer whose new tokens also attend to cached keys/values shared over groups.
+
+    ``hidden (B, T, d)`` with ``B = G * C``; ``mask_new (B, T, T)``; ``past_keys/values
+    (C, S, K, hd)``; ``past_real (C, S)``. Returns the new hidden states and the new tokens'
+    keys and values ``(B, T, K, hd)``.
+    """
+    batch, length, _ = hidden.shape
+    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    rep = heads // kv_heads
+    cache_batch = past_keys.shape[0]
+
+    x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
+    query = apply_rotary((x @ weights["q_proj"]).reshape(batch, length, heads, head_dim), cos, sin)
+    key = apply_rotary((x @ weights["k_proj"]).reshape(batch, length, kv_heads, head_dim), cos, sin)
+    value = (x @ weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
+
+    scale = 1.0 / np.sqrt(head_dim)
+    q = query.reshape(groups, cache_batch, length, kv_heads, rep, head_dim)          # (G, C, T, K, R, hd)
+    k_new = key.reshape(groups, cache_batch, length, kv_heads, head_dim)
+    v_new = value.reshape(groups, cache_batch, length, kv_heads, head_dim)
+    f32 = jnp.float32
+    scores_past = jnp.einsum("gctkrh,cskh->gckrts", q, past_keys, preferred_element_type=f32)
+    scores_new = jnp.einsum("gctkrh,gcukh->gckrtu", q, k_new, preferred_element_type=f32)
+    big_negative = jnp.finfo(f32).min
+    scores_past = jnp.where(past_real[None, :, None, None, None, :], scores_past * scale, big_negative)
+    mask_new = mask_new.reshape(groups, cache_batch, 1, 1, length, length)
+    scores_new = jnp.where(mask_new, scores_new * scale, big_negative)
+    weights_all = jax.nn.softmax(jnp.concatenate([scores_past, scores_new], axis=-1), axis=-1)
+    past_length = past_keys.shape[1]
+    p_past = weights_all[..., :past_length].astype(hidden.dtype)
+    p_new = weights_all[..., past_length:].astype(hidden.dtype)
+    attended = (
+        jnp.einsum("gckrts,cskh->gctkrh", p_past, past_values, preferred_element_type=f32)
+        + jnp.einsum("gckrtu,gcukh->gctkrh", p_new, v_new, preferred_element_type=f32)
+    ).astype(hidden.dtype)                                                             # (G, C, T, K, R, hd)
+    hidden = hidden + attended.reshape(batch, length, heads * head_dim) @ weights["o_proj"]
+
+    x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
+    gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])
+    return hidden + gated @ weights["down_proj"], key, value
+
+
 def last_real_index(attention_mask: Array) -> Array:
     """Index of the last position with mask 1 in each row: ``(B, T) -> (B,)`` int32 (0 if none)."""
     length = attention_mask.shape[1]
@@ -257,6 +394,27 @@ def selected_logits_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds:
     rows = jnp.take(model.unembedding, token_ids, axis=0)                         # (n, d) | (B, n, d)
     spec = "bd,nd->bn" if token_ids.ndim == 1 else "bd,bnd->bn"
     return jnp.einsum(spec, last, rows, preferred_element_type=jnp.float32)
+
+
+def prefill_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds: Array,
+               attention_mask: Array) -> tuple[Array, KVCache]:
+    """Hidden states ``(B, T, d)`` and the :class:`KVCache` of these tokens."""
+    return nnx.merge(graphdef, params).prefill(inputs_embeds, attention_mask)
+
+
+def extend_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds: Array,
+              attention_mask: Array, cache: KVCache) -> tuple[Array, KVCache]:
+    """New tokens ``(G*C, T, d)`` after a cache of ``C`` rows; see :meth:`Llama.extend`."""
+    return nnx.merge(graphdef, params).extend(inputs_embeds, attention_mask, cache)
+
+
+def select_logits(graphdef: nnx.GraphDef, params: nnx.State, hidden: Array,
+                  attention_mask: Array, token_ids: Array) -> Array:
+    """Logits ``(B, n)`` float32 of ``token_ids (n,)`` from ``hidden (B, T, d)`` at the last real position."""
+    model = nnx.merge(graphdef, params)
+    last = hidden[jnp.arange(hidden.shape[0]), last_real_index(attention_mask)]   # (B, d)
+    rows = jnp.take(model.unembedding, jnp.asarray(token_ids), axis=0)             # (n, d)
+    return jnp.einsum("bd,nd->bn", last, rows, preferred_element_type=jnp.float32)
 
 
 def embed_fn(graphdef: nnx.GraphDef, params: nnx.State, input_ids: Array) -> Array:
