@@ -2,6 +2,7 @@
 
 - **Naive**: the plain model, no soft prompt, no system text.
 - **Persona**: a system text asking the model to answer as a person from the target country.
+  A custom target (no country) has no persona: the baseline is skipped for it.
 - **ICL**: a system text that describes the target culture, built from the target's published
   scores (the number and a sentence per available dimension).
 
@@ -73,6 +74,7 @@ def icl_text(target: Target) -> str:
     Only the target's available dimensions are described; a score below 40 gets the dimension's
     "low" sentence, above 60 its "high" sentence, in between a moderate phrasing.
     """
+    place = target.name if target.code else "a country"
     sentences = []
     for name, value in zip(target.dimensions, np.asarray(target.values, np.float64)):
         if math.isnan(value) or name not in _DESCRIPTIONS:
@@ -88,9 +90,9 @@ def icl_text(target: Target) -> str:
             f"{_NAMES[name].capitalize()} is {level} ({name} {value:.0f} on Hofstede's scale): {text}."
         )
     return (
-        f"You are a person from {target.name}. Here is how researchers describe its culture. "
+        f"You are a person from {place}. Here is how researchers describe its culture. "
         + " ".join(sentences)
-        + f" Answer every question as a typical person from {target.name} would."
+        + f" Answer every question as a typical person from {place} would."
     )
 
 
@@ -115,9 +117,16 @@ def run_baselines(
     constants=None,
     seed: int = 0,
 ) -> dict[str, BaselineResult]:
-    """Scores the named baselines (``"naive"``, ``"persona"``, ``"icl"``) for ``target``."""
+    """Scores the named baselines (``"naive"``, ``"persona"``, ``"icl"``) for ``target``.
+
+    ``"persona"`` is skipped for a custom target (one without a Hofstede country code).
+    """
     from jaxalign.scoring import make_scorer
 
+    if isinstance(names, str):
+        names = (names,)
+    if not target.code:
+        names = tuple(n for n in names if n != "persona")
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")

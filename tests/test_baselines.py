@@ -91,3 +91,12 @@ def test_bad_baseline_arguments(lm, vsm, saudi):
         run_baselines(lm, vsm, saudi, names=("naive", "oracle"))
     with pytest.raises(ValueError, match="unknown readout 'mode'"):
         run_baselines(lm, vsm, saudi, names=("naive",), readout="mode")
+
+
+def test_custom_target_has_no_persona_and_a_placeless_icl(lm, vsm):
+    target = jaxalign.custom_target("PDI=80,IVR=20", name="my profile")
+    text = icl_text(target)
+    assert "my profile" not in text and "a country" in text and "PDI 80" in text
+    results = run_baselines(lm, vsm, target, names="naive")  # a single name as a string
+    assert tuple(results) == ("naive",)
+    assert tuple(run_baselines(lm, vsm, target, names=("naive", "persona", "icl"))) == ("naive", "icl")
