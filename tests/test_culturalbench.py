@@ -256,3 +256,44 @@ def test_cli_prints_accuracy_interval_and_count(capsys, prompt, tmp_path):
     assert code == 0 and "CulturalBench-Hard, India: 1 questions (4 sequences)" in text and "95% CI" in text
     assert main(["eval", "culturalbench", "--data", str(DATA), "--country", "Narnia"]) == 2
     assert "no CulturalBench-Easy question about 'Narnia'" in capsys.readouterr().err
+
+
+def test_hub_download_is_asked_for_the_published_file(monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs.get("repo_type")))
+        return str(DATA / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    bench = load_culturalbench(None, set="hard")
+    assert calls == [("kellycyy/CulturalBench", "CulturalBench-Hard.csv", "dataset")]
+    assert bench.n_questions == 3
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(FileNotFoundError, match=r"could not fetch CulturalBench-Easy.csv .*--data PATH"):
+        load_culturalbench(None, set="easy")
+
+
+def test_parquet_needs_pyarrow(tmp_path):
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        path = _write(tmp_path, "CulturalBench-Easy.parquet", "not really parquet")
+        with pytest.raises(ValueError, match="reading parquet needs pyarrow"):
+            load_culturalbench(path)
+    else:
+        import csv
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with open(DATA / "CulturalBench-Easy.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "e.parquet")
+        assert load_culturalbench(tmp_path / "e.parquet").questions == load_culturalbench(DATA).questions

@@ -105,12 +105,17 @@ def test_reversed_order_is_mapped_back_to_answer_codes(lm, report):
         assert naive.item_means[q] == pytest.approx(expected_code, abs=2e-4)
 
 
-def test_both_orders_fitness_averages_the_two_losses(lm, prompt, report):
+@pytest.fixture(scope="module")
+def order_scorers(lm):
     from jaxalign.scoring import make_scorer
 
     common = dict(k=K, target=np.array(list(TARGET.values()), np.float32), mode="full", n_buckets=1)
-    normal = make_scorer(lm, jaxalign.vsm13(), **common)
-    reversed_ = make_scorer(lm, jaxalign.vsm13(), reverse_options=True, **common)
+    return (make_scorer(lm, jaxalign.vsm13(), **common),
+            make_scorer(lm, jaxalign.vsm13(), reverse_options=True, **common))
+
+
+def test_both_orders_fitness_averages_the_two_losses(prompt, report, order_scorers):
+    normal, reversed_ = order_scorers
     fitness = both_orders_fitness(normal, reversed_)
     space = full_space(prompt)
     z = np.zeros((2, space.dim), np.float32)
@@ -121,6 +126,22 @@ def test_both_orders_fitness_averages_the_two_losses(lm, prompt, report):
     assert float(loss[0]) == pytest.approx(0.5 * (tuned.loss + rev.loss), rel=1e-4)
     np.testing.assert_allclose(np.asarray(dims[0]), 0.5 * (tuned.dims + rev.dims), rtol=1e-4, atol=1e-3)
     assert float(loss[1]) != pytest.approx(float(loss[0]))
+
+
+def test_align_both_orders_tunes_the_averaged_loss(lm, order_scorers):
+    from jaxalign.api import AlignConfig
+    from jaxalign.evaluate.robustness import align_both_orders
+
+    config = AlignConfig(k=K, subspace=4, population=4, generations=2, seed=1, baselines=(),
+                         scoring_mode="full")
+    result = align_both_orders(lm, TARGET, config=config, scorer_options={"n_buckets": 1})
+    normal, reversed_ = order_scorers
+    loss_normal = float(normal(result.soft_prompt[None]).loss[0])
+    loss_reversed = float(reversed_(result.soft_prompt[None]).loss[0])
+    assert result.evaluations == 4 * 3
+    assert result.loss == pytest.approx(loss_normal, rel=1e-4)  # reported on the normal order
+    assert result.history["best_loss"][-1] == pytest.approx(0.5 * (loss_normal + loss_reversed), rel=1e-4)
+    assert result.history["best_loss"] == sorted(result.history["best_loss"], reverse=True)
 
 
 def test_cli_robustness_refuses_a_missing_prompt_file(capsys, tmp_path):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -205,6 +205,7 @@ def align_both_orders(
     instrument: Any = None,
     config: Any = None,
     progress: bool = False,
+    scorer_options: Mapping[str, Any] | None = None,
     **overrides: Any,
 ):
     """:func:`jaxalign.align` with the fitness averaged over the normal and reversed option orders.
@@ -212,7 +213,7 @@ def align_both_orders(
     Same parameterisation, optimizer, budget and seed as ``align(lm, target, config=config)``
     (no checkpoints). The returned :class:`~jaxalign.AlignResult` scores the best prompt on the
     normal order (``dims``, ``loss``), like ``align``; ``history["best_loss"]`` is the averaged
-    objective.
+    objective. ``scorer_options`` go to :func:`jaxalign.scoring.make_scorer` (e.g. ``n_buckets``).
     """
     import jax.numpy as jnp
 
@@ -232,7 +233,8 @@ def align_both_orders(
         raise ValueError(f"model {lm.name!r} has no tokenizer")
     common = dict(k=config.k, target=target, system=config.system, slot=config.slot,
                   readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
-                  members_per_pass=config.members_per_pass, mode=config.scoring_mode)
+                  members_per_pass=config.members_per_pass, mode=config.scoring_mode,
+                  **dict(scorer_options or {}))
     normal = make_scorer(lm, instrument, **common)
     reversed_ = make_scorer(lm, instrument, reverse_options=True, **common)
     space, embedding_std = align_space(lm, config)
