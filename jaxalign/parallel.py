@@ -256,6 +256,28 @@ def constrain_population(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, population_spec(x.ndim)))
 
 
+def map_over_data_shards(fn: Any, members: jax.Array, mesh: Mesh | None) -> Any:
+    """Inside jit: ``fn(members)`` computed as independent slices, one per data-axis shard.
+
+    ``members (m, ...)`` with ``m`` divisible by the data axis size ``n`` is viewed as
+    ``(n, m / n, ...)``, ``fn`` is ``vmap``-ed over the leading axis, which is constrained to the
+    data axis, and the result is flattened back to ``(m, ...)``. This keeps whatever ``fn`` does
+    to its batch (e.g. the scorer's item-major ``(Q * m)`` row layout) local to each shard, so
+    the compiler inserts no resharding (all-gather) of activations or key/value caches.
+    Computations that do not depend on ``members`` (the shared prefix) are not batched: every
+    device computes them once. Without a mesh (or with a data axis of 1) this is ``fn(members)``.
+    """
+    n = data_size(mesh)
+    if n == 1 or members.shape[0] % n:
+        return fn(members)
+    grouped = members.reshape(n, members.shape[0] // n, *members.shape[1:])
+    grouped = jax.lax.with_sharding_constraint(grouped, NamedSharding(mesh, population_spec(grouped.ndim)))
+    out = jax.vmap(fn)(grouped)
+    out = jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, population_spec(x.ndim))), out)
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), out)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every array of ``tree`` whole on every device of ``mesh`` (e.g. optimizer state)."""
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxalign import parallel
 from jaxalign.model import LM
 from jaxalign.model import llama
 from jaxalign.prompting import PromptBatch, bucket_items, render_items
@@ -137,6 +138,7 @@ class Scorer:
     members_per_pass: int | None
     mode: str
     inputs: ScorerInputs
+    mesh: Any = None            # jax.sharding.Mesh: population over "data", weights over "model"
 
     @property
     def n_items(self) -> int:
@@ -153,8 +155,15 @@ class Scorer:
         return int(np.sum(self.batch.real_lengths(self.k)))
 
     def score_fn(self, prompts: jax.Array, inputs: ScorerInputs) -> Scores:
-        """Pure scoring function: ``prompts (P, K, d)`` and :class:`ScorerInputs` -> :class:`Scores`."""
-        return _score(
+        """Pure scoring function: ``prompts (P, K, d)`` and :class:`ScorerInputs` -> :class:`Scores`.
+
+        With a mesh, a population that does not divide by the data axis is padded with copies of
+        member 0 and the padding's results are dropped (see :mod:`jaxalign.parallel`).
+        """
+        n_pop = prompts.shape[0]
+        if self.mesh is not None:
+            prompts = parallel.constrain_population(parallel.pad_population(prompts, self.mesh), self.mesh)
+        scores = _score(
             self.lm.graphdef,
             inputs,
             prompts,
@@ -163,7 +172,11 @@ class Scorer:
             members_per_pass=self.members_per_pass,
             mode=self.mode,
             instrument=self.instrument,
+            mesh=self.mesh,
         )
+        if prompts.shape[0] != n_pop:
+            scores = jax.tree.map(lambda x: x[:n_pop], scores)
+        return scores
 
     def __call__(self, prompts: jax.Array | np.ndarray) -> Scores:
         """Scores ``prompts (P, K, d)`` (or ``(K, d)`` for one prompt, returned with P = 1)."""
@@ -180,6 +193,8 @@ class Scorer:
                 f"soft prompt width {prompts.shape[2]} does not match the model's hidden size {d}"
             )
         check_members_per_pass(self.members_per_pass, prompts.shape[0])
+        if self.mesh is not None:
+            prompts = parallel.replicate(np.asarray(prompts), self.mesh)
         return _jitted_score(self)(prompts, self.inputs)
 
     def with_target(self, target: Target | np.ndarray | None) -> "Scorer":
@@ -210,6 +225,7 @@ def make_scorer(
     mode: str = "cached",
     n_buckets: int | None = None,
     constants: np.ndarray | dict[str, float] | None = None,
+    mesh: Any = None,
 ) -> Scorer:
     """Renders the instrument's items for ``lm`` and returns a :class:`Scorer` for ``k`` soft vectors.
 
@@ -232,6 +248,10 @@ def make_scorer(
       n_buckets: item length buckets (``None``: 4 when the prefix is shared, else 2; 1 turns
         bucketing off).
       constants: the instrument's constants C override (mapping or ``(D,)``).
+      mesh: a :class:`jax.sharding.Mesh` from :func:`jaxalign.parallel.make_mesh`: members are
+        sharded over its ``"data"`` axis (a population that does not divide is padded, the
+        padding's results dropped), weights over ``"model"`` (already sharded by
+        ``load_model(..., mesh=mesh)``, else sharded here). ``None``: default device placement.
     """
     if k < 0:
         raise ValueError(f"k (soft-prompt length) must be >= 0, got {k}")
@@ -245,6 +265,11 @@ def make_scorer(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if n_buckets is not None and n_buckets < 1:
         raise ValueError(f"n_buckets must be >= 1 or None, got {n_buckets}")
+    if mesh is not None:
+        parallel.check_model_divisible(lm.config, mesh)
+        if members_per_pass is not None and members_per_pass % parallel.data_size(mesh):
+            raise ValueError(f"members_per_pass {members_per_pass} must be a multiple of the mesh's "
+                             f"data axis size {parallel.data_size(mesh)}")
     batch = render_items(lm.tokenizer, instrument, system=system, slot=slot,
                          reverse_options=reverse_options)
     if n_buckets is None:
@@ -269,6 +294,8 @@ def make_scorer(
         constants=jnp.asarray(_constants(instrument, constants)),
         sample_key=jax.random.key(seed),
     )
+    if mesh is not None:
+        inputs = parallel.place_scorer_inputs(inputs, mesh)
     return Scorer(
         lm=lm,
         instrument=instrument,
@@ -279,6 +306,7 @@ def make_scorer(
         members_per_pass=members_per_pass,
         mode=mode,
         inputs=inputs,
+        mesh=mesh,
     )
 
 
@@ -357,12 +385,13 @@ def _score(
     members_per_pass: int | None,
     mode: str,
     instrument: Instrument,
+    mesh: Any = None,
 ) -> Scores:
     n_pop = prompts.shape[0]
     n_items = sum(b.item_index.shape[0] for b in inputs.buckets)
     per_pass = n_pop if members_per_pass is None else min(members_per_pass, n_pop)
 
-    def logits_of(members: jax.Array) -> jax.Array:  # (m, K, d) -> (m, Q, n) presented order
+    def logits_local(members: jax.Array) -> jax.Array:  # (m, K, d) -> (m, Q, n) presented order
         out = jnp.zeros((members.shape[0], n_items, inputs.answer_ids.shape[0]), jnp.float32)
         for bucket in inputs.buckets:
             if mode == "full":
@@ -371,6 +400,9 @@ def _score(
                 logits = _bucket_logits_cached(graphdef, inputs, bucket, members)
             out = out.at[:, bucket.item_index].set(logits)
         return out
+
+    def logits_of(members: jax.Array) -> jax.Array:  # one slice per data shard (see jaxalign.parallel)
+        return parallel.map_over_data_shards(logits_local, members, mesh)
 
     if per_pass == n_pop:
         logits = logits_of(prompts)  # (P, Q, 5)
