@@ -39,7 +39,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxalign.model import llama
+from jaxalign.scoring import build_sequences
 
 CULTURALBENCH_REPO = "kellycyy/CulturalBench"
 CULTURALBENCH_CITATION = (
@@ -496,16 +501,13 @@ def _pad(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[np.ndarray,
 # ----------------------------------------------------------------------------- scoring
 def _choice_logits(graphdef, params, prompt, prefix_ids, prefix_mask, suffix_ids, suffix_mask, answer_ids):
     """``prompt (1, K, d)``, ids ``(B, Tp)``/``(B, Ts)`` -> answer logits ``(B, n)`` float32."""
-    from jaxalign.model import llama
-    from jaxalign.scoring import build_sequences
-
     embed_prefix = llama.embed_fn(graphdef, params, prefix_ids)  # (B, Tp, d)
     embed_suffix = llama.embed_fn(graphdef, params, suffix_ids)  # (B, Ts, d)
     embeds, mask = build_sequences(embed_prefix, prefix_mask, prompt, embed_suffix, suffix_mask)
     return llama.selected_logits_fn(graphdef, params, embeds, mask, answer_ids)
 
 
-_choice_logits_jit = None
+_choice_logits_jit = jax.jit(_choice_logits, static_argnums=0)  # graphdef is static
 
 
 def choice_logits(lm: Any, batch: JudgementBatch, soft_prompt: Any = None, *, batch_size: int | None = None) -> np.ndarray:
@@ -514,12 +516,6 @@ def choice_logits(lm: Any, batch: JudgementBatch, soft_prompt: Any = None, *, ba
     One jitted forward pass over all ``N`` padded sequences, or over equal chunks of
     ``batch_size`` (the last chunk padded with copies of the first row, whose results are dropped).
     """
-    import jax
-    import jax.numpy as jnp
-
-    global _choice_logits_jit
-    if _choice_logits_jit is None:
-        _choice_logits_jit = jax.jit(_choice_logits, static_argnums=0)
     d = lm.config.hidden_size
     prompt = np.zeros((0, d), np.float32) if soft_prompt is None else np.asarray(soft_prompt, np.float32)
     if prompt.ndim != 2 or prompt.shape[1] != d:
