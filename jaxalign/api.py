@@ -25,6 +25,7 @@ import numpy as np
 from jaxalign._io import atomic_path, write_text_atomic
 from jaxalign.baselines import BASELINES, BaselineResult, run_baselines
 from jaxalign.model import LM
+from jaxalign.parallel import is_main_process, replicate
 from jaxalign.optimize import EvolutionConfig, evolve
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
 from jaxalign.softprompt import (
@@ -294,6 +295,7 @@ def align(
     out: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    mesh: Any = None,
     **overrides: Any,
 ) -> AlignResult:
     """Tunes a soft prompt so that ``lm``'s survey answers give ``target``'s dimension scores.
@@ -310,6 +312,12 @@ def align(
       resume: continue the run checkpointed in ``out``; a checkpoint of another configuration
         is refused. The resumed result equals the uninterrupted one.
       progress: show a progress bar with the best loss.
+      mesh: a :class:`jax.sharding.Mesh` (:func:`jaxalign.parallel.make_mesh`): the population is
+        sharded over its ``"data"`` axis and the weights over ``"model"`` (load the model with
+        ``load_model(..., mesh=mesh)``); the optimizer state is small and stays replicated. The
+        result equals the one-device run up to float rounding. With several processes
+        (:func:`jaxalign.parallel.initialize_distributed`) only process 0 writes ``out``'s
+        result files; orbax writes the checkpoints from every process itself.
 
     Every argument is checked before anything is compiled.
     """
@@ -331,7 +339,7 @@ def align(
     scorer = make_scorer(
         lm, instrument, k=config.k, target=target, system=config.system, slot=config.slot,
         readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
-        members_per_pass=config.members_per_pass, mode=config.scoring_mode,
+        members_per_pass=config.members_per_pass, mode=config.scoring_mode, mesh=mesh,
     )
     embedding_std = float(jnp.std(lm.embedding_matrix.astype(jnp.float32)))
     p0 = initial_prompt(lm, config.k, text=config.init_text, seed=config.seed)
@@ -339,6 +347,8 @@ def align(
         space = full_space(p0)
     else:
         space = subspace(p0, config.subspace, jax.random.key(config.seed + 1), embedding_std)
+    if mesh is not None:
+        space = replicate(space, mesh)  # every device decodes its own members' prompts
 
     baselines = run_baselines(
         lm, instrument, target, names=config.baselines, readout=config.readout, seed=config.seed
@@ -396,7 +406,7 @@ def align(
         evaluations=int(evo.evaluations),
         resumed_from=evo.resumed_from,
     )
-    if out_dir is not None:
+    if out_dir is not None and is_main_process():
         result.save(out_dir)
     return result
 

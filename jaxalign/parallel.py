@@ -208,6 +208,21 @@ def shard_params(params: Any, mesh: Mesh) -> Any:
     return jax.device_put(params, param_shardings(params, mesh))
 
 
+def layer_slice_sharding(name: str, mesh: Mesh, *, transposed: bool) -> NamedSharding:
+    """Sharding of one layer's slice ``(in, out)`` of stacked parameter ``name`` (no layer axis).
+
+    ``transposed=True`` gives it for the checkpoint's ``(out, in)`` layout, so a tensor read from
+    disk can be placed straight onto its shards before it is transposed into the stacked buffer.
+    """
+    spec = _PARAM_SPECS[name][1:]
+    return NamedSharding(mesh, PartitionSpec(*(spec[::-1] if transposed else spec)))
+
+
+def sharded_zeros(shape: tuple[int, ...], dtype: Any, sharding: NamedSharding) -> jax.Array:
+    """A zero array created directly in its shards (never whole on one device)."""
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
+
+
 def shard_lm(lm: Any, mesh: Mesh) -> Any:
     """A copy of a loaded :class:`~jaxalign.model.LM` whose weights are sharded over ``mesh``.
 

@@ -83,7 +83,8 @@ class _Target:
 
 
 def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
-               revision: str | None = None, seed: int = 0, tokenizer: Any = None) -> LM:
+               revision: str | None = None, seed: int = 0, tokenizer: Any = None,
+               mesh: Any = None) -> LM:
     """Load a Llama checkpoint as a frozen :class:`LM`.
 
     Args:
@@ -97,6 +98,10 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
       seed: random seed of the ``"tiny-random"`` weights (ignored otherwise).
       tokenizer: optional tokenizer object, or a folder / Hub id to load one from with
         ``AutoTokenizer``; default: the checkpoint's own (``None``, with a warning, if it has none).
+      mesh: a :class:`jax.sharding.Mesh` from :func:`jaxalign.parallel.make_mesh`: each weight is
+        placed straight onto its shards over the ``"model"`` axis as it is read (a model larger
+        than one device loads; none is ever whole on one device). A model whose heads, KV heads,
+        MLP size or vocabulary does not divide by the model axis is refused (ValueError).
 
     Raises:
       ValueError: bad dtype, unsupported architecture or config, wrong/missing/unexpected tensor,
@@ -107,14 +112,18 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
     if str(path_or_hub_id) == TINY_RANDOM:
         from jaxalign.model.tiny import tiny_model
 
-        return tiny_model(dtype=dtype, seed=seed)
+        return tiny_model(dtype=dtype, seed=seed, mesh=mesh)
 
     folder = _resolve_folder(path_or_hub_id, revision)
     config = LlamaConfig.from_hf(_read_config_json(folder))
     tensors = _index_safetensors(folder)
     targets = _expected_tensors(config)
     _check_tensors(tensors, targets)
-    model = _build_model(config, dtype, tensors, targets)
+    if mesh is not None:
+        from jaxalign.parallel import check_model_divisible
+
+        check_model_divisible(config, mesh)
+    model = _build_model(config, dtype, tensors, targets, mesh)
 
     if tokenizer is None:
         tokenizer = _load_tokenizer(folder)
@@ -291,11 +300,19 @@ def _map_tensor(entry: _TensorEntry) -> np.ndarray:
 
 
 def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _TensorEntry],
-                 targets: dict[str, _Target]) -> Llama:
+                 targets: dict[str, _Target], mesh: Any = None) -> Llama:
     abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract)
 
-    stacked = {name: jnp.zeros(shape, dtype) for name, shape in layer_param_shapes(config).items()}
+    if mesh is None:
+        stacked = {name: jnp.zeros(shape, dtype) for name, shape in layer_param_shapes(config).items()}
+        write_layer = _write_layer_jit
+    else:  # every buffer and tensor placed straight onto its shards (jaxalign.parallel)
+        from jaxalign import parallel
+
+        stacked = {name: parallel.sharded_zeros(shape, dtype, parallel.param_sharding(name, len(shape), mesh))
+                   for name, shape in layer_param_shapes(config).items()}
+        write_layer = jax.jit(_write_layer, static_argnums=3, donate_argnums=0)
     pure: dict[str, Any] = {"layers": stacked}
     by_file: dict[Path, list[str]] = {}
     for name in targets:
@@ -305,14 +322,20 @@ def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _Tenso
         for name in names:
             target = targets[name]
             mapped = _map_tensor(tensors[name])
-            raw = jax.block_until_ready(jax.device_put(mapped))  # the one transient copy
+            if mesh is None:
+                placement = None
+            elif target.layer is None:
+                placement = parallel.param_sharding(target.param[0], len(target.hf_shape), mesh)
+            else:
+                placement = parallel.layer_slice_sharding(target.param[1], mesh, transposed=target.transpose)
+            raw = jax.block_until_ready(jax.device_put(mapped, placement))  # the one transient copy
             del mapped  # unmap: its file pages leave this process
             if target.layer is None:
                 pure[target.param[0]] = raw if raw.dtype == dtype else _cast_jit(raw, dtype)
             else:
                 param = target.param[1]
-                stacked[param] = _write_layer_jit(stacked[param], jnp.int32(target.layer), raw,
-                                                  target.transpose)
+                stacked[param] = write_layer(stacked[param], jnp.int32(target.layer), raw,
+                                             target.transpose)
             del raw
     nnx.replace_by_pure_dict(abstract_state, pure)  # in place
     return nnx.merge(graphdef, abstract_state)

@@ -45,11 +45,13 @@ def tiny_config(vocab_size: int) -> LlamaConfig:
 
 
 def random_llama(config: LlamaConfig, *, dtype: Any = jnp.float32, seed: int = 0,
-                 init_std: float = TINY_INIT_STD, head_init_std: float | None = None) -> Llama:
+                 init_std: float = TINY_INIT_STD, head_init_std: float | None = None,
+                 mesh: Any = None) -> Llama:
     """A :class:`Llama` with weights ``N(0, init_std)`` (LM head ``N(0, head_init_std or init_std)``), norms 1.
 
     Weights are drawn with NumPy's generator in float32 (fast, and bit-identical on every platform
-    and backend), then cast to ``dtype``.
+    and backend), then cast to ``dtype``. With a ``mesh`` (:func:`jaxalign.parallel.make_mesh`)
+    each weight goes from host memory straight onto its shards (:func:`jaxalign.parallel.shard_params`).
     """
     dtype = _canonical_dtype(dtype)
     abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0)))
@@ -57,7 +59,8 @@ def random_llama(config: LlamaConfig, *, dtype: Any = jnp.float32, seed: int = 0
     rng = np.random.default_rng(seed)
 
     def draw(shape: tuple[int, ...], std: float) -> jax.Array:
-        return jnp.asarray((std * rng.standard_normal(shape, dtype=np.float32)).astype(dtype))
+        value = (std * rng.standard_normal(shape, dtype=np.float32)).astype(dtype)
+        return value if mesh is not None else jnp.asarray(value)
 
     vocab, d = config.vocab_size, config.hidden_size
     weights: dict[str, Any] = {
@@ -70,16 +73,24 @@ def random_llama(config: LlamaConfig, *, dtype: Any = jnp.float32, seed: int = 0
     }
     if not config.tie_word_embeddings:
         weights["lm_head"] = draw((vocab, d), init_std if head_init_std is None else head_init_std)
+    if mesh is not None:
+        from jaxalign.parallel import check_model_divisible, shard_params
+
+        check_model_divisible(config, mesh)
+        weights = shard_params(weights, mesh)
     nnx.replace_by_pure_dict(state, weights)
     return nnx.merge(graphdef, state)
 
 
-def tiny_model(dtype: Any = jnp.float32, seed: int = 0) -> LM:
-    """The ``"tiny-random"`` :class:`LM`, offline: random weights from ``seed`` (std 0.2, LM head 0.3)."""
+def tiny_model(dtype: Any = jnp.float32, seed: int = 0, mesh: Any = None) -> LM:
+    """The ``"tiny-random"`` :class:`LM`, offline: random weights from ``seed`` (std 0.2, LM head 0.3).
+
+    ``mesh``: place the weights sharded over its ``"model"`` axis (see :mod:`jaxalign.parallel`).
+    """
     from jaxalign.model.tiny_tokenizer import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     config = tiny_config(len(tokenizer))
     model = random_llama(config, dtype=dtype, seed=seed, init_std=TINY_INIT_STD,
-                         head_init_std=TINY_HEAD_INIT_STD)
+                         head_init_std=TINY_HEAD_INIT_STD, mesh=mesh)
     return LM(name=TINY_NAME, config=config, model=model, tokenizer=tokenizer)
