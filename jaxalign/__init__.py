@@ -59,6 +59,13 @@ _EXPORTS: dict[str, str] = {
     "AlignResult": "jaxalign.api",
     "align": "jaxalign.api",
     "score": "jaxalign.api",
+    # evaluation beyond the tuned items
+    "gradient_align": "jaxalign.optimize.gradient",
+    "heldout_vsm13": "jaxalign.survey.paraphrase",
+    "load_culturalbench": "jaxalign.evaluate.culturalbench",
+    "evaluate_culturalbench": "jaxalign.evaluate.culturalbench",
+    "evaluate_robustness": "jaxalign.evaluate.robustness",
+    "align_both_orders": "jaxalign.evaluate.robustness",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -259,6 +259,7 @@ def align_both_orders(
     prompt = np.asarray(space.decode(jnp.asarray(evo.best_z)))
     final = normal(prompt[None])
     return AlignResult(
+        method="de-both-orders",
         target=target,
         soft_prompt=prompt,
         dims=np.asarray(final.dims[0]),

@@ -194,6 +194,7 @@ def gradient_align(
     baselines = run_baselines(lm, instrument, target, names=config.baselines, readout=config.readout,
                               seed=config.seed)
     return AlignResult(
+        method="gradient",
         target=target,
         soft_prompt=prompt,
         dims=np.asarray(dims),
