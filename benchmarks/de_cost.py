@@ -16,6 +16,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -47,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: bfloat16 for llama3-8b, else float32")
     parser.add_argument("--populations", type=_int_list, default=[16], help="comma-separated P values")
     parser.add_argument("--ks", type=_int_list, default=[10], help="comma-separated K values")
+    parser.add_argument("--scoring-modes", default=None,
+                        help="comma-separated AlignConfig.scoring_mode values to compare "
+                             "(e.g. full,cached); default: the library's default")
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--subspace", type=int, default=64)
     parser.add_argument("--layout", choices=("user_start", "system", "after_item"), default="user_start")
@@ -60,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--generations must be >= 1")
     if args.dtype is None:
         args.dtype = "bfloat16" if args.preset == "llama3-8b" else "float32"
+    args.scoring_modes = ([m.strip() for m in args.scoring_modes.split(",") if m.strip()]
+                          if args.scoring_modes else [None])
     return args
 
 
@@ -71,24 +78,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for layers in args.layers or [None]:
         lm = common.build_preset(args.preset, args.dtype, layers=layers, seed=args.seed)
-        for population in args.populations:
-            for k in args.ks:
-                config = jaxalign.AlignConfig(
-                    k=k, population=population, generations=args.generations,
-                    subspace=args.subspace, slot=args.layout, seed=args.seed, baselines=())
-                result = jaxalign.align(lm, args.target, config=config, progress=False)
-                row = {
-                    "model": lm.name, "layers": lm.config.num_hidden_layers, "P": population, "K": k,
-                    "generations": args.generations, "wall_s": round(result.wall_s, 3),
-                    "compile_s": round(result.compile_s, 3),
-                    "s_per_generation": round((result.wall_s - result.compile_s) / args.generations, 4),
-                    "evaluations": int(result.evaluations), "final_loss": round(float(result.loss), 3),
-                }
-                rows.append(row)
-                print(f"{row['model']} L={row['layers']} P={population} K={k} G={args.generations}: "
-                      f"wall {row['wall_s']:.1f}s, compile {row['compile_s']:.1f}s, "
-                      f"{row['s_per_generation']:.3f} s/gen, loss {row['final_loss']:.2f}",
-                      file=sys.stderr, flush=True)
+        for mode, population, k in itertools.product(args.scoring_modes, args.populations, args.ks):
+            options = {} if mode is None else {"scoring_mode": mode}
+            if options and "scoring_mode" not in {f.name for f in dataclasses.fields(jaxalign.AlignConfig)}:
+                raise SystemExit("this jaxalign's AlignConfig has no scoring_mode field")
+            config = jaxalign.AlignConfig(
+                k=k, population=population, generations=args.generations,
+                subspace=args.subspace, slot=args.layout, seed=args.seed, baselines=(), **options)
+            result = jaxalign.align(lm, args.target, config=config, progress=False)
+            row = {
+                "model": lm.name, "layers": lm.config.num_hidden_layers,
+                "scoring_mode": getattr(config, "scoring_mode", None), "P": population, "K": k,
+                "generations": args.generations, "wall_s": round(result.wall_s, 3),
+                "compile_s": round(result.compile_s, 3),
+                "s_per_generation": round((result.wall_s - result.compile_s) / args.generations, 4),
+                "evaluations": int(result.evaluations), "final_loss": round(float(result.loss), 3),
+            }
+            rows.append(row)
+            print(f"{row['model']} L={row['layers']} {row['scoring_mode']} P={population} K={k} "
+                  f"G={args.generations}: "
+                  f"wall {row['wall_s']:.1f}s, compile {row['compile_s']:.1f}s, "
+                  f"{row['s_per_generation']:.3f} s/gen, loss {row['final_loss']:.2f}",
+                  file=sys.stderr, flush=True)
     report = {**meta, "device": common.describe_device(), "preset": args.preset, "dtype": args.dtype,
               "layout": args.layout, "subspace": args.subspace, "target": args.target, "rows": rows,
               "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
@@ -98,10 +109,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print("| model | layers | P | K | generations | wall s | compile s | s/generation | final L1 |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model | layers | scoring | P | K | generations | wall s | compile s | s/generation | final L1 |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['model']} | {r['layers']} | {r['P']} | {r['K']} | {r['generations']} | "
+            print(f"| {r['model']} | {r['layers']} | {r['scoring_mode']} | {r['P']} | {r['K']} | "
+                  f"{r['generations']} | "
                   f"{r['wall_s']:.1f} | {r['compile_s']:.1f} | {r['s_per_generation']:.3f} | "
                   f"{r['final_loss']:.2f} |")
         print(f"\ndevice {report['device']}; date {report['date']}; command {report['command']}")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import common, de_cost, dims, throughput
+from benchmarks import common, de_cost, dims, summarize, throughput
 
 
 def test_model_flops_by_hand():
@@ -31,7 +31,7 @@ def test_preset_shapes():
         common.preset_config("gpt5")
 
 
-def test_throughput_json_and_torch_agreement(capsys):
+def test_throughput_json_and_torch_agreement(capsys, tmp_path):
     result = throughput.main(["--preset", "tiny", "--population", "2", "--k", "2", "--layers", "2",
                               "--repeats", "1", "--torch-threads", "1", "--json"])
     printed = json.loads(capsys.readouterr().out)
@@ -45,12 +45,17 @@ def test_throughput_json_and_torch_agreement(capsys):
     assert result["max_abs_prob_diff"] < 1e-4
     # real tokens exclude padding
     assert result["real_tokens_per_pass"] < result["padded_tokens_per_pass"]
+    # the RESULTS.md table reads the JSON back
+    (tmp_path / "throughput_tiny.json").write_text(json.dumps(printed))
+    table = summarize.main([str(tmp_path)])
+    assert "| tiny | user_start |" in table and f"{printed['sequences_per_s']:.2f}" in table
 
 
 def test_throughput_item_first_without_torch():
     result = throughput.main(["--preset", "tiny", "--population", "2", "--k", "3", "--repeats", "1",
-                              "--layout", "after_item", "--no-torch", "--layers", "1"])
-    assert result["layout"] == "after_item" and result["layers"] == 1
+                              "--layout", "after_item", "--no-torch", "--layers", "1",
+                              "--mode", "full"])
+    assert result["layout"] == "after_item" and result["layers"] == 1 and result["mode"] == "full"
     assert result["torch_sequences_per_s"] is None and result["speedup_vs_torch"] is None
 
 
