@@ -25,7 +25,7 @@ import numpy as np
 from jaxalign._io import atomic_path, write_text_atomic
 from jaxalign.baselines import BASELINES, BaselineResult, run_baselines
 from jaxalign.model import LM
-from jaxalign.parallel import is_main_process, replicate
+from jaxalign.parallel import gather_to_all, is_main_process, replicate
 from jaxalign.optimize import EvolutionConfig, evolve
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
 from jaxalign.softprompt import (
@@ -162,7 +162,9 @@ class AlignResult:
       model, wording, dimensions: what produced the numbers.
       config: the :class:`AlignConfig`.
       wall_s, compile_s: seconds for the whole run and for compiling the optimizer loop.
-      evaluations: number of prompts scored by the optimizer.
+      evaluations: number of prompts scored by the optimizer (forward-pass equivalents).
+      method: how the prompt was found: ``"de"`` (evosax strategy ``config.strategy``),
+        ``"gradient"`` (:func:`jaxalign.optimize.gradient.gradient_align`), ``"de-both-orders"``.
     """
 
     target: Target
@@ -180,6 +182,7 @@ class AlignResult:
     compile_s: float
     evaluations: int
     resumed_from: int | None = None
+    method: str = "de"
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -191,7 +194,8 @@ class AlignResult:
             name: {"loss": _num(b.loss), "dims": dims_dict(b.dims), "system": b.system}
             for name, b in self.baselines.items()
         }
-        methods["optimized"] = {"loss": _num(self.loss), "dims": dims_dict(self.dims)}
+        methods["optimized"] = {"loss": _num(self.loss), "dims": dims_dict(self.dims),
+                                 "method": self.method}
         return {
             "jaxalign_version": _version(),
             "model": self.model,
@@ -356,8 +360,9 @@ def align(
 
     def fitness(z_pop, args):  # (P, n) -> (P,), (P, D)
         inputs, space_ = args
+        z_pop = gather_to_all(z_pop, mesh)  # the optimizer's state stays replicated
         scores = scorer.score_fn(space_.decode(z_pop), inputs)
-        return scores.loss, scores.dims
+        return gather_to_all((scores.loss, scores.dims), mesh)  # the one gather per generation
 
     fingerprint = {
         "model": lm.name,

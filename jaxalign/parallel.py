@@ -293,6 +293,21 @@ def map_over_data_shards(fn: Any, members: jax.Array, mesh: Mesh | None) -> Any:
     return jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), out)
 
 
+def gather_to_all(tree: Any, mesh: Mesh | None) -> Any:
+    """Inside jit: every array of ``tree`` made whole on every device (the fitness gather).
+
+    An optimizer's fitness function starts with ``z = gather_to_all(z, mesh)`` (otherwise the
+    compiler propagates the scorer's data sharding back into the optimizer's population) and
+    returns ``gather_to_all((losses, dims), mesh)``: the ``(P,)``
+    losses and ``(P, D)`` scores are all-gathered once per generation, and the optimizer's
+    update then runs on a replicated state on every device (no other traffic). Identity
+    without a mesh.
+    """
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec()))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every array of ``tree`` whole on every device of ``mesh`` (e.g. optimizer state)."""
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
