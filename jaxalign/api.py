@@ -448,6 +448,7 @@ def score(
     readout: str | None = None,
     slot: str | None = None,
     seed: int = 0,
+    mesh: Any = None,
 ) -> Scores:
     """Scores one prompt: the plain model, a system text, a soft prompt, or both.
 
@@ -478,7 +479,7 @@ def score(
     scorer = make_scorer(
         lm, instrument, k=prompt.shape[0], target=target, system=system,
         slot=slot or metadata.get("slot", "user_start"),
-        readout=readout or metadata.get("readout", "expected"), seed=seed,
+        readout=readout or metadata.get("readout", "expected"), seed=seed, mesh=mesh,
     )
     return scorer(prompt[None])
 

@@ -175,6 +175,7 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--members-per-pass", type=int, default=None,
                         help="population members per forward pass when memory is short (default: all at once)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_mesh_arguments(parser)
     parser.set_defaults(run=run_align)
 
 
@@ -213,10 +214,11 @@ def run_align(args: argparse.Namespace) -> int:
     )
     check_out_dir(args.out, resume=args.resume)
     instrument = _instrument(args.wording)
-    lm = _load(args.model, args.dtype)
+    mesh = _mesh(args)
+    lm = _load(args.model, args.dtype, mesh)
     target = args.country or args.target
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
-                   resume=args.resume, progress=not args.no_progress)
+                   resume=args.resume, progress=not args.no_progress, mesh=mesh)
     print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
     print(_dims_table(instrument.dimensions, [("target", target.values)]
                       + [(n, b.dims, b.loss) for n, b in result.baselines.items()]
@@ -231,12 +233,41 @@ def _instrument(wording: str | None):
     return vsm13(wording=wording)
 
 
-def _load(model: str, dtype: str):
+def _add_mesh_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mesh", default=None, metavar="data=N,model=M",
+        help="device mesh: population over 'data', weights over 'model' (N x M = all devices of all "
+             "hosts); default: every device on the data axis",
+    )
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="call jax.distributed.initialize() first (multi-host; detected by itself on TPU pod "
+             "slices, SLURM and Open MPI)",
+    )
+
+
+def _mesh(args: argparse.Namespace):
+    """The mesh of --mesh/--distributed; ``None`` on a single device without --mesh."""
+    import jax
+
+    from jaxalign import parallel
+
+    parallel.initialize_distributed(force=True if args.distributed else None)
+    if args.mesh is None and len(jax.devices()) == 1:
+        return None
+    sizes = parallel.parse_mesh(args.mesh) if args.mesh is not None else {}
+    mesh = parallel.make_mesh(sizes.get("data"), sizes.get("model", 1))
+    if parallel.is_main_process():
+        print(f"mesh {parallel.describe_mesh(mesh)}")
+    return mesh
+
+
+def _load(model: str, dtype: str, mesh=None):
     from jaxalign.model import load_model
 
     if dtype == "auto":
         dtype = "float32" if model == "tiny-random" else "bfloat16"
-    return load_model(model, dtype=dtype)
+    return load_model(model, dtype=dtype, mesh=mesh)
 
 
 def _dims_table(dimensions, rows) -> str:
@@ -270,6 +301,7 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--readout", default=None, choices=("expected", "argmax", "sample"),
                         help="default: the soft prompt's own, else 'expected'")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_mesh_arguments(parser)
     parser.set_defaults(run=run_score)
 
 
@@ -281,12 +313,13 @@ def run_score(args: argparse.Namespace) -> int:
     prompt = None
     if args.soft_prompt is not None:
         prompt, _ = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
-    lm = _load(args.model, args.dtype)
+    mesh = _mesh(args)
+    lm = _load(args.model, args.dtype, mesh)
     if prompt is not None:
         check_soft_prompt(prompt, lm.config.hidden_size)
     target = args.country or args.target
     scores = score(lm, soft_prompt=args.soft_prompt, system=args.persona, target=target,
-                   instrument=instrument, readout=args.readout)
+                   instrument=instrument, readout=args.readout, mesh=mesh)
     dims = [float(v) for v in scores.dims[0]]
     probs = [[round(float(p), 6) for p in row] for row in scores.probs[0]]
     if args.json:
