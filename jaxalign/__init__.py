@@ -66,6 +66,11 @@ _EXPORTS: dict[str, str] = {
     "evaluate_culturalbench": "jaxalign.evaluate.culturalbench",
     "evaluate_robustness": "jaxalign.evaluate.robustness",
     "align_both_orders": "jaxalign.evaluate.robustness",
+    # several devices and hosts (jax.sharding meshes)
+    "make_mesh": "jaxalign.parallel",
+    "parse_mesh": "jaxalign.parallel",
+    "initialize_distributed": "jaxalign.parallel",
+    "is_main_process": "jaxalign.parallel",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -20,8 +20,8 @@ MLP hidden size or vocabulary does not divide by the model axis is **refused** w
 
 Typical use::
 
-    mesh = jaxalign.parallel.make_mesh()                 # all devices on "data"
-    mesh = jaxalign.parallel.make_mesh(**parse_mesh("data=4,model=2"))
+    mesh = jaxalign.make_mesh()                          # all devices on "data"
+    mesh = jaxalign.make_mesh(**jaxalign.parse_mesh("data=4,model=2"))
     lm = jaxalign.load_model("meta-llama/...", mesh=mesh)   # weights placed sharded at load
     jaxalign.align(lm, "Japan", mesh=mesh)
 
