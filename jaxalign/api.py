@@ -29,6 +29,7 @@ from jaxalign.parallel import gather_to_all, is_main_process, replicate
 from jaxalign.optimize import EvolutionConfig, evolve
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
 from jaxalign.softprompt import (
+    SoftPromptSpace,
     check_soft_prompt,
     full_space,
     init_from_ids,
@@ -290,6 +291,76 @@ def initial_prompt(lm: LM, k: int, *, text: str | None, seed: int) -> np.ndarray
     return np.asarray(init_from_ids(lm.embedding_matrix, np.asarray(ids), k))
 
 
+def resolve_problem(
+    lm: LM, target: Target | str | Mapping[str, float], instrument: Instrument | None
+) -> tuple[Target, Instrument]:
+    """Checks and resolves what every alignment method needs: the target and the instrument."""
+    instrument = instrument or vsm13()
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    if tuple(target.dimensions) != tuple(instrument.dimensions):
+        raise ValueError(
+            f"target dimensions {target.dimensions} do not match the instrument's {instrument.dimensions}"
+        )
+    if lm.tokenizer is None:
+        raise ValueError(f"model {lm.name!r} has no tokenizer; pass tokenizer= to load_model")
+    return target, instrument
+
+
+def search_space(lm: LM, config: AlignConfig) -> tuple[SoftPromptSpace, float]:
+    """The soft-prompt search space for ``config`` and the embedding std it is scaled by.
+
+    ``p0`` from ``config.init_text`` or ``config.k`` random vocabulary rows (``config.seed``); a
+    random subspace of ``config.subspace`` dimensions (basis from ``config.seed + 1``), or the
+    full space when it is ``None``. Every method (DE, gradient, both orders) searches this space.
+    """
+    embedding_std = float(jnp.std(lm.embedding_matrix.astype(jnp.float32)))
+    p0 = initial_prompt(lm, config.k, text=config.init_text, seed=config.seed)
+    if config.subspace is None:
+        return full_space(p0), embedding_std
+    return subspace(p0, config.subspace, jax.random.key(config.seed + 1), embedding_std), embedding_std
+
+
+def result_from_evolution(
+    evo: Any,
+    space: SoftPromptSpace,
+    scorer: Any,
+    *,
+    lm: LM,
+    instrument: Instrument,
+    target: Target,
+    config: AlignConfig,
+    baselines: dict[str, BaselineResult],
+    t_start: float,
+    method: str,
+) -> AlignResult:
+    """An :class:`AlignResult` for the best prompt of an evolution run, scored by ``scorer``."""
+    prompt = np.asarray(space.decode(jnp.asarray(evo.best_z)))  # (K, d)
+    final = scorer(prompt[None])
+    return AlignResult(
+        method=method,
+        target=target,
+        soft_prompt=prompt,
+        dims=np.asarray(final.dims[0]),
+        loss=float(final.loss[0]),
+        probs=np.asarray(final.probs[0]),
+        baselines=baselines,
+        history={
+            "best_loss": np.asarray(evo.history["best_loss"]).tolist(),
+            "mean_loss": np.asarray(evo.history["mean_loss"]).tolist(),
+            "best_dims": np.asarray(evo.history["best_aux"]).tolist(),
+        },
+        model=lm.name,
+        wording=instrument.wording,
+        dimensions=tuple(instrument.dimensions),
+        config=config,
+        wall_s=time.perf_counter() - t_start,
+        compile_s=float(evo.compile_s),
+        evaluations=int(evo.evaluations),
+        resumed_from=evo.resumed_from,
+    )
+
+
 def align(
     lm: LM,
     target: Target | str | Mapping[str, float],
@@ -327,15 +398,7 @@ def align(
     """
     t_start = time.perf_counter()
     config = dataclasses.replace(config or AlignConfig(), **overrides)
-    instrument = instrument or vsm13()
-    if not isinstance(target, Target):
-        target = resolve_target(target)
-    if tuple(target.dimensions) != tuple(instrument.dimensions):
-        raise ValueError(
-            f"target dimensions {target.dimensions} do not match the instrument's {instrument.dimensions}"
-        )
-    if lm.tokenizer is None:
-        raise ValueError(f"model {lm.name!r} has no tokenizer; pass tokenizer= to load_model")
+    target, instrument = resolve_problem(lm, target, instrument)
     out_dir = check_out_dir(out, resume=resume) if out is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
@@ -345,12 +408,7 @@ def align(
         readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
         members_per_pass=config.members_per_pass, mode=config.scoring_mode, mesh=mesh,
     )
-    embedding_std = float(jnp.std(lm.embedding_matrix.astype(jnp.float32)))
-    p0 = initial_prompt(lm, config.k, text=config.init_text, seed=config.seed)
-    if config.subspace is None:
-        space = full_space(p0)
-    else:
-        space = subspace(p0, config.subspace, jax.random.key(config.seed + 1), embedding_std)
+    space, embedding_std = search_space(lm, config)
     if mesh is not None:
         space = replicate(space, mesh)  # every device decodes its own members' prompts
 
@@ -388,28 +446,9 @@ def align(
         if bar:
             bar.close()
 
-    prompt = np.asarray(space.decode(jnp.asarray(evo.best_z)))  # (K, d)
-    final = scorer(prompt[None])
-    result = AlignResult(
-        target=target,
-        soft_prompt=prompt,
-        dims=np.asarray(final.dims[0]),
-        loss=float(final.loss[0]),
-        probs=np.asarray(final.probs[0]),
-        baselines=baselines,
-        history={
-            "best_loss": np.asarray(evo.history["best_loss"]).tolist(),
-            "mean_loss": np.asarray(evo.history["mean_loss"]).tolist(),
-            "best_dims": np.asarray(evo.history["best_aux"]).tolist(),
-        },
-        model=lm.name,
-        wording=instrument.wording,
-        dimensions=tuple(instrument.dimensions),
-        config=config,
-        wall_s=time.perf_counter() - t_start,
-        compile_s=float(evo.compile_s),
-        evaluations=int(evo.evaluations),
-        resumed_from=evo.resumed_from,
+    result = result_from_evolution(
+        evo, space, scorer, lm=lm, instrument=instrument, target=target, config=config,
+        baselines=baselines, t_start=t_start, method="de",
     )
     if out_dir is not None and is_main_process():
         result.save(out_dir)

@@ -215,29 +215,21 @@ def align_both_orders(
     normal order (``dims``, ``loss``), like ``align``; ``history["best_loss"]`` is the averaged
     objective. ``scorer_options`` go to :func:`jaxalign.scoring.make_scorer` (e.g. ``n_buckets``).
     """
-    import jax.numpy as jnp
-
-    from jaxalign.api import AlignConfig, AlignResult
+    from jaxalign.api import AlignConfig, resolve_problem, result_from_evolution, search_space
     from jaxalign.baselines import run_baselines
     from jaxalign.optimize import evolve
-    from jaxalign.optimize.gradient import align_space
     from jaxalign.scoring import make_scorer
-    from jaxalign.survey import Target, resolve_target, vsm13
 
     t_start = time.perf_counter()
     config = dataclasses.replace(config or AlignConfig(), **overrides)
-    instrument = instrument or vsm13()
-    if not isinstance(target, Target):
-        target = resolve_target(target)
-    if lm.tokenizer is None:
-        raise ValueError(f"model {lm.name!r} has no tokenizer")
+    target, instrument = resolve_problem(lm, target, instrument)
     common = dict(k=config.k, target=target, system=config.system, slot=config.slot,
                   readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
                   members_per_pass=config.members_per_pass, mode=config.scoring_mode,
                   **dict(scorer_options or {}))
     normal = make_scorer(lm, instrument, **common)
     reversed_ = make_scorer(lm, instrument, reverse_options=True, **common)
-    space, embedding_std = align_space(lm, config)
+    space, embedding_std = search_space(lm, config)
     baselines = run_baselines(lm, instrument, target, names=config.baselines, readout=config.readout,
                               seed=config.seed)
     bar = None
@@ -256,26 +248,7 @@ def align_both_orders(
     finally:
         if bar is not None:
             bar.close()
-    prompt = np.asarray(space.decode(jnp.asarray(evo.best_z)))
-    final = normal(prompt[None])
-    return AlignResult(
-        method="de-both-orders",
-        target=target,
-        soft_prompt=prompt,
-        dims=np.asarray(final.dims[0]),
-        loss=float(final.loss[0]),
-        probs=np.asarray(final.probs[0]),
-        baselines=baselines,
-        history={
-            "best_loss": np.asarray(evo.history["best_loss"]).tolist(),
-            "mean_loss": np.asarray(evo.history["mean_loss"]).tolist(),
-            "best_dims": np.asarray(evo.history["best_aux"]).tolist(),
-        },
-        model=lm.name,
-        wording=instrument.wording,
-        dimensions=tuple(instrument.dimensions),
-        config=config,
-        wall_s=time.perf_counter() - t_start,
-        compile_s=float(evo.compile_s),
-        evaluations=int(evo.evaluations),
+    return result_from_evolution(
+        evo, space, normal, lm=lm, instrument=instrument, target=target, config=config,
+        baselines=baselines, t_start=t_start, method="de-both-orders",
     )

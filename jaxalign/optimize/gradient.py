@@ -46,23 +46,6 @@ def gradient_steps(population: int, generations: int) -> int:
     return max(1, population * (generations + 1) // FORWARDS_PER_STEP)
 
 
-def align_space(lm: Any, config: Any):
-    """The search space :func:`jaxalign.align` uses for ``config``: ``(space, embedding_std)``.
-
-    ``p0`` from ``config.init_text`` or ``config.k`` random vocabulary rows (``config.seed``); a
-    random subspace of ``config.subspace`` dimensions (basis from ``config.seed + 1``) or the
-    full space when it is ``None``.
-    """
-    from jaxalign.api import initial_prompt
-    from jaxalign.softprompt import full_space, subspace
-
-    embedding_std = float(jnp.std(lm.embedding_matrix.astype(jnp.float32)))
-    p0 = initial_prompt(lm, config.k, text=config.init_text, seed=config.seed)
-    if config.subspace is None:
-        return full_space(p0), embedding_std
-    return subspace(p0, config.subspace, jax.random.key(config.seed + 1), embedding_std), embedding_std
-
-
 @dataclasses.dataclass(frozen=True)
 class _Carry:
     z: jax.Array             # (n,)
@@ -112,29 +95,21 @@ def gradient_align(
       (best-so-far training loss), ``mean_loss`` (the training loss of that step's iterate),
       ``best_dims``; ``evaluations = 3 * steps`` forward-pass equivalents.
     """
-    from jaxalign.api import AlignConfig, AlignResult
+    from jaxalign.api import AlignConfig, AlignResult, resolve_problem, search_space
     from jaxalign.baselines import run_baselines
     from jaxalign.scoring import make_scorer, readout_means
-    from jaxalign.survey import Target, l1_loss, resolve_target, vsm13
+    from jaxalign.survey import l1_loss
 
     t_start = time.perf_counter()
     config = dataclasses.replace(config or AlignConfig(), **overrides)
     if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    instrument = instrument or vsm13()
-    if not isinstance(target, Target):
-        target = resolve_target(target)
-    if tuple(target.dimensions) != tuple(instrument.dimensions):
-        raise ValueError(
-            f"target dimensions {target.dimensions} do not match the instrument's {instrument.dimensions}"
-        )
-    if lm.tokenizer is None:
-        raise ValueError(f"model {lm.name!r} has no tokenizer; pass tokenizer= to load_model")
+    target, instrument = resolve_problem(lm, target, instrument)
 
     common = dict(k=config.k, target=target, system=config.system, slot=config.slot, seed=config.seed,
                   mode=config.scoring_mode)
     train = make_scorer(lm, instrument, readout="expected", **common, **dict(scorer_options or {}))
-    space, embedding_std = align_space(lm, config)
+    space, embedding_std = search_space(lm, config)
     step_size = learning_rate if config.subspace is not None else learning_rate * embedding_std
     steps = gradient_steps(config.population, config.generations)
     optimizer = optax.chain(optax.zero_nans(), optax.adam(step_size))
