@@ -385,20 +385,6 @@ def judgement_bodies(bench: BenchSet) -> list[tuple[str, str, int, int]]:
     return out
 
 
-def _messages(body: str, instruction: str, *, system: str | None, slot: str, marker: str) -> list[dict[str, str]]:
-    """The survey's layout (see :mod:`jaxalign.prompting.layout`) for a free-form body."""
-    if slot == "user_start":
-        user = f"{marker}{body}{instruction}"
-    elif slot == "after_item":
-        user = f"{body}{marker}{instruction}"
-    else:
-        user = f"{body}{instruction}"
-    messages = []
-    if system is not None or slot == "system":
-        system_text = "" if system is None else str(system).strip()
-        messages.append({"role": "system", "content": system_text + (marker if slot == "system" else "")})
-    messages.append({"role": "user", "content": user})
-    return messages
 
 
 def choice_token_ids(tokenizer: Any, answers: Sequence[str], *, first_token_ok: bool) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -448,7 +434,7 @@ def render_judgements(
     chat_template: str | None = None,
 ) -> JudgementBatch:
     """Renders every judgement of ``bench`` with the chat template, split at the soft-prompt slot."""
-    from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, check_slot, render_conversation
+    from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, check_slot, render_conversation, slot_messages
 
     check_slot(slot)
     if bench.n_questions == 0:
@@ -459,7 +445,7 @@ def render_judgements(
         if SOFT_PROMPT_SENTINEL in body:
             raise ValueError(f"a question contains the reserved string {SOFT_PROMPT_SENTINEL!r}")
         text = render_conversation(
-            tokenizer, _messages(body, instruction, system=system, slot=slot, marker=SOFT_PROMPT_SENTINEL),
+            tokenizer, slot_messages(body, instruction, system=system, slot=slot),
             chat_template,
         )
         if text.count(SOFT_PROMPT_SENTINEL) != 1:

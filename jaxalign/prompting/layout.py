@@ -138,7 +138,21 @@ def item_messages(
         instruction = default_instruction(len(options))
     question = str(item.text).strip()
     option_lines = "\n".join(f"{k}. {label}" for k, label in enumerate(options, start=1))
-    body = f"{question}\n{option_lines}\n"
+    return slot_messages(f"{question}\n{option_lines}\n", instruction, system=system, slot=slot,
+                         marker=marker)
+
+
+def slot_messages(
+    body: str, instruction: str, *, system: str | None, slot: str, marker: str = SOFT_PROMPT_SENTINEL
+) -> list[dict[str, str]]:
+    """Chat messages for a question ``body`` and its answer ``instruction``, ``marker`` at ``slot``.
+
+    ``"user_start"``: the user turn is ``marker + body + instruction``; ``"after_item"``:
+    ``body + marker + instruction``; ``"system"``: the marker ends the system turn (an empty one
+    is made when ``system`` is None). Any other prompt (e.g. a benchmark question) uses the same
+    layout as the survey items through this function.
+    """
+    check_slot(slot)
     if slot == "user_start":
         user = f"{marker}{body}{instruction}"
     elif slot == "after_item":
