@@ -181,6 +181,42 @@ def model_flops(config, real_lengths: np.ndarray) -> float:
     return float(dense + attention)
 
 
+def executed_flops(config, scorer, population: int) -> float:
+    """Forward FLOPs a :class:`jaxalign.scoring.Scorer` really executes for ``population`` members.
+
+    Counted from its length buckets, padding included (the hardware computes it too), the
+    attention as the full score matrix each call computes (masked entries included):
+
+    - ``mode="full"``: ``P * Qb`` rows of ``T = Tp + K + Ts`` tokens, ``T * T`` pairs each.
+    - ``mode="cached"``, shared prefix: the prefix once (``Tp`` tokens); ``P`` rows of ``K`` soft
+      tokens against ``Tp + K`` keys; ``Qb * P`` rows of ``Ts`` item tokens against
+      ``Tp + K + Ts`` keys.
+    - ``mode="cached"``, per-item prefix (item first): ``Qb`` rows of ``Tp`` tokens; ``P * Qb``
+      rows of ``K + Ts`` tokens against ``Tp + K + Ts`` keys.
+
+    Dense work is ``2 * non_embedding_params`` per token, attention ``4 * heads * head_dim`` per
+    (query, key) pair and layer, as in :func:`model_flops`; the five LM-head rows are not counted.
+    """
+    k = scorer.k
+    tokens = pairs = 0.0
+    for bucket in scorer.inputs.buckets:
+        n_items, tp = bucket.prefix_ids.shape
+        ts = bucket.suffix_ids.shape[1]
+        if scorer.mode == "full":
+            t = tp + k + ts
+            tokens += population * n_items * t
+            pairs += population * n_items * t * t
+        elif bucket.prefix_shared:
+            tokens += tp + population * k + n_items * population * ts
+            pairs += tp * tp + population * k * (tp + k) + n_items * population * ts * (tp + k + ts)
+        else:
+            tokens += n_items * tp + population * n_items * (k + ts)
+            pairs += n_items * tp * tp + population * n_items * (k + ts) * (tp + k + ts)
+    dense = 2.0 * non_embedding_params(config) * tokens
+    attention = config.num_hidden_layers * 4.0 * config.num_attention_heads * config.head_dim * pairs
+    return float(dense + attention)
+
+
 # -- memory --------------------------------------------------------------------------------------
 
 def host_peak_rss_bytes() -> int:

@@ -2,9 +2,10 @@
 
 Each configuration runs ``jaxalign.align`` end to end (no baselines) on a preset model and records
 ``wall_s`` (everything: scorer setup, compilation, all generations, the final scoring),
-``compile_s`` (the optimizer loop's compilation, as ``align`` reports it) and
-``s_per_generation = (wall_s - compile_s) / generations`` (an upper bound on the steady cost of one
-generation: it still includes setup and the final scoring).
+``compile_s`` (the optimizer loop's compilation, as ``align`` reports it), ``s_per_generation``
+(the steady cost of one generation, ``AlignResult.s_per_generation``: the device chunks' time over
+the steps they ran, initial population included) and ``overhead_s`` (the rest: scorer set-up,
+the final scoring, host work).
 
 Examples::
 
@@ -28,6 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from jaxalign.prompting.layout import SLOTS  # noqa: E402
 
 
 def _int_list(text: str) -> list[int]:
@@ -54,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(e.g. full,cached); default: the library's default")
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--subspace", type=int, default=64)
-    parser.add_argument("--layout", choices=("user_start", "system", "after_item"), default="user_start")
+    parser.add_argument("--layout", choices=SLOTS, default="user_start")
     parser.add_argument("--target", default="China", help="country whose profile is the target")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON object")
@@ -91,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "scoring_mode": getattr(config, "scoring_mode", None), "P": population, "K": k,
                 "generations": args.generations, "wall_s": round(result.wall_s, 3),
                 "compile_s": round(result.compile_s, 3),
-                "s_per_generation": round((result.wall_s - result.compile_s) / args.generations, 4),
+                "s_per_generation": round(result.s_per_generation, 4),
+                "overhead_s": round(result.wall_s - result.compile_s
+                                    - result.s_per_generation * (args.generations + 1), 3),
                 "evaluations": int(result.evaluations), "final_loss": round(float(result.loss), 3),
             }
             rows.append(row)

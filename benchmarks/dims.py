@@ -30,13 +30,14 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
+from jaxalign.prompting.layout import SLOTS as LAYOUTS  # noqa: E402
+
 from benchmarks import common  # noqa: E402
 
 DEFAULT_COUNTRIES = ("United States", "China", "India", "Saudi Arabia", "Arab countries")
 BASELINE_METHODS = ("naive", "persona", "icl")
 SEARCH_METHODS = ("de", "gradient")
 METHODS = BASELINE_METHODS + SEARCH_METHODS
-LAYOUTS = ("user_start", "system", "after_item")
 
 
 def _subspace(text: str) -> int | None:
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="search subspace dimension, or 'none' for the full K x d space")
     parser.add_argument("--readout", choices=("expected", "argmax", "sample"), default="expected")
     parser.add_argument("--layout", choices=LAYOUTS, default="user_start",
-                        help="soft-prompt slot (after_item = item first)")
+                        help="soft-prompt slot (after_item and user_end put the item first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/dims", help="folder for results.json and results.md")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")

@@ -17,8 +17,18 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _mfu(r: dict) -> str:
+    """``executed; effective`` MFU in percent (files before ``effective_mfu`` hold only the latter)."""
+    if r.get("mfu") is None:
+        return "-"
+    if "effective_mfu" not in r:
+        return f"-; {100 * r['mfu']:.1f}%"
+    return f"{100 * r['mfu']:.1f}%; {100 * r['effective_mfu']:.1f}%"
+
+
 def throughput_table(rows: list[dict]) -> str:
-    header = ("| preset | layout | scorer mode | dtype | P | K | jaxalign seq/s | tok/s | compile s | MFU "
+    header = ("| preset | layout | scorer mode | dtype | P | K | jaxalign seq/s | tok/s | compile s "
+              "| MFU executed; effective "
               "| torch seq/s (threads) | speedup (median; best) | max abs prob diff | load start/end "
               "| date |")
     lines = [header, "|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|"]
@@ -35,7 +45,7 @@ def throughput_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['preset']} | {r['layout']} | {r.get('mode') or '-'} | {r['dtype']} | {r['P']} | {r['K']} "
             f"| {r['sequences_per_s']:.2f} | {r['tokens_per_s']:.0f} | {r['compile_s']:.1f} "
-            f"| {_fmt(r.get('mfu') and 100 * r['mfu'], '.1f')}% | {torch} | {speedup} "
+            f"| {_mfu(r)} | {torch} | {speedup} "
             f"| {_fmt(r.get('max_abs_prob_diff'), '.1e')} "
             f"| {r.get('load_average_1m_at_start')}/{r.get('load_average_1m_at_end')} | {r['date']} |")
     return "\n".join(lines)
@@ -56,8 +66,11 @@ def de_cost_table(reports: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0] if argv else "benchmarks/results")
-    throughput = [json.loads(p.read_text()) for p in sorted(folder.glob("throughput_*.json"))
-                  if p.stat().st_size]
+    throughput = []
+    for p in sorted(folder.glob("throughput_*.json")):
+        if p.stat().st_size:
+            report = json.loads(p.read_text())
+            throughput += report.get("runs", [report])  # several --layout/--mode runs per file
     de_cost = [json.loads(p.read_text()) for p in sorted(folder.glob("de_cost_*.json"))]
     out = []
     if throughput:

@@ -17,13 +17,22 @@ What is measured:
 
 Figures: sequences/s (P x 24 per pass), tokens/s (real tokens only, padding excluded), compile
 time, peak memory (device allocator where it reports one, else host peak RSS: say which), and
-model FLOP utilisation = model FLOPs / time / peak FLOP/s (see ``common.model_flops``).
+model FLOP utilisation. ``mfu`` = FLOPs the scorer executes (padding and shared-work reuse
+accounted, ``common.executed_flops``) / time / peak FLOP/s: what the hardware does, at most 100%.
+``effective_mfu`` = FLOPs of scoring every sequence from scratch without padding
+(``common.model_flops``) / time / peak: the work a plain pass would need, which exceeds 100% where
+the scorer skips more work than the hardware leaves idle.
 
 Examples::
 
     python benchmarks/throughput.py --preset tiny
     python benchmarks/throughput.py --preset 100m --population 16 --k 10 --layout after_item
     python benchmarks/throughput.py --preset llama3-8b --dtype bfloat16 --population 32 --json
+    python benchmarks/throughput.py --preset 100m --layout user_start,user_end --mode cached,full
+
+Several ``--layout``/``--mode`` values (comma-separated) are measured one after the other on the
+same weights and the same PyTorch twin; ``--json`` then prints the first combination's figures at
+the top level and every combination under ``"runs"``.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 
-LAYOUTS = ("user_start", "system", "after_item")
+from jaxalign.prompting.layout import SLOTS as LAYOUTS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,12 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="untimed passes before the timed ones (both jaxalign and torch)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                         help="weights and activations (default: bfloat16 for llama3-8b, else float32)")
-    parser.add_argument("--layout", choices=LAYOUTS, default="user_start",
-                        help="soft-prompt slot passed to make_scorer(slot=...): user_start (default) "
-                             "or after_item (item first: [prefix][item][K soft][answer cue])")
+    parser.add_argument("--layout", default="user_start",
+                        help="soft-prompt slot(s) passed to make_scorer(slot=...), comma-separated: "
+                             "user_start (default), system, or item first: after_item ([prefix][item]"
+                             "[K soft][instruction + answer cue]) or user_end ([prefix][item + "
+                             "instruction][K soft][answer cue])")
     parser.add_argument("--mode", default=None,
-                        help="make_scorer(mode=...): 'cached' (shared tokens computed once) or 'full' "
-                             "(every sequence run whole); default: the library's default")
+                        help="make_scorer(mode=...), comma-separated: 'cached' (shared tokens computed "
+                             "once) or 'full' (every sequence run whole); default: the library's default")
     parser.add_argument("--members-per-pass", type=int, default=None,
                         help="make_scorer(members_per_pass=...): members per forward pass "
                              "(memory bound); default: the whole population at once")
@@ -95,6 +106,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.dtype is None:
         args.dtype = "bfloat16" if args.preset == "llama3-8b" else "float32"
+    args.layouts = [v.strip() for v in args.layout.split(",") if v.strip()]
+    bad = [v for v in args.layouts if v not in LAYOUTS]
+    if bad or not args.layouts:
+        parser.error(f"--layout: unknown {', '.join(bad) or 'empty value'}; choose from {', '.join(LAYOUTS)}")
+    args.modes = [None] if args.mode is None else [v.strip() for v in args.mode.split(",") if v.strip()]
+    bad = [v for v in args.modes if v not in (None, "cached", "full")]
+    if bad or not args.modes:
+        parser.error(f"--mode: unknown {', '.join(map(str, bad)) or 'empty value'}; choose from cached, full")
     return args
 
 
@@ -104,13 +123,13 @@ def log(message: str) -> None:
 
 # -- jaxalign -----------------------------------------------------------------------------------
 
-def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
+def scorer_options(args: argparse.Namespace, mode: str | None) -> dict[str, Any]:
     """The optional ``make_scorer`` keywords the user set, checked against its signature."""
     import inspect
 
     import jaxalign
 
-    wanted = {"mode": args.mode, "members_per_pass": args.members_per_pass}
+    wanted = {"mode": mode, "members_per_pass": args.members_per_pass}
     wanted = {name: value for name, value in wanted.items() if value is not None}
     accepted = inspect.signature(jaxalign.make_scorer).parameters
     missing = [name for name in wanted if name not in accepted]
@@ -227,8 +246,11 @@ def torch_peak_memory(device: str) -> tuple[int, str]:
 # -- the run --------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import jaxalign
+    """Every ``--layout`` x ``--mode`` combination on one model (and one PyTorch twin).
 
+    One combination: its figures (see :func:`run_one`). Several: the first one's figures, with
+    every combination's under ``"runs"``.
+    """
     platform = jax.devices()[0].platform
     if args.preset == "llama3-8b" and platform == "cpu" and args.layers is None:
         raise SystemExit("--preset llama3-8b is for GPUs/TPUs (16 GB of bfloat16 weights); "
@@ -242,9 +264,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = lm.config
     log(f"model {lm.name}: {config.num_parameters / 1e6:.1f}M weights "
         f"({common.non_embedding_params(config) / 1e6:.1f}M non-embedding), {args.dtype}, built in {build_s:.1f}s")
+    torch_device, torch_note = (None, "--no-torch") if args.no_torch else torch_device_for(
+        args.preset, args.torch)
+    twin: dict[str, Any] = {}  # the PyTorch model, built on first use; its results per layout
+    runs = []
+    for layout in args.layouts:
+        for mode in args.modes:
+            runs.append(run_one(args, lm, layout, mode, meta, torch_device, torch_note, twin))
+    twin.clear()
+    if len(runs) == 1:
+        return runs[0]
+    return {**runs[0], "runs": runs}
 
-    scorer = jaxalign.make_scorer(lm, jaxalign.vsm13(), k=args.k, slot=args.layout,
-                                  **scorer_options(args))
+
+def run_one(args: argparse.Namespace, lm, layout: str, mode: str | None, meta: dict[str, Any],
+            torch_device: str | None, torch_note: str, twin: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one layout and scorer mode (the PyTorch loop is timed once per layout)."""
+    import jaxalign
+
+    config = lm.config
+    scorer = jaxalign.make_scorer(lm, jaxalign.vsm13(), k=args.k, slot=layout,
+                                  **scorer_options(args, mode))
     batch = scorer.batch
     n_items = batch.n_items
     real_lengths = np.tile(batch.real_lengths(args.k), args.population)  # (P*Q,)
@@ -254,11 +294,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prompts = common.random_prompts(lm, args.population, args.k, seed=args.seed + 1)
 
     log(f"jaxalign: P={args.population} x Q={n_items} = {n_sequences} sequences, "
-        f"{real_tokens} real tokens ({padded_tokens} with padding), layout {args.layout}, "
+        f"{real_tokens} real tokens ({padded_tokens} with padding), layout {layout}, "
         f"mode {getattr(scorer, 'mode', None)}")
     jax_result = time_jax(scorer, prompts, warmup=args.warmup, repeats=args.repeats)
     memory, memory_source = common.peak_device_memory()
     flops = common.model_flops(config, real_lengths)
+    executed = common.executed_flops(config, scorer, args.population)
     peak, peak_source = common.peak_flops(args.dtype, args.peak_flops)
     median = jax_result["median_s"]
     result: dict[str, Any] = {
@@ -270,7 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "P": args.population,
         "K": args.k,
         "Q": n_items,
-        "layout": args.layout,
+        "layout": layout,
         "dtype": args.dtype,
         "mode": getattr(scorer, "mode", None),
         "members_per_pass": getattr(scorer, "members_per_pass", None),
@@ -286,10 +327,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "compile_s": jax_result["compile_s"],
         "model_flops_per_pass": flops,
-        "achieved_flops_per_s": flops / median,
+        "executed_flops_per_pass": executed,
+        "achieved_flops_per_s": executed / median,
         "peak_flops_per_s": peak,
         "peak_flops_source": peak_source,
-        "mfu": None if peak is None else flops / median / peak,
+        "mfu": None if peak is None else executed / median / peak,
+        "effective_mfu": None if peak is None else flops / median / peak,
         "peak_memory_bytes": memory,
         "peak_memory_source": memory_source,
         "device": common.describe_device(),
@@ -299,8 +342,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"jaxalign: {result['sequences_per_s']:.2f} seq/s, {result['tokens_per_s']:.0f} tok/s, "
         f"median {median:.3f}s, compile {jax_result['compile_s']:.2f}s")
 
-    torch_device, torch_note = (None, "--no-torch") if args.no_torch else torch_device_for(
-        args.preset, args.torch)
     result.update(torch_sequences_per_s=None, torch_tokens_per_s=None, torch_median_s=None,
                   speedup_vs_torch=None, max_abs_prob_diff=None, torch_device=torch_device,
                   torch_note=torch_note)
@@ -310,12 +351,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if args.torch_threads is not None:
             torch.set_num_threads(args.torch_threads)
-        model = common.torch_model_from_lm(lm, device=torch_device)
-        log(f"torch {torch.__version__} ({torch_device}, {torch.get_num_threads()} threads, "
-            f"attention {model.config._attn_implementation}): looping over {args.population} members")
-        torch_probs, torch_times = torch_score_loop(model, batch, np.asarray(prompts),
-                                                    device=torch_device, warmup=args.warmup,
-                                                    repeats=args.repeats)
+        if "model" not in twin:
+            twin["model"] = common.torch_model_from_lm(lm, device=torch_device)
+        model = twin["model"]
+        if layout not in twin:
+            log(f"torch {torch.__version__} ({torch_device}, {torch.get_num_threads()} threads, "
+                f"attention {model.config._attn_implementation}): looping over {args.population} members")
+            twin[layout] = torch_score_loop(model, batch, np.asarray(prompts), device=torch_device,
+                                            warmup=args.warmup, repeats=args.repeats)
+        torch_probs, torch_times = twin[layout]
         torch_median = statistics.median(torch_times)
         torch_memory, torch_memory_source = torch_peak_memory(torch_device)
         result.update(
@@ -334,7 +378,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             torch_peak_memory_bytes=torch_memory,
             torch_peak_memory_source=torch_memory_source,
         )
-        del model
     result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     return result
 
@@ -358,9 +401,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"median {r['median_s']:.4f}s of {len(r['times_s'])}",
         f"compile        {r['compile_s']:.2f}s (trace + XLA compile of the scorer, ahead of time)",
         f"peak memory    {gib(r['peak_memory_bytes'])} ({r['peak_memory_source']})",
-        f"model FLOPs    {r['model_flops_per_pass'] / 1e12:.3f} TFLOP/pass, "
-        f"{r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved",
-        "MFU            " + ("n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%")
+        f"model FLOPs    {r['model_flops_per_pass'] / 1e12:.3f} TFLOP/pass from scratch, "
+        f"{r['executed_flops_per_pass'] / 1e12:.3f} executed, "
+        f"{r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s executed",
+        "MFU            " + ("n/a" if r["mfu"] is None else
+                             f"{100 * r['mfu']:.1f}% executed, {100 * r['effective_mfu']:.1f}% effective")
         + f" (peak {peak}: {r['peak_flops_source']})",
     ]
     if r["torch_sequences_per_s"] is None:
@@ -389,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(format_report(result))
+        print("\n\n".join(format_report(r) for r in result.get("runs", [result])))
     return result
 
 

@@ -64,7 +64,8 @@ class AlignConfig:
       init_scale: spread of the initial population around p0, in embedding standard deviations.
       readout: ``"expected"``, ``"argmax"`` or ``"sample"`` (see :mod:`jaxalign.scoring`).
       n_respondents: respondents per item for the ``"sample"`` readout.
-      slot: soft-prompt position (``"user_start"``, ``"system"``, ``"after_item"``).
+      slot: soft-prompt position (``"user_start"``, ``"system"``, ``"after_item"``, ``"user_end"``;
+        see :mod:`jaxalign.prompting.layout`).
       system: optional system text placed before the soft prompt in every item.
       init_text: initialise p0 from this text's token embeddings; ``None`` uses random vocabulary rows.
       seed: seed of the initialisation, the subspace and the optimizer.
@@ -163,6 +164,9 @@ class AlignResult:
       model, wording, dimensions: what produced the numbers.
       config: the :class:`AlignConfig`.
       wall_s, compile_s: seconds for the whole run and for compiling the optimizer loop.
+      s_per_generation: steady seconds per optimizer step (one population scored and updated),
+        measured over the run's device chunks (compile, set-up, baselines and checkpoints
+        excluded); NaN where not measured.
       evaluations: number of prompts scored by the optimizer (forward-pass equivalents).
       method: how the prompt was found: ``"de"`` (evosax strategy ``config.strategy``),
         ``"gradient"`` (:func:`jaxalign.optimize.gradient.gradient_align`), ``"de-both-orders"``.
@@ -184,6 +188,7 @@ class AlignResult:
     evaluations: int
     resumed_from: int | None = None
     method: str = "de"
+    s_per_generation: float = float("nan")
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -220,6 +225,7 @@ class AlignResult:
             "resumed_from": self.resumed_from,
             "wall_s": round(self.wall_s, 3),
             "compile_s": round(self.compile_s, 3),
+            "s_per_generation": _num(round(self.s_per_generation, 5)),
         }
 
     def save(self, out: str | os.PathLike) -> Path:
@@ -358,6 +364,7 @@ def result_from_evolution(
         compile_s=float(evo.compile_s),
         evaluations=int(evo.evaluations),
         resumed_from=evo.resumed_from,
+        s_per_generation=float(evo.s_per_generation),
     )
 
 

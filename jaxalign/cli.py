@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jaxalign import __version__
+from jaxalign.prompting.layout import SLOTS
 
 
 class CommandError(Exception):
@@ -166,7 +167,10 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--readout", default=defaults.readout, choices=("expected", "argmax", "sample"))
     parser.add_argument("--respondents", type=int, default=defaults.n_respondents,
                         help="respondents per item for --readout sample")
-    parser.add_argument("--slot", default=defaults.slot, choices=("user_start", "system", "after_item"))
+    parser.add_argument("--slot", default=defaults.slot, choices=SLOTS,
+                        help="soft-prompt position: user_start (default), system, or item first: "
+                             "after_item (before the answer instruction) or user_end (after it, the "
+                             "fastest to score)")
     parser.add_argument("--system", default=None, help="system text placed before the soft prompt")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,

@@ -21,6 +21,31 @@ def test_model_flops_by_hand():
     assert common.model_flops(config, lengths) == dense + attention
 
 
+def test_executed_flops_by_hand():
+    from types import SimpleNamespace
+
+    config = common.preset_config("tiny", vocab_size=100)
+    per_token = 2 * common.non_embedding_params(config)
+    per_pair = 4 * 4 * 4 * 16  # layers * 4 * heads * head_dim
+
+    def bucket(n_items, tp, ts, shared):
+        return SimpleNamespace(prefix_ids=np.zeros((n_items, tp)), suffix_ids=np.zeros((n_items, ts)),
+                               prefix_shared=shared)
+
+    def scorer(mode, *buckets):
+        return SimpleNamespace(k=2, mode=mode, inputs=SimpleNamespace(buckets=buckets))
+
+    # full: 3 members x 2 items, T = 4 + 2 + 5 = 11 tokens, 11 * 11 score entries each
+    assert common.executed_flops(config, scorer("full", bucket(2, 4, 5, True)), 3) == (
+        6 * 11 * per_token + 6 * 121 * per_pair)
+    # cached, shared prefix: prefix 4 once; 3 x 2 soft vs 6 keys; 2 x 3 rows of 5 vs 11 keys
+    assert common.executed_flops(config, scorer("cached", bucket(2, 4, 5, True)), 3) == (
+        (4 + 6 + 30) * per_token + (16 + 3 * 2 * 6 + 6 * 5 * 11) * per_pair)
+    # cached, item first: 2 prefixes of 4; 3 x 2 rows of 2 + 5 tokens vs 11 keys
+    assert common.executed_flops(config, scorer("cached", bucket(2, 4, 5, False)), 3) == (
+        (8 + 42) * per_token + (2 * 16 + 6 * 7 * 11) * per_pair)
+
+
 def test_preset_shapes():
     config = common.preset_config("100m")
     assert 80e6 < common.non_embedding_params(config) < 90e6
@@ -51,12 +76,25 @@ def test_throughput_json_and_torch_agreement(capsys, tmp_path):
     assert "| tiny | user_start |" in table and f"{printed['sequences_per_s']:.2f}" in table
 
 
-def test_throughput_item_first_without_torch():
+def test_throughput_several_layouts_without_torch(tmp_path):
     result = throughput.main(["--preset", "tiny", "--population", "2", "--k", "3", "--repeats", "1",
-                              "--layout", "after_item", "--no-torch", "--layers", "1",
-                              "--mode", "full"])
+                              "--layout", "after_item,user_end", "--no-torch", "--layers", "1",
+                              "--mode", "full,cached"])
+    runs = result["runs"]
+    assert [(r["layout"], r["mode"]) for r in runs] == [
+        ("after_item", "full"), ("after_item", "cached"), ("user_end", "full"), ("user_end", "cached")]
     assert result["layout"] == "after_item" and result["layers"] == 1 and result["mode"] == "full"
     assert result["torch_sequences_per_s"] is None and result["speedup_vs_torch"] is None
+    # item first with caches executes less than scoring from scratch; padding makes "full" more
+    full, cached = runs[2], runs[3]
+    assert cached["executed_flops_per_pass"] < full["model_flops_per_pass"] < full["executed_flops_per_pass"]
+    (tmp_path / "throughput_tiny.json").write_text(json.dumps(result))
+    assert summarize.main([str(tmp_path)]).count("| tiny |") == 4
+
+
+def test_throughput_rejects_unknown_layout():
+    with pytest.raises(SystemExit):
+        throughput.main(["--layout", "user_start,middle", "--no-torch"])
 
 
 def test_dims_writes_tables(tmp_path, capsys):

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerFast
 from jaxalign.model.tiny_tokenizer import tiny_tokenizer
 from jaxalign.prompting import (
     PLAIN_CHAT_TEMPLATE,
+    ITEM_FIRST_SLOTS,
     SLOTS,
     SOFT_PROMPT_SENTINEL,
     PromptBatch,
@@ -153,6 +154,13 @@ def test_slot_positions(tok, items, batches):
     assert suffix.startswith("Answer with one digit from 1 to 5.<|eot_id|>")
     assert suffix.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
 
+    # user_end: the whole user message (instruction included) first, only the answer cue after
+    prefix, suffix = _decode_rows(tok, batches["user_end"], 0)
+    assert prefix == f"{system_turn}<|eot_id|>{header_user}{item.text.strip()}\n" + "".join(
+        f"{k}. {label}\n" for k, label in enumerate(item.options, start=1)
+    ) + "Answer with one digit from 1 to 5."
+    assert suffix == "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
     # slot="system" without a system text creates an empty system message
     batch = render_items(tok, items[:2], slot="system")
     assert batch.system == ""
@@ -169,9 +177,11 @@ def test_prefix_shared(batches):
         assert batch.prefix_shared
         assert np.all(batch.prefix_mask == 1)  # no padding
         assert np.all(batch.prefix_ids == batch.prefix_ids[:1])
-    assert not batches["after_item"].prefix_shared
-    # item first: the same item text whatever the slot content, so suffixes are all equal
-    assert np.all(batches["after_item"].suffix_ids == batches["after_item"].suffix_ids[:1])
+    for slot in ("after_item", "user_end"):
+        assert not batches[slot].prefix_shared
+        # item first: the same text after the slot for every item, so suffixes are all equal
+        assert np.all(batches[slot].suffix_ids == batches[slot].suffix_ids[:1])
+    assert batches["user_end"].suffix_ids.shape[1] < batches["after_item"].suffix_ids.shape[1]
 
 
 def test_answer_ids_are_the_digit_tokens(tok, batches):
@@ -210,7 +220,7 @@ def test_llama31_like_template(tok, items):
             prefix, suffix = _decode_rows(tok, batch, q)
             assert prefix + suffix == texts[q]
             assert "Cutting Knowledge Date" in prefix
-        assert batch.prefix_shared == (slot != "after_item")
+        assert batch.prefix_shared == (slot not in ITEM_FIRST_SLOTS)
     batch = render_items(tok, items[:2], slot="system", chat_template=LLAMA31_LIKE_TEMPLATE)
     assert _decode_rows(tok, batch, 0)[0].endswith("Today Date: 26 Jul 2024\n\n")
 

@@ -73,7 +73,8 @@ def reference_pieces(tok, item, slot: str, reverse: bool) -> tuple[list[int], li
         labels, codes = labels[::-1], codes[::-1]
     options = "\n".join(f"{j}. {label}" for j, label in enumerate(labels, start=1))
     body = f"{str(item.text).strip()}\n{options}\n"
-    user = f"{MARK}{body}{INSTRUCTION}" if slot == "user_start" else f"{body}{MARK}{INSTRUCTION}"
+    user = {"user_start": f"{MARK}{body}{INSTRUCTION}", "after_item": f"{body}{MARK}{INSTRUCTION}",
+            "user_end": f"{body}{INSTRUCTION}{MARK}"}[slot]
     text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                    add_generation_prompt=True)
     before, after = text.split(MARK)
@@ -221,11 +222,12 @@ def test_reversed_options_come_back_in_code_order(lm, vsm, prompts, scores):
     assert np.abs(np.asarray(got.probs) - np.asarray(scores.probs)).max() > 0.05
 
 
-def test_after_item_slot_matches_its_reference(lm, vsm, prompts):
-    item_first = make_scorer(lm, vsm, k=K, slot="after_item")
+@pytest.mark.parametrize("slot", ["after_item", "user_end"])
+def test_item_first_slots_match_their_reference(lm, vsm, prompts, slot):
+    item_first = make_scorer(lm, vsm, k=K, slot=slot)
     assert not item_first.batch.prefix_shared  # per-item, left-padded prefixes
     got = item_first(prompts)
-    ref_probs, ref_means, ref_dims = reference_scores(lm, vsm, prompts, slot="after_item")
+    ref_probs, ref_means, ref_dims = reference_scores(lm, vsm, prompts, slot=slot)
     np.testing.assert_allclose(np.asarray(got.probs), ref_probs, atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.item_means), ref_means, atol=5e-5)
     np.testing.assert_allclose(np.asarray(got.dims), ref_dims, atol=1e-3)

@@ -164,6 +164,9 @@ class EvolutionResult:
             run (resumed parts included).
         wall_s: seconds spent in this call, compile included.
         compile_s: seconds spent compiling the chunk function (once per call).
+        loop_s: seconds spent running the chunks of this call (every evaluation and update of its
+            steps, the copy of their records to the host included; compile and checkpoints not).
+        steps_run: steps run in this call (step 0, the initial population, counts as one).
         resumed_from: generation the run resumed from, or None.
         state: final evosax strategy state (device arrays).
     """
@@ -178,6 +181,13 @@ class EvolutionResult:
     compile_s: float
     resumed_from: int | None
     state: Any
+    loop_s: float = 0.0
+    steps_run: int = 0
+
+    @property
+    def s_per_generation(self) -> float:
+        """Steady seconds per generation in this call: ``loop_s / steps_run`` (NaN if none ran)."""
+        return self.loop_s / self.steps_run if self.steps_run else float("nan")
 
 
 def _make_strategy(config: EvolutionConfig, n: int) -> tuple[Any, Any]:
@@ -411,7 +421,7 @@ def evolve(
                 resumed_from = step - 1
                 logger.info("resumed from generation %d in %s", resumed_from, checkpointer.directory)
 
-        compile_s = 0.0
+        compile_s, loop_s, steps_run = 0.0, 0.0, 0
         if step < total_steps:
             t_compile = time.perf_counter()
             compiled = (
@@ -431,6 +441,8 @@ def evolve(
                 carry, fitness_args, args_z0, args_key, np.int32(step), np.int32(s_end)
             )
             chunk_records = jax.tree.map(lambda x: np.asarray(x)[: s_end - step], chunk_records)
+            loop_s += time.perf_counter() - t_chunk
+            steps_run += s_end - step
             records.append(chunk_records)
             step = s_end
             done = step - 1
@@ -463,6 +475,8 @@ def evolve(
         compile_s=compile_s,
         resumed_from=resumed_from,
         state=state,
+        loop_s=loop_s,
+        steps_run=steps_run,
     )
 
 

@@ -11,6 +11,7 @@
 from jaxalign.prompting.batch import PromptBatch, answer_token_ids, bucket_items, render_items
 from jaxalign.prompting.layout import (
     PLAIN_CHAT_TEMPLATE,
+    ITEM_FIRST_SLOTS,
     SLOTS,
     SOFT_PROMPT_SENTINEL,
     answer_order,
@@ -21,6 +22,7 @@ from jaxalign.prompting.layout import (
 
 __all__ = [
     "PLAIN_CHAT_TEMPLATE",
+    "ITEM_FIRST_SLOTS",
     "SLOTS",
     "SOFT_PROMPT_SENTINEL",
     "PromptBatch",

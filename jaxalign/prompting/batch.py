@@ -54,7 +54,7 @@ class PromptBatch:
         prefix_shared: True when every item's prefix is the same tokens (then ``prefix_mask``
             is all ones and the prefix can be computed once for all items).
         item_ids: the ``Q`` item ids, in the order of the ``Q`` axis.
-        slot: ``"user_start"``, ``"system"`` or ``"after_item"``.
+        slot: ``"user_start"``, ``"system"``, ``"after_item"`` or ``"user_end"``.
         system: the system text rendered (``""`` when ``slot="system"`` created an empty
             system message), or None when there was no system message.
         pad_id: the id used for padding.
@@ -278,8 +278,8 @@ def render_items(
         instrument_or_items: an ``Instrument`` or a sequence of items (``.id``, ``.text``,
             ``.options``), ``Q`` in all.
         system: optional system (persona) text, shared by every item.
-        slot: where the soft prompt goes: ``"user_start"`` (default), ``"system"`` or
-            ``"after_item"`` (see :mod:`jaxalign.prompting.layout`).
+        slot: where the soft prompt goes: ``"user_start"`` (default), ``"system"``,
+            ``"after_item"`` or ``"user_end"`` (see :mod:`jaxalign.prompting.layout`).
         reverse_options: present the options last-to-first (numbered 1..n in the new order;
             ``answer_order`` maps them back).
         pad_to_multiple: round ``Ts`` (and ``Tp`` when the prefix differs between items) up to

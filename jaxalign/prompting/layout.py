@@ -19,6 +19,10 @@ string is split there (see :func:`jaxalign.prompting.render_items`). Slot positi
   ``system`` is None). Also a shared prefix.
 - ``"after_item"``: between the options and the answer instruction, so the question and its
   options come before the soft prompt ("item first"); the prefix then differs per item.
+- ``"user_end"``: last thing in the user message, after the answer instruction, so only the
+  assistant turn's start (the answer cue) follows the soft prompt: the item-first layout
+  ``[prefix][item text, options, instruction][K soft vectors][answer cue]`` with the least
+  per-member work (the fastest layout when the item text is computed once per item).
 
 With ``reverse_options=True`` the labels are listed last-to-first and numbered 1..5 in that
 new order, so the digit shown next to a label changes: presented digit ``j + 1`` stands for the
@@ -32,7 +36,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-SLOTS: tuple[str, ...] = ("user_start", "system", "after_item")
+SLOTS: tuple[str, ...] = ("user_start", "system", "after_item", "user_end")
+
+# Slots after the item text: the prefix differs per item, the soft prompt comes after it.
+ITEM_FIRST_SLOTS: tuple[str, ...] = ("after_item", "user_end")
 
 # Marks the soft-prompt slot in the rendered text; never appears in the model's input.
 SOFT_PROMPT_SENTINEL = "<<jaxalign:soft-prompt-slot>>"
@@ -148,7 +155,7 @@ def slot_messages(
     """Chat messages for a question ``body`` and its answer ``instruction``, ``marker`` at ``slot``.
 
     ``"user_start"``: the user turn is ``marker + body + instruction``; ``"after_item"``:
-    ``body + marker + instruction``; ``"system"``: the marker ends the system turn (an empty one
+    ``body + marker + instruction``; ``"user_end"``: ``body + instruction + marker``; ``"system"``: the marker ends the system turn (an empty one
     is made when ``system`` is None). Any other prompt (e.g. a benchmark question) uses the same
     layout as the survey items through this function.
     """
@@ -157,6 +164,8 @@ def slot_messages(
         user = f"{marker}{body}{instruction}"
     elif slot == "after_item":
         user = f"{body}{marker}{instruction}"
+    elif slot == "user_end":
+        user = f"{body}{instruction}{marker}"
     else:
         user = f"{body}{instruction}"
     messages = []
