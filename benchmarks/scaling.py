@@ -36,19 +36,27 @@ from jaxalign import parallel, vsm13
 from jaxalign.model import load_model
 from jaxalign.scoring import make_scorer
 
-n, model_axis, population, repeats, model, dtype, mode = json.loads(sys.argv[1])
+o = json.loads(sys.argv[1])
+n, model_axis, population = o["n"], o["model_axis"], o["population"]
 devices = jax.devices()[:n]
 mesh = parallel.make_mesh(n // model_axis, model_axis, devices=devices)
-lm = load_model(model, dtype=dtype, mesh=mesh)
-scorer = make_scorer(lm, vsm13(), k=8, mesh=mesh, mode=mode)
+if o.get("preset"):  # a benchmarks/common.py preset (random weights), placed on the mesh
+    from benchmarks import common
+    lm = parallel.shard_lm(common.build_preset(o["preset"], o["dtype"], layers=o.get("layers"),
+                                               seed=o.get("seed", 0)), mesh)
+else:
+    lm = load_model(o["model"], dtype=o["dtype"], mesh=mesh)
+options = {"mode": o["mode"]} if o.get("mode") else {}
+k = o.get("k", 8)
+scorer = make_scorer(lm, vsm13(), k=k, slot=o.get("slot", "user_start"), mesh=mesh, **options)
 rng = np.random.default_rng(0)
 std = float(np.std(np.asarray(lm.embedding_matrix, np.float32)))
-prompts = (std * rng.standard_normal((population, 8, lm.config.hidden_size))).astype(np.float32)
+prompts = (std * rng.standard_normal((population, k, lm.config.hidden_size))).astype(np.float32)
 t0 = time.perf_counter()
 jax.block_until_ready(scorer(prompts).loss)
 compile_s = time.perf_counter() - t0
 times = []
-for _ in range(repeats):
+for _ in range(o["repeats"]):
     t0 = time.perf_counter()
     jax.block_until_ready(scorer(prompts).loss)
     times.append(time.perf_counter() - t0)
@@ -62,17 +70,77 @@ print("RESULT " + json.dumps({
 
 
 def run_one(n: int, args: argparse.Namespace) -> dict:
+    """One scoring pass timed on ``n`` devices, in a fresh subprocess (see :data:`CHILD`).
+
+    ``args`` needs ``real``, ``model_axis``, ``population``, ``repeats``, ``dtype``, ``mode`` and
+    either ``model`` (a checkpoint or ``tiny-random``) or ``preset`` (+ ``layers``, ``seed``:
+    a ``benchmarks/common.py`` preset); optional ``k`` (default 8) and ``slot``.
+    """
     env = dict(os.environ)
     if not args.real:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
         env["JAX_PLATFORMS"] = "cpu"
-    payload = json.dumps([n, args.model_axis, args.population, args.repeats, args.model, args.dtype, args.mode])
+    options = {"n": n, **{name: getattr(args, name, None) for name in (
+        "model_axis", "population", "repeats", "model", "dtype", "mode", "preset", "layers", "seed",
+        "k", "slot")}}
+    payload = json.dumps({key: value for key, value in options.items() if value is not None})
     proc = subprocess.run([sys.executable, "-c", CHILD, payload], env=env, capture_output=True,
                           text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{n} device(s) failed:\n{proc.stderr[-3000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
+
+
+def scaling_rows(counts: list[int], args: argparse.Namespace) -> list[dict]:
+    """:func:`run_one` for each device count, with the throughput figures added to each row.
+
+    ``sequences_per_s`` (total), ``per_device_sequences_per_s`` and ``scaling_efficiency`` =
+    ``per_device(n) / per_device(counts[0])`` (1.0 for the first count: perfect scaling keeps it).
+    """
+    rows = [run_one(n, args) for n in counts]
+    for row in rows:
+        row["sequences_per_s"] = row["sequences"] / row["pass_s"]
+        row["per_device_sequences_per_s"] = row["sequences_per_s"] / row["devices"]
+    base = rows[0]["per_device_sequences_per_s"]
+    for row in rows:
+        row["scaling_efficiency"] = row["per_device_sequences_per_s"] / base
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows of :func:`scaling_rows` as a text table."""
+    lines = [f"{'devices':>7s} {'mesh':>34s} {'compile s':>9s} {'pass s':>8s} {'seq/s':>9s} "
+             f"{'seq/s/dev':>9s} {'efficiency':>10s}"]
+    for row in rows:
+        lines.append(f"{row['devices']:7d} {row['mesh']:>34s} {row['compile_s']:9.2f} {row['pass_s']:8.4f} "
+                     f"{row['sequences_per_s']:9.1f} {row['per_device_sequences_per_s']:9.1f} "
+                     f"{row['scaling_efficiency']:10.2f}")
+    return "\n".join(lines)
+
+
+def parse_counts(text: str) -> list[int]:
+    """``"1,2,4,8"`` -> ``[1, 2, 4, 8]``; SystemExit with the accepted form otherwise."""
+    try:
+        counts = [int(c) for c in str(text).split(",") if c.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--devices expects comma-separated device counts >= 1, e.g. 1,2,4,8; got {text!r}")
+    return counts
+
+
+def default_platform() -> str:
+    """``jax.default_backend()`` as a subprocess sees it ("cpu", "gpu", "tpu").
+
+    Asked in a subprocess so that this process never starts a backend (on a GPU it would hold
+    memory the per-count subprocesses need; a TPU admits one process at a time).
+    """
+    proc = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"cannot start jax:\n{proc.stderr[-2000:]}")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,19 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", action="store_true", help="use real devices (TPU/GPU), no CPU simulation")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    counts = [int(c) for c in args.devices.split(",")]
+    counts = parse_counts(args.devices)
 
-    rows = [run_one(n, args) for n in counts]
-    base = rows[0]["sequences"] / rows[0]["pass_s"] / rows[0]["devices"]
-    print(f"{'devices':>7s} {'mesh':>34s} {'compile s':>9s} {'pass s':>8s} {'seq/s':>9s} "
-          f"{'seq/s/dev':>9s} {'efficiency':>10s}")
-    for row in rows:
-        total = row["sequences"] / row["pass_s"]
-        row["sequences_per_s"] = total
-        row["sequences_per_s_per_device"] = total / row["devices"]
-        row["scaling_efficiency"] = row["sequences_per_s_per_device"] / base
-        print(f"{row['devices']:7d} {row['mesh']:>34s} {row['compile_s']:9.2f} {row['pass_s']:8.4f} "
-              f"{total:9.1f} {row['sequences_per_s_per_device']:9.1f} {row['scaling_efficiency']:10.2f}")
+    rows = scaling_rows(counts, args)
+    print(format_table(rows))
     record = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(["python", "benchmarks/scaling.py", *(sys.argv[1:] if argv is None else argv)]),

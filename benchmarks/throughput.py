@@ -29,6 +29,7 @@ Examples::
     python benchmarks/throughput.py --preset 100m --population 16 --k 10 --layout after_item
     python benchmarks/throughput.py --preset llama3-8b --dtype bfloat16 --population 32 --json
     python benchmarks/throughput.py --preset 100m --layout user_start,user_end --mode cached,full
+    python benchmarks/throughput.py --preset tiny --population 32 --devices 1,2,4,8   # scaling
 
 Several ``--layout``/``--mode`` values (comma-separated) are measured one after the other on the
 same weights and the same PyTorch twin; ``--json`` then prints the first combination's figures at
@@ -97,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the prompts")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the figures (human-readable text otherwise)")
+    parser.add_argument("--devices", default=None, metavar="1,2,4,8",
+                        help="instead: total and per-device sequences/s and scaling efficiency of the "
+                             "jaxalign pass over this many devices each (population on the data axis; "
+                             "simulated CPU devices on a CPU host), via benchmarks/scaling.py")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     for name in ("population", "k", "repeats"):
@@ -428,8 +433,42 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def device_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """``--devices``: the scoring pass of this preset, P, K, layout and mode on 1..N devices.
+
+    Each count runs in its own subprocess (:func:`benchmarks.scaling.run_one`): real devices
+    when the default backend is an accelerator, else that many simulated CPU devices, which
+    share this machine's cores (so their efficiency shows overhead, not speed-up). Best of
+    ``--repeats`` passes after a compiling one; no PyTorch twin. Prints a table (or the JSON
+    with ``--json``) and returns ``{"rows": [{"devices", "sequences_per_s",
+    "per_device_sequences_per_s", "scaling_efficiency", ...}], ...}``.
+    """
+    from benchmarks import scaling
+
+    if len(args.layouts) > 1 or len(args.modes) > 1:
+        raise SystemExit("--devices takes one --layout and one --mode")
+    layout, mode = args.layouts[0], args.modes[0]
+    counts = scaling.parse_counts(args.devices)
+    platform = scaling.default_platform()
+    if args.preset == "llama3-8b" and platform == "cpu" and args.layers is None:
+        raise SystemExit("--preset llama3-8b is for GPUs/TPUs; on a CPU use --preset 100m, or --layers")
+    options = argparse.Namespace(
+        real=platform != "cpu", model_axis=1, population=args.population, repeats=args.repeats,
+        preset=args.preset, layers=args.layers, seed=args.seed, dtype=args.dtype, mode=mode,
+        k=args.k, slot=layout)
+    rows = scaling.scaling_rows(counts, options)
+    result = {"preset": args.preset, "P": args.population, "K": args.k, "layout": layout,
+              "dtype": args.dtype, "mode": mode, "simulated_cpu_devices": not options.real,
+              "platform": platform, "rows": rows,
+              **common.run_metadata("benchmarks/throughput.py", args.argv)}
+    print(json.dumps(result, indent=2) if args.json else scaling.format_table(rows))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.devices:
+        return device_scaling(args)
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=2))

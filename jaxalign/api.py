@@ -25,7 +25,7 @@ import numpy as np
 from jaxalign._io import atomic_path, write_text_atomic
 from jaxalign.baselines import BASELINES, BaselineResult, run_baselines
 from jaxalign.model import LM
-from jaxalign.parallel import gather_to_all, is_main_process, replicate
+from jaxalign.parallel import gather_to_all, is_main_process, replicate, sync_processes
 from jaxalign.optimize import EvolutionConfig, evolve
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
 from jaxalign.softprompt import (
@@ -393,7 +393,7 @@ def align(
         ``soft_prompt.safetensors`` and ``dims.png``. ``None`` keeps everything in memory.
       resume: continue the run checkpointed in ``out``; a checkpoint of another configuration
         is refused. The resumed result equals the uninterrupted one.
-      progress: show a progress bar with the best loss.
+      progress: show a progress bar with the best loss (on process 0 only).
       mesh: a :class:`jax.sharding.Mesh` (:func:`jaxalign.parallel.make_mesh`): the population is
         sharded over its ``"data"`` axis and the weights over ``"model"`` (load the model with
         ``load_model(..., mesh=mesh)``); the optimizer state is small and stays replicated. The
@@ -409,6 +409,8 @@ def align(
     out_dir = check_out_dir(out, resume=resume) if out is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
+    # every process checks `out` before process 0 can create its checkpoint folder there
+    sync_processes("jaxalign.align: out checked")
 
     scorer = make_scorer(
         lm, instrument, k=config.k, target=target, system=config.system, slot=config.slot,
@@ -437,7 +439,7 @@ def align(
         **{key: value for key, value in config.to_dict().items()
            if key not in ("generations", "chunk_size", "checkpoint_every", "baselines")},
     }
-    bar = _progress_bar(config.generations, enabled=progress)
+    bar = _progress_bar(config.generations, enabled=progress and is_main_process())
     try:
         evo = evolve(
             fitness,

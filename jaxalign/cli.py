@@ -7,15 +7,19 @@ so that ``jaxalign --help`` and ``jaxalign countries`` start fast.
 
 Bad input (ValueError, FileNotFoundError, :class:`CommandError`) is reported on stderr as
 ``jaxalign: error: ...`` with exit code 2 and no traceback.
+
+With several processes (``jax.distributed``), only process 0 prints to stdout; the others
+stay quiet (errors still go to every process's stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from jaxalign import __version__
 from jaxalign.prompting.layout import SLOTS
@@ -194,6 +198,7 @@ def _float_pair(text: str) -> tuple[float, float] | None:
 
 
 def run_align(args: argparse.Namespace) -> int:
+    _start_distributed(args)  # before jaxalign.api: importing evosax starts the XLA backend
     from jaxalign.api import AlignConfig, align, check_out_dir
 
     config = AlignConfig(
@@ -250,13 +255,20 @@ def _add_mesh_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _start_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize()`` for --distributed or a multi-host launch; must come first."""
+    from jaxalign import parallel
+
+    parallel.initialize_distributed(force=True if args.distributed else None)
+
+
 def _mesh(args: argparse.Namespace):
     """The mesh of --mesh/--distributed; ``None`` on a single device without --mesh."""
     import jax
 
     from jaxalign import parallel
 
-    parallel.initialize_distributed(force=True if args.distributed else None)
+    _start_distributed(args)
     if args.mesh is None and len(jax.devices()) == 1:
         return None
     sizes = parallel.parse_mesh(args.mesh) if args.mesh is not None else {}
@@ -310,6 +322,7 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    _start_distributed(args)
     from jaxalign.api import score
     from jaxalign.softprompt import check_soft_prompt, load_soft_prompt
 
@@ -378,6 +391,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ProcessZeroStdout:
+    """A stdout that drops what is written once ``jax.distributed`` says this is not process 0."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _quiet(self) -> bool:
+        jax = sys.modules.get("jax")  # never import jax here: `jaxalign countries` stays light
+        return jax is not None and jax.distributed.is_initialized() and jax.process_index() != 0
+
+    def write(self, text: str) -> int:
+        return len(text) if self._quiet() else self._stream.write(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_on_process_zero_only() -> Iterator[None]:
+    real = sys.stdout
+    sys.stdout = _ProcessZeroStdout(real)
+    try:
+        yield
+    finally:
+        sys.stdout = real
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxalign`` command; returns the exit code (0 ok, 2 bad input)."""
     parser = build_parser()
@@ -389,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.run(args) or 0)
+        with _stdout_on_process_zero_only():
+            return int(args.run(args) or 0)
     except (CommandError, ValueError, FileNotFoundError) as error:
         print(f"jaxalign: error: {error}", file=sys.stderr)
         return 2

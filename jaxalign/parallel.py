@@ -205,7 +205,32 @@ def shard_params(params: Any, mesh: Mesh) -> Any:
 
     Host (numpy) arrays go straight to their shards: the whole array never sits on one device.
     """
-    return jax.device_put(params, param_shardings(params, mesh))
+    return put_global(params, param_shardings(params, mesh))
+
+
+def put_global(tree: Any, shardings: Any) -> Any:
+    """``jax.device_put(tree, shardings)`` that also works with several processes.
+
+    ``shardings`` is one sharding or a tree of them matching ``tree``. With several processes a
+    sharding spans devices of other processes, and ``jax.device_put`` refuses to move an array
+    that lives on this process's devices there; such leaves are placed from a host copy instead
+    (every process holds the same value: jaxalign builds its inputs deterministically). PRNG key
+    arrays travel as their key data. One process: exactly ``jax.device_put``.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    if isinstance(shardings, jax.sharding.Sharding):
+        shardings = jax.tree.map(lambda _: shardings, tree)
+
+    def put(x: Any, sharding: jax.sharding.Sharding) -> Any:
+        if not (isinstance(x, jax.Array) and x.is_fully_addressable and not sharding.is_fully_addressable):
+            return jax.device_put(x, sharding)
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.device_put(np.asarray(x), sharding)
+
+    return jax.tree.map(put, tree, shardings)
 
 
 def layer_slice_sharding(name: str, mesh: Mesh, *, transposed: bool) -> NamedSharding:
@@ -310,7 +335,7 @@ def gather_to_all(tree: Any, mesh: Mesh | None) -> Any:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every array of ``tree`` whole on every device of ``mesh`` (e.g. optimizer state)."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return put_global(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def _on_mesh(tree: Any, mesh: Mesh) -> bool:
@@ -336,6 +361,7 @@ def place_scorer_inputs(inputs: Any, mesh: Mesh) -> Any:
 
 _CLUSTER_ENV = (
     "JAX_COORDINATOR_ADDRESS",   # explicit jax.distributed settings
+    "JAX_NUM_PROCESSES",         # (with JAX_PROCESS_ID: read by initialize_distributed)
     "COORDINATOR_ADDRESS",
     "TPU_WORKER_HOSTNAMES",      # Cloud TPU VM pod slices (set on every worker)
     "MEGASCALE_COORDINATOR_ADDRESS",
@@ -345,16 +371,34 @@ _CLUSTER_ENV = (
 
 
 def launched_on_several_hosts() -> bool:
-    """Whether the environment says this process is one of several (TPU pod slice, SLURM, MPI)."""
+    """Whether the environment says this process is one of several (TPU pod slice, SLURM, MPI,
+    or ``JAX_NUM_PROCESSES`` > 1 / ``JAX_COORDINATOR_ADDRESS`` set by hand)."""
     hostnames = os.environ.get("TPU_WORKER_HOSTNAMES", "")
     if hostnames:
         return len([h for h in hostnames.split(",") if h.strip()]) > 1
-    for name in ("SLURM_JOB_NUM_NODES", "OMPI_COMM_WORLD_SIZE"):
+    for name in ("JAX_NUM_PROCESSES", "SLURM_JOB_NUM_NODES", "OMPI_COMM_WORLD_SIZE"):
         value = os.environ.get(name, "")
         if value:
             return value.strip().isdigit() and int(value) > 1
     return any(os.environ.get(name) for name in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
                                                   "MEGASCALE_COORDINATOR_ADDRESS"))
+
+
+def _process_settings_from_env() -> dict[str, int]:
+    """``num_processes`` / ``process_id`` from ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, if set.
+
+    jax itself reads only ``JAX_COORDINATOR_ADDRESS``; these two complete a hand-made launch
+    (several processes on one machine, or hosts without a cluster manager).
+    """
+    out: dict[str, int] = {}
+    for key, name in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        value = os.environ.get(name, "").strip()
+        if not value:
+            continue
+        if not value.isdigit():
+            raise ValueError(f"{name}={value!r} is not a non-negative integer")
+        out[key] = int(value)
+    return out
 
 
 def initialize_distributed(force: bool | None = None, **kwargs: Any) -> bool:
@@ -364,7 +408,9 @@ def initialize_distributed(force: bool | None = None, **kwargs: Any) -> bool:
     always initialises, ``False`` never does, ``None`` (default) decides from the environment
     (:func:`launched_on_several_hosts`). On a Cloud TPU pod slice, SLURM or Open MPI,
     ``jax.distributed.initialize()`` finds the coordinator and process ids itself; elsewhere pass
-    ``coordinator_address=``, ``num_processes=``, ``process_id=``. Returns whether it initialised.
+    ``coordinator_address=``, ``num_processes=``, ``process_id=``, or set the environment
+    variables ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0), ``JAX_NUM_PROCESSES``
+    and ``JAX_PROCESS_ID`` on every process. Returns whether it initialised.
     Calling it twice is harmless.
     """
     wanted = launched_on_several_hosts() if force is None else bool(force)
@@ -372,10 +418,25 @@ def initialize_distributed(force: bool | None = None, **kwargs: Any) -> bool:
         return False
     if jax.distributed.is_initialized():
         return True
-    jax.distributed.initialize(**kwargs)
+    try:
+        jax.distributed.initialize(**{**_process_settings_from_env(), **kwargs})
+    except RuntimeError as error:
+        if "must be called before" not in str(error):
+            raise
+        raise RuntimeError(
+            f"{error} Call jaxalign.initialize_distributed() first thing, before importing "
+            "jaxalign.api / jaxalign.optimize or evosax (importing evosax starts the backend).") from None
     return True
 
 
 def is_main_process() -> bool:
     """True on process 0 (the one that writes results, plots and logs)."""
     return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process has reached the point called ``name`` (no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -97,6 +97,26 @@ def test_throughput_rejects_unknown_layout():
         throughput.main(["--layout", "user_start,middle", "--no-torch"])
 
 
+def test_throughput_over_device_counts(capsys):
+    # two simulated CPU devices in their own subprocesses (benchmarks/scaling.py's machinery)
+    result = throughput.main(["--preset", "tiny", "--layers", "1", "--population", "4", "--k", "2",
+                              "--repeats", "1", "--devices", "1,2", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["rows"] == result["rows"] and printed["simulated_cpu_devices"] is True
+    assert printed["command"].endswith("--devices 1,2 --json")
+    one, two = printed["rows"]
+    assert [one["devices"], two["devices"]] == [1, 2]
+    assert "data=2,model=1 (2 cpu devices" in two["mesh"]
+    for row in (one, two):
+        assert row["sequences"] == 4 * 24 and row["sequences_per_s"] > 0
+        assert row["per_device_sequences_per_s"] == pytest.approx(row["sequences_per_s"] / row["devices"])
+    assert one["scaling_efficiency"] == 1.0
+    assert two["scaling_efficiency"] == pytest.approx(
+        two["per_device_sequences_per_s"] / one["per_device_sequences_per_s"])
+    with pytest.raises(SystemExit, match="comma-separated device counts"):
+        throughput.main(["--devices", "1,two"])
+
+
 def test_dims_writes_tables(tmp_path, capsys):
     report = dims.main(["--countries", "Saudi Arabia", "--methods", "naive,de", "--population", "4",
                         "--generations", "1", "--k", "2", "--subspace", "4", "--out", str(tmp_path),

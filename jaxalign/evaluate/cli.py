@@ -104,7 +104,15 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "-" if math.isnan(v) else f"{v:.{digits}f}"
 
 
+def _start_distributed() -> None:
+    """On a multi-host launch: ``jax.distributed`` first, so only process 0 prints (see jaxalign.cli)."""
+    from jaxalign.parallel import initialize_distributed
+
+    initialize_distributed()
+
+
 def run_culturalbench(args: argparse.Namespace) -> int:
+    _start_distributed()
     from jaxalign.evaluate.culturalbench import CULTURALBENCH_CITATION, evaluate_culturalbench, load_culturalbench
     from jaxalign.softprompt import check_soft_prompt
 
@@ -142,6 +150,7 @@ def run_culturalbench(args: argparse.Namespace) -> int:
 
 
 def run_robustness(args: argparse.Namespace) -> int:
+    _start_distributed()
     from jaxalign.evaluate.robustness import evaluate_robustness
     from jaxalign.softprompt import check_soft_prompt
     from jaxalign.survey import vsm13

@@ -1,0 +1,255 @@
+"""Several processes (``jax.distributed``) on this CPU: two processes x 2 simulated devices each.
+
+Each run below is the real ``jaxalign align`` command (:func:`jaxalign.cli.main`) in fresh Python
+processes that find each other through ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
+``JAX_PROCESS_ID`` (read by :func:`jaxalign.parallel.initialize_distributed`), with CPU
+collectives over gloo (jax's default). All processes share one ``--out`` folder, as the hosts of
+a pod share a file system.
+
+* ``one``: 1 process x 4 devices, 4 generations (the reference);
+* ``two``: 2 processes x 2 devices, 4 generations, progress bar on;
+* ``part`` then ``resumed``: 2 processes, 2 generations into a folder, then 2 processes again
+  with ``--resume`` up to 4 generations, from the orbax checkpoint the first pair wrote.
+
+To keep the test near a minute, the children stub out the Naive / Persona / ICL baselines
+(a separate compile each, irrelevant here), spy on :meth:`jaxalign.AlignResult.save` (a line
+on stderr says which process wrote the result files) and share a persistent compilation cache.
+Tolerance: losses, dims and the prompt within 1e-5 relative of the one-process run (measured:
+equal to the last bit; both runs execute the same per-device programs and an exact all-gather).
+
+If two jax processes cannot talk on this machine at all (a probe with no jaxalign in it fails),
+the tests are skipped with the probe's error; any other failure fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = 1e-5
+TIMEOUT_S = 240
+
+# jax alone (no jaxalign): can two processes on this machine run one computation together?
+PROBE = textwrap.dedent(r"""
+    import os, jax, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    jax.distributed.initialize(num_processes=2, process_id=int(os.environ["JAX_PROCESS_ID"]))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    x = jax.make_array_from_callback((4,), NamedSharding(mesh, P("data")), lambda i: np.arange(4.0)[i])
+    total = jax.jit(lambda v: v.sum(), out_shardings=NamedSharding(mesh, P()))(x)
+    print("PROBE", jax.process_count(), len(jax.devices()), float(total))
+    """)
+
+# Runs `jaxalign align` through jaxalign.cli.main. Its patches go in once the CLI has started
+# jax.distributed and imported jaxalign.api (the first call of cli._load), so the CLI's own order
+# of start-up is what runs here.
+CHILD = textwrap.dedent(r"""
+    import sys
+    from jaxalign import cli
+
+    original_load = cli._load
+
+    def load_and_patch(*args, **kwargs):
+        import jax
+        import jaxalign.api as api
+
+        original_save = api.AlignResult.save
+
+        def spy_save(self, out):
+            print(f"SAVE by process {jax.process_index()}", file=sys.stderr, flush=True)
+            return original_save(self, out)
+
+        api.AlignResult.save = spy_save
+        api.run_baselines = lambda *a, **k: {}
+        return original_load(*args, **kwargs)
+
+    cli._load = load_and_patch
+    sys.exit(cli.main(sys.argv[1:]))
+    """)
+
+ALIGN = ["align", "--model", "tiny-random", "--country", "China", "--population", "8", "-k", "2",
+         "--subspace", "8", "--chunk-size", "2", "--seed", "3"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def base_env(devices: int, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_", "TPU_", "SLURM_", "OMPI_", "MEGASCALE_")) and k != "COORDINATOR_ADDRESS"}
+    env.update(
+        XLA_FLAGS=(env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip(),
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        JAX_COMPILATION_CACHE_DIR=str(cache),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    return env
+
+
+def launch(argv: list[str], *, processes: int, devices: int, cache: Path) -> list[dict[str, str]]:
+    """Runs ``python <argv>`` as ``processes`` processes of one jax.distributed job; their outputs."""
+    env = base_env(devices, cache)
+    if processes > 1:
+        env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{free_port()}", JAX_NUM_PROCESSES=str(processes))
+    procs = [subprocess.Popen([sys.executable, *argv], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE,
+                              env={**env, "JAX_PROCESS_ID": str(i)} if processes > 1 else env)
+             for i in range(processes)]
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+            outputs.append({"rc": proc.returncode, "stdout": stdout, "stderr": stderr})
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return outputs
+
+
+def check_ok(outputs: list[dict[str, str]], what: str) -> None:
+    for i, out in enumerate(outputs):
+        assert out["rc"] == 0, f"{what}: process {i} exited {out['rc']}:\n{out['stderr'][-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("multiprocess")
+    cache = tmp / "jax_cache"
+    probe = launch(["-c", PROBE], processes=2, devices=2, cache=cache)
+    if any(o["rc"] != 0 or "PROBE 2 4 6.0" not in o["stdout"] for o in probe):
+        error = next(o for o in probe if o["rc"] != 0 or "PROBE" not in o["stdout"])
+        pytest.skip("jax.distributed with CPU collectives does not work here: "
+                    + (error["stderr"].strip().splitlines() or ["(no error text)"])[-1])
+
+    child = ["-c", CHILD]
+    out = {"dirs": {name: tmp / name for name in ("one", "two", "resumable")}}
+    out["one"] = launch(child + ALIGN + ["--generations", "4", "--no-progress", "--out", str(tmp / "one")],
+                        processes=1, devices=4, cache=cache)
+    check_ok(out["one"], "1 process")
+    out["two"] = launch(child + ALIGN + ["--generations", "4", "--out", str(tmp / "two")],
+                        processes=2, devices=2, cache=cache)
+    check_ok(out["two"], "2 processes")
+    resumable = tmp / "resumable"
+    out["part"] = launch(child + ALIGN + ["--generations", "2", "--no-progress", "--out", str(resumable)],
+                         processes=2, devices=2, cache=cache)
+    check_ok(out["part"], "2 processes, first 2 generations")
+    out["steps_after_part"] = sorted(int(p.name) for p in (resumable / "checkpoints").iterdir()
+                                     if p.name.isdigit())
+    out["resumed"] = launch(child + ALIGN + ["--generations", "4", "--resume", "--no-progress",
+                                             "--out", str(resumable)],
+                            processes=2, devices=2, cache=cache)
+    check_ok(out["resumed"], "2 processes, resumed")
+    for name in ("one", "two", "resumable"):
+        out[name + "_json"] = json.loads((out["dirs"][name] / "results.json").read_text())
+    return out
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOL * max(1.0, abs(a))
+
+
+def _assert_same_result(got: dict, want: dict) -> None:
+    g, w = got["methods"]["optimized"], want["methods"]["optimized"]
+    assert _close(g["loss"], w["loss"]), (g["loss"], w["loss"])
+    for dim in w["dims"]:
+        assert _close(g["dims"][dim], w["dims"][dim]), (dim, g["dims"][dim], w["dims"][dim])
+    assert len(got["history"]["best_loss"]) == len(want["history"]["best_loss"]) == 5
+    for a, b in zip(got["history"]["best_loss"], want["history"]["best_loss"]):
+        assert _close(a, b), (got["history"]["best_loss"], want["history"]["best_loss"])
+    assert np.allclose(got["answers"], want["answers"], rtol=0, atol=TOL)
+
+
+def _prompt(folder: Path) -> np.ndarray:
+    from jaxalign.softprompt import load_soft_prompt
+
+    return load_soft_prompt(folder / "soft_prompt.safetensors")[0]
+
+
+def test_runs_really_used_two_processes(runs):
+    assert "mesh data=4,model=1 (4 cpu devices, 1 process)" in runs["one"][0]["stdout"]
+    assert "mesh data=4,model=1 (4 cpu devices, 2 processes)" in runs["two"][0]["stdout"]
+
+
+def test_two_processes_give_the_one_process_result(runs):
+    one, two = runs["one_json"], runs["two_json"]
+    history = one["history"]["best_loss"]
+    assert history[-1] < history[0]  # the run did something
+    _assert_same_result(two, one)
+    assert np.allclose(_prompt(runs["dirs"]["two"]), _prompt(runs["dirs"]["one"]), rtol=TOL, atol=TOL)
+
+
+def test_only_process_zero_writes_and_prints(runs):
+    zero, other = runs["two"]
+    # result files: written once, by process 0
+    assert "SAVE by process 0" in zero["stderr"]
+    assert "SAVE by process" not in other["stderr"]
+    for name in ("results.json", "soft_prompt.safetensors", "dims.png"):
+        assert (runs["dirs"]["two"] / name).is_file(), name
+    # stdout: the mesh line and the results table on process 0 only
+    for line in ("mesh data=4", "target China; model tiny-random", "aligned ", "wall "):
+        assert line in zero["stdout"], line
+        assert line not in other["stdout"], (line, other["stdout"])
+    # the progress bar (stderr) on process 0 only
+    assert "generations:" in zero["stderr"] and "best_loss=" in zero["stderr"]
+    assert "generations:" not in other["stderr"], other["stderr"][-2000:]
+
+
+def test_two_process_checkpoint_resumes_to_the_uninterrupted_result(runs):
+    assert runs["steps_after_part"] == [2]  # the first pair stopped after generation 2
+    resumed = runs["resumable_json"]
+    assert resumed["resumed_from"] == 2
+    assert runs["two_json"]["resumed_from"] is None
+    _assert_same_result(resumed, runs["two_json"])
+    _assert_same_result(resumed, runs["one_json"])
+    assert np.allclose(_prompt(runs["dirs"]["resumable"]), _prompt(runs["dirs"]["two"]), rtol=TOL, atol=TOL)
+    zero, other = runs["resumed"]
+    assert "SAVE by process 0" in zero["stderr"] and "SAVE by process" not in other["stderr"]
+
+
+# -- cheap checks in this process ---------------------------------------------------------------
+
+def test_process_settings_from_the_environment(monkeypatch):
+    from jaxalign import parallel
+
+    for name in (*parallel._CLUSTER_ENV, "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert parallel._process_settings_from_env() == {}
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert parallel._process_settings_from_env() == {"num_processes": 4, "process_id": 3}
+    assert parallel.launched_on_several_hosts()
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
+    assert not parallel.launched_on_several_hosts()
+    monkeypatch.setenv("JAX_PROCESS_ID", "first")
+    with pytest.raises(ValueError, match="JAX_PROCESS_ID='first' is not a non-negative integer"):
+        parallel._process_settings_from_env()
+
+
+def test_cli_prints_on_process_zero_only(monkeypatch, capsys):
+    import jax
+
+    from jaxalign.cli import main
+
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert main(["countries", "Japan"]) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    assert main(["countries", "Japan"]) == 0
+    assert "Japan" in capsys.readouterr().out
