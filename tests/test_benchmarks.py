@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import common, de_cost, dims, summarize, throughput
+from benchmarks import common, de_cost, dims, steps, summarize, throughput
 
 
 def test_model_flops_by_hand():
@@ -141,3 +141,17 @@ def test_de_cost_rows():
                            "--subspace", "4", "--layers", "1", "--json"])
     (row,) = report["rows"]
     assert row["P"] == 4 and row["K"] == 2 and row["layers"] == 1 and row["wall_s"] > 0
+
+
+def test_steps_before_after_agree():
+    report = steps.main(["--preset", "tiny", "--population", "2", "--repeats", "1",
+                         "--steps", "buckets,chunking"])
+    rows = {row["step"]: row for row in report["steps"]}
+    assert set(rows) == {"buckets", "chunking"}
+    for row in rows.values():
+        # an optimisation may change speed, never the answers
+        assert row["max_abs_prob_diff"] < 1e-4
+        assert row["speedup"] == pytest.approx(row["before"]["median_s"] / row["after"]["median_s"])
+    assert rows["buckets"]["before"]["options"] == {"mode": "full", "n_buckets": 1}
+    with pytest.raises(SystemExit):
+        steps.main(["--steps", "warp_drive"])
