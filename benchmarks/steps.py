@@ -90,13 +90,13 @@ def _pair(name: str, before: dict, after: dict, what: str) -> dict[str, Any]:
 
 def step_lm_head(args, lm, prompts) -> dict[str, Any]:
     """Full-vocabulary logits vs the five answer rows, V = 128,256, B = P x 24 full sequences."""
+    from flax import nnx
+
     from jaxalign.model import llama
     from jaxalign.model.tiny import random_llama
 
     config = dataclasses.replace(lm.config, vocab_size=128_256)
     model = random_llama(config, dtype=args.dtype, seed=0, init_std=0.02, head_init_std=0.05)
-    from flax import nnx
-
     graphdef, params = nnx.split(model)
     batch, length = args.population * 24, 139  # the 100m default layout's longest sequence
     embeds = 0.02 * jax.random.normal(jax.random.key(1), (batch, length, config.hidden_size),

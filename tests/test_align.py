@@ -128,6 +128,7 @@ def test_align_cli_writes_results(cli_run):
     assert len(results["history"]["best_loss"]) == 4
     assert results["config"]["population"] == 8 and results["seed"] == 0
     assert results["wall_s"] > 0 and results["compile_s"] > 0
+    assert 0 < results["s_per_generation"] < results["wall_s"]
     assert (cli_run / "dims.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     prompt, meta = load_soft_prompt(cli_run / "soft_prompt.safetensors")
     assert prompt.shape == (2, 64)

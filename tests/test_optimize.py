@@ -64,6 +64,10 @@ def test_de_solves_sphere():
     assert result.history["best_aux"]["head"].shape == (151, 3)
     assert result.generations_run == 150 and result.evaluations == 32 * 151
     assert result.compile_s > 0 and result.wall_s >= result.compile_s
+    # the steady per-generation time covers every step run here, and nothing else
+    assert result.steps_run == 151
+    assert 0 < result.loop_s <= result.wall_s - result.compile_s
+    assert result.s_per_generation == result.loop_s / 151
     assert np.all(result.history["mean_loss"] >= result.history["best_loss"])
 
 
@@ -187,12 +191,14 @@ def test_killed_and_resumed_run_equals_uninterrupted(reference_run, tmp_path):
     resumed = evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path, resume=True, fingerprint=fingerprint)
     assert resumed.resumed_from == 8
     assert resumed.generations_run == 13 and resumed.evaluations == 16 * 14
+    assert resumed.steps_run == 5  # generations 9..13: only what this call ran is timed
     assert_same_run(reference_run, resumed)
     assert sorted(int(p) for p in os.listdir(tmp_path) if p.isdigit()) == [12, 13]
 
     # resuming a finished run returns it again without running anything
     again = evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path, resume=True, fingerprint=fingerprint)
     assert again.resumed_from == 13
+    assert again.steps_run == 0 and np.isnan(again.s_per_generation)
     assert_same_run(reference_run, again)
 
 
