@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from benchmarks.throughput import time_jax  # noqa: E402
+from benchmarks.throughput import time_compiled, time_jax  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,18 +112,10 @@ def step_lm_head(args, lm, prompts) -> dict[str, Any]:
 
     rows = []
     for fn in (before_fn, after_fn):
-        start = time.perf_counter()
-        compiled = jax.jit(fn).lower(params, embeds, mask).compile()
-        compile_s = time.perf_counter() - start
-        jax.block_until_ready(compiled(params, embeds, mask))
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            out = jax.block_until_ready(compiled(params, embeds, mask))
-            times.append(time.perf_counter() - start)
-        rows.append({"median_s": statistics.median(times), "compile_s": compile_s,
-                     "sequences_per_s": batch / statistics.median(times),
-                     "probs": np.asarray(jax.nn.softmax(out, axis=-1), np.float64)})
+        timed = time_compiled(fn, (params, embeds, mask), warmup=1, repeats=args.repeats)
+        rows.append({"median_s": timed["median_s"], "compile_s": timed["compile_s"],
+                     "sequences_per_s": batch / timed["median_s"],
+                     "probs": np.asarray(jax.nn.softmax(timed["output"], axis=-1), np.float64)})
     return _pair("lm_head", rows[0], rows[1],
                  f"full (B, T, V) logits vs 5 LM-head rows at the last position; B={batch}, T={length}, "
                  f"V=128256, {config.num_hidden_layers} layers")

@@ -111,15 +111,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.dtype is None:
         args.dtype = "bfloat16" if args.preset == "llama3-8b" else "float32"
-    args.layouts = [v.strip() for v in args.layout.split(",") if v.strip()]
-    bad = [v for v in args.layouts if v not in LAYOUTS]
-    if bad or not args.layouts:
-        parser.error(f"--layout: unknown {', '.join(bad) or 'empty value'}; choose from {', '.join(LAYOUTS)}")
-    args.modes = [None] if args.mode is None else [v.strip() for v in args.mode.split(",") if v.strip()]
-    bad = [v for v in args.modes if v not in (None, "cached", "full")]
-    if bad or not args.modes:
-        parser.error(f"--mode: unknown {', '.join(map(str, bad)) or 'empty value'}; choose from cached, full")
+    args.layouts = _comma_choices(parser, "--layout", args.layout, LAYOUTS)
+    args.modes = [None] if args.mode is None else _comma_choices(parser, "--mode", args.mode,
+                                                                 ("cached", "full"))
     return args
+
+
+def _comma_choices(parser: argparse.ArgumentParser, flag: str, text: str,
+                   allowed: tuple[str, ...]) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``, each one of ``allowed`` (else a usage error naming the flag)."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        parser.error(f"{flag}: unknown {', '.join(bad) or 'empty value'}; choose from {', '.join(allowed)}")
+    return values
 
 
 def log(message: str) -> None:
@@ -143,38 +148,36 @@ def scorer_options(args: argparse.Namespace, mode: str | None) -> dict[str, Any]
     return wanted
 
 
-def time_jax(scorer, prompts, *, warmup: int, repeats: int) -> dict[str, Any]:
-    """Compile time, then ``warmup`` untimed and ``repeats`` timed scoring passes.
+def time_compiled(fn, args: tuple, *, warmup: int, repeats: int) -> dict[str, Any]:
+    """``jax.jit(fn)`` compiled ahead of time on ``args`` (timed: ``compile_s``, tracing + XLA),
+    then ``warmup`` untimed and ``repeats`` timed calls, each ended by ``jax.block_until_ready``.
 
-    The scorer's pure function (what ``scorer(prompts)`` and the optimizer's jit run) is compiled
-    ahead of time, ``jax.jit(scorer.score_fn).lower(prompts, scorer.inputs).compile()``, and that
-    timed step is ``compile_s`` (tracing + XLA compilation, nothing else). The compiled program is
-    then called; each call ends with ``jax.block_until_ready``. A scorer without ``score_fn`` is
-    called directly and its first call (compile + one run) is timed instead.
+    Returns ``compile_s``, ``median_s``, ``times_s`` and ``output`` (the last call's result).
     """
-    score_fn, inputs = getattr(scorer, "score_fn", None), getattr(scorer, "inputs", None)
     start = time.perf_counter()
-    if score_fn is not None and inputs is not None:
-        compiled = jax.jit(score_fn).lower(prompts, inputs).compile()
-        compile_s = time.perf_counter() - start
-
-        def call():
-            return compiled(prompts, inputs)
-    else:
-        jax.block_until_ready(scorer(prompts))
-        compile_s = time.perf_counter() - start  # includes one run
-
-        def call():
-            return scorer(prompts)
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    output = None
     for _ in range(warmup):
-        jax.block_until_ready(call())
+        output = jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        scores = jax.block_until_ready(call())
+        output = jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - start)
     return {"compile_s": compile_s, "median_s": statistics.median(times), "times_s": times,
-            "probs": np.asarray(scores.probs, np.float64)}
+            "output": output}
+
+
+def time_jax(scorer, prompts, *, warmup: int, repeats: int) -> dict[str, Any]:
+    """:func:`time_compiled` of the scorer's pure function on ``(prompts, scorer.inputs)``.
+
+    That function is what ``scorer(prompts)`` and the optimizer's jit run. Adds ``probs``, the
+    answer distributions ``(P, Q, 5)`` as float64.
+    """
+    timed = time_compiled(scorer.score_fn, (prompts, scorer.inputs), warmup=warmup, repeats=repeats)
+    timed["probs"] = np.asarray(timed.pop("output").probs, np.float64)
+    return timed
 
 
 # -- PyTorch --------------------------------------------------------------------------------------
@@ -272,19 +275,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch_device, torch_note = (None, "--no-torch") if args.no_torch else torch_device_for(
         args.preset, args.torch)
     twin: dict[str, Any] = {}  # the PyTorch model, built on first use; its results per layout
+    prompts = common.random_prompts(lm, args.population, args.k, seed=args.seed + 1)  # (P, K, d)
     runs = []
     for layout in args.layouts:
         for mode in args.modes:
-            runs.append(run_one(args, lm, layout, mode, meta, torch_device, torch_note, twin))
+            runs.append(run_one(args, lm, prompts, layout, mode, meta, torch_device, torch_note, twin,
+                                first=not runs))
     twin.clear()
     if len(runs) == 1:
         return runs[0]
     return {**runs[0], "runs": runs}
 
 
-def run_one(args: argparse.Namespace, lm, layout: str, mode: str | None, meta: dict[str, Any],
-            torch_device: str | None, torch_note: str, twin: dict[str, Any]) -> dict[str, Any]:
-    """The figures of one layout and scorer mode (the PyTorch loop is timed once per layout)."""
+def run_one(args: argparse.Namespace, lm, prompts: jax.Array, layout: str, mode: str | None,
+            meta: dict[str, Any], torch_device: str | None, torch_note: str,
+            twin: dict[str, Any], *, first: bool = True) -> dict[str, Any]:
+    """The figures of one layout and scorer mode (the PyTorch loop is timed once per layout).
+
+    ``peak_memory_bytes`` is the process's peak so far, so after the first combination it also
+    covers the earlier ones (``first=False``: the source string says so).
+    """
     import jaxalign
 
     config = lm.config
@@ -296,13 +306,14 @@ def run_one(args: argparse.Namespace, lm, layout: str, mode: str | None, meta: d
     n_sequences = args.population * n_items
     real_tokens = int(real_lengths.sum())
     padded_tokens = n_sequences * scorer.seq_len
-    prompts = common.random_prompts(lm, args.population, args.k, seed=args.seed + 1)
 
     log(f"jaxalign: P={args.population} x Q={n_items} = {n_sequences} sequences, "
         f"{real_tokens} real tokens ({padded_tokens} with padding), layout {layout}, "
         f"mode {getattr(scorer, 'mode', None)}")
     jax_result = time_jax(scorer, prompts, warmup=args.warmup, repeats=args.repeats)
     memory, memory_source = common.peak_device_memory()
+    if not first:
+        memory_source += " (process peak so far: includes the earlier combinations of this call)"
     flops = common.model_flops(config, real_lengths)
     executed = common.executed_flops(config, scorer, args.population)
     peak, peak_source = common.peak_flops(args.dtype, args.peak_flops)
