@@ -7,6 +7,7 @@ transformers or evosax only when the name that needs them is first used.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
@@ -74,6 +75,22 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+class _NoTorchAdvice(logging.Filter):
+    """Drops transformers' import-time "PyTorch was not found" advice.
+
+    jaxalign uses transformers for tokenizers, chat templates and configs only; its models are
+    Flax, so a missing PyTorch is the normal case and the advice would only alarm. The filter sits
+    on the ``transformers`` logger (which emits the message) and drops nothing else.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "PyTorch was not found" not in record.getMessage()
+
+
+if not any(isinstance(f, _NoTorchAdvice) for f in logging.getLogger("transformers").filters):
+    logging.getLogger("transformers").addFilter(_NoTorchAdvice())
 
 
 def __getattr__(name: str) -> Any:
