@@ -17,6 +17,11 @@ through the full pass, ``selected_logits`` and the KV-cache path (prefill + exte
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import jax
@@ -198,3 +203,36 @@ def test_bfloat16_checkpoint_loads_exactly(models, tmp_path):
     ids = _ids(lm32, seed=4)
     expected = _torch_logits(load_reference(folder, dtype="float32"), ids)
     assert np.abs(np.asarray(lm32.logits(ids)) - expected).max() < TOL_F32
+
+
+_SHARDED_CHILD = textwrap.dedent(r"""
+    import json, sys, warnings
+    import numpy as np, jax
+    from jaxalign import parallel
+    from jaxalign.model import load_model
+    warnings.simplefilter("ignore")
+    folder = sys.argv[1]
+    ids = np.random.default_rng(0).integers(0, 256, (2, 9))
+    with jax.default_matmul_precision("float32"):
+        plain = np.asarray(load_model(folder, dtype="float32").logits(ids))
+        mesh = parallel.make_mesh(1, 2)
+        lm = load_model(folder, dtype="float32", mesh=mesh)
+        sharded = np.asarray(lm.logits(ids))
+    layers = lm.params["layers"]
+    print("RESULT " + json.dumps({"diff": float(np.abs(sharded - plain).max()),
+                                  "q_bias": str(layers["q_bias"][...].sharding.spec),
+                                  "k_bias": str(layers["k_bias"][...].sharding.spec)}))
+""")
+
+
+def test_biased_model_loads_sharded_over_the_model_axis(tmp_path):
+    """Qwen2.5's q/k/v biases are placed on their heads' shards as they are read (2 CPU devices)."""
+    folder = write_hub_checkpoint(tmp_path / "qwen_sharded", "qwen2.5", vocab_size=VOCAB)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()}
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_CHILD, str(folder)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert result["diff"] < TOL_F32, result
+    assert "'model'" in result["q_bias"] and "'model'" in result["k_bias"], result

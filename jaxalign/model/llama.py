@@ -6,6 +6,11 @@ split-halves order), grouped-query attention, SwiGLU MLP, optional tied embeddin
 activations use the model dtype (float32 or bfloat16); attention softmax runs in float32 and the
 logits are returned as float32.
 
+The same module runs Qwen2/Qwen2.5 and Mistral (``Qwen2ForCausalLM``, ``MistralForCausalLM``): the
+config's ``qkv_bias`` / ``o_bias`` add stacked ``(L, ...)`` biases to the attention projections
+(:func:`attention_projections`, :func:`attention_output`, used by every attention path), and
+``sliding_window`` narrows the attention mask (:func:`window_mask`) in the full pass and the cached one.
+
 Two ways in:
 
 * ``LM`` (what :func:`jaxalign.load_model` returns): jitted convenience methods
