@@ -151,6 +151,22 @@ def test_config_family_fields():
     assert not LlamaConfig.from_hf(mistral).qkv_bias
 
 
+def test_config_save_pretrained_form_other_families():
+    """transformers 5's own config dicts (rope_parameters, layer_types) of Qwen2 and Mistral."""
+    transformers = pytest.importorskip("transformers")
+    shape = dict(vocab_size=48, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2)
+    qwen = transformers.Qwen2Config(**shape, rope_theta=1e6, rms_norm_eps=1e-6, use_sliding_window=False,
+                                    sliding_window=32768, tie_word_embeddings=True).to_dict()
+    assert "rope_parameters" in qwen and "layer_types" in qwen
+    config = LlamaConfig.from_hf({**qwen, "architectures": ["Qwen2ForCausalLM"]})
+    assert (config.rope_theta, config.rms_norm_eps, config.qkv_bias, config.sliding_window) == (1e6, 1e-6, True, None)
+    assert config.tie_word_embeddings and config.head_dim == 4
+    mistral = transformers.MistralConfig(**shape, rope_theta=1e6, sliding_window=4096).to_dict()
+    config = LlamaConfig.from_hf({**mistral, "architectures": ["MistralForCausalLM"]})
+    assert (config.model_type, config.rope_theta, config.sliding_window, config.qkv_bias) == ("mistral", 1e6, 4096, False)
+
+
 def test_config_missing_field():
     raw = dict(TINY_HF_CONFIG)
     del raw["hidden_size"]

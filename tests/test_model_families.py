@@ -23,6 +23,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,10 @@ def test_configs_are_what_they_claim(models):
     assert config["mistral"].model_type == "mistral" and config["mistral"].sliding_window is None
     assert config["mistral_window"].sliding_window == WINDOW
     assert config["llama_bias"].qkv_bias and config["llama_bias"].o_bias
-    for name, (reference, lm) in models.items():  # both sides read the same config.json
+    for name, (reference, lm) in models.items():  # both sides read the same Hub-form config.json
+        raw = json.loads((Path(reference.name_or_path) / "config.json").read_text())
+        assert "rope_theta" in raw or name == "llama2", name  # Llama-2 ships no rope_theta
+        assert "rope_parameters" not in raw and "torch_dtype" in raw and raw["architectures"], name
         assert reference.config.vocab_size == lm.config.vocab_size, name
         assert (lm.model.lm_head is None) == lm.config.tie_word_embeddings, name
 
