@@ -205,6 +205,7 @@ class AlignResult:
     resumed_from: int | None = None
     method: str = "de"
     s_per_generation: float = float("nan")
+    partial: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -243,6 +244,8 @@ class AlignResult:
             "wall_s": round(self.wall_s, 3),
             "compile_s": round(self.compile_s, 3),
             "s_per_generation": _num(round(self.s_per_generation, 5)),
+            **({"partial": True, "generations_done": len(self.history["best_loss"]) - 1}
+               if self.partial else {}),
         }
 
     def save(self, out: str | os.PathLike) -> Path:
@@ -422,19 +425,40 @@ def run_pipeline(
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
+    unit = "step" if config.method == "gradient" else "gen"
+    report = RunProgress(0, enabled=progress if is_main_process() else False, unit=unit)
+    n_items = len(instrument.items) * (2 if config.both_orders else 1)
+    report.phase(f"rendering {n_items} survey items with {lm.name}'s chat template "
+                 f"({len(targets)} target{'s' if len(targets) > 1 else ''}, slot {config.slot})")
     problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options)
+    report.total = problem.total_steps - 1
+    report.phase(f"scoring the baselines ({', '.join(config.baselines) or 'none'})")
     baseline_rows = pipeline.baselines(problem)
-    outcome = pipeline.run(
-        problem,
-        checkpoint_dir=None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve()),
-        resume=resume, progress=progress and is_main_process(),
-    )
+    checkpoint_dir = None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve())
+
+    def write(found: list[AlignResult]) -> None:
+        if out_dir is not None and is_main_process():
+            if layout == "single":
+                found[0].save(out_dir)
+            else:
+                AlignResults(tuple(found)).save(out_dir)
+
+    try:
+        outcome = pipeline.run(problem, checkpoint_dir=checkpoint_dir, resume=resume, progress=report)
+    except RunInterrupted as stop:
+        # keep the best prompt so far next to the checkpoint (a second Ctrl-C skips it)
+        if stop.state is not None and stop.generation >= 0 and out_dir is not None:
+            try:
+                partial = pipeline.RunOutcome(state=stop.state, history=stop.history, compile_s=0.0,
+                                              loop_s=0.0, steps_run=0, resumed_from=None)
+                found = pipeline.results(problem, partial, t_start=t_start, baseline_rows=baseline_rows)
+                write([dataclasses.replace(r, partial=True) for r in found])
+                stop.partial = str(out_dir)
+            except KeyboardInterrupt:
+                pass
+        raise
     found = pipeline.results(problem, outcome, t_start=t_start, baseline_rows=baseline_rows)
-    if out_dir is not None and is_main_process():
-        if layout == "single":
-            found[0].save(out_dir)
-        else:
-            AlignResults(tuple(found)).save(out_dir)
+    write(found)
     return found
 
 
@@ -526,27 +550,97 @@ class AlignResults:
         return out
 
 
-class _progress_bar:
-    """A tqdm bar over generations that shows the best loss (no-op when disabled)."""
+class RunProgress:
+    """What a run tells the user while it goes, on stderr (process 0 only).
 
-    def __init__(self, total: int, *, enabled: bool, unit: str = "gen"):
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
+    ``mode``: ``"bar"`` a tqdm bar over generations with the best loss; ``"lines"`` one plain
+    line per device chunk (for logs and non-terminals); ``"auto"`` a bar on a terminal, lines
+    otherwise; ``"off"`` nothing. :meth:`phase` prints a line for each phase before the loop
+    (rendering prompts, compiling, resuming) in every mode but ``"off"``.
+    """
 
-            desc = "adam steps" if unit == "step" else "generations"
-            self._bar = tqdm(total=total, desc=desc, unit=unit)
+    def __init__(self, total: int, *, enabled: bool | str = True, unit: str = "gen"):
+        import sys
+
+        mode = {True: "auto", False: "off"}.get(enabled, enabled)
+        if mode not in ("auto", "bar", "lines", "off"):
+            raise ValueError(f"progress must be True, False, 'bar', 'lines' or 'off', not {enabled!r}")
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode, self.total, self.unit, self._bar = mode, total, unit, None
+        self._what = "adam steps" if unit == "step" else "generations"
+        self._start = 0
 
     def __bool__(self) -> bool:
-        return self._bar is not None
+        return self.mode != "off"
+
+    def phase(self, text: str) -> None:
+        """One line about a phase of the run (before the loop starts, or a notice)."""
+        if self.mode != "off":
+            import sys
+
+            print(text, file=sys.stderr, flush=True)
+
+    def start(self, done: int) -> None:
+        """The loop starts with ``done`` generations already run (a resumed run)."""
+        self._start = done
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, initial=done, desc=self._what, unit=self.unit)
 
     def update(self, generations_done: int, best_loss: float) -> None:
-        self._bar.n = generations_done
-        self._bar.set_postfix(best_loss=f"{best_loss:.3f}")
-        self._bar.refresh()
+        if self.mode == "bar":
+            if self._bar is None:
+                self.start(self._start)
+            self._bar.n = generations_done
+            self._bar.set_postfix(best_loss=f"{best_loss:.3f}")
+            self._bar.refresh()
+        elif self.mode == "lines":
+            self.phase(f"{self._what[:-1]} {generations_done}/{self.total}: best loss {best_loss:.4f}")
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+_progress_bar = RunProgress  # the name the pipeline used first
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`align`: what was kept and how to continue.
+
+    Attributes:
+      generation: generations completed when the run stopped (of ``total``).
+      checkpoint: the generation of the newest checkpoint kept on disk (``None``: none yet).
+      checkpoint_dir: where the checkpoints are (``None`` without ``out=``).
+      partial: the folder holding the partial results (best prompt so far, ``results.json``
+        marked ``"partial": true``), or ``None`` when none were written.
+    """
+
+    def __init__(self, generation: int, total: int, checkpoint: int | None,
+                 checkpoint_dir: str | None, partial: str | None = None, state: Any = None,
+                 history: Any = None):
+        super().__init__(f"interrupted after generation {generation} of {total}")
+        self.generation, self.total, self.checkpoint = generation, total, checkpoint
+        self.checkpoint_dir, self.partial = checkpoint_dir, partial
+        self.state, self.history = state, history
+
+    def explain(self, resume_command: str | None = None) -> str:
+        """Several lines for the user: what is kept and how to continue."""
+        lines = [f"interrupted after generation {self.generation} of {self.total}."]
+        if self.checkpoint is not None:
+            lines.append(f"kept: the checkpoint of generation {self.checkpoint} in {self.checkpoint_dir}")
+        else:
+            lines.append("no checkpoint had been written yet: a rerun starts from the beginning")
+        if self.partial is not None:
+            lines.append(f"partial results (best prompt so far, marked partial) in {self.partial}")
+        if self.checkpoint is not None:
+            lines.append("continue with:")
+            lines.append(f"  {resume_command}" if resume_command else
+                         "  the same align(...) call with resume=True")
+        return "\n".join(lines)
 
 
 def score(

@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from jaxalign import __version__
@@ -182,7 +183,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--members-per-pass", type=int, default=None,
                         help="population members per forward pass when memory is short (default: all at once)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="one plain line per chunk on stderr instead of a progress bar (the "
+                             "default is a bar on a terminal, plain lines otherwise)")
     _add_mesh_arguments(parser)
     parser.set_defaults(run=run_align)
 
@@ -227,7 +230,7 @@ def run_align(args: argparse.Namespace) -> int:
     lm = _load(args.model, args.dtype, mesh)
     target = args.country or args.target
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
-                   resume=args.resume, progress=not args.no_progress, mesh=mesh)
+                   resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh)
     print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
     print(_dims_table(instrument.dimensions, [("target", target.values)]
                       + [(n, b.dims, b.loss) for n, b in result.baselines.items()]
@@ -279,11 +282,27 @@ def _mesh(args: argparse.Namespace):
 
 
 def _load(model: str, dtype: str, mesh=None):
+    import numpy as np
+
     from jaxalign.model import load_model
 
     if dtype == "auto":
         dtype = "float32" if model == "tiny-random" else "bfloat16"
-    return load_model(model, dtype=dtype, mesh=mesh)
+    _note(f"loading weights: {model} ({dtype})")
+    t0 = time.perf_counter()
+    lm = load_model(model, dtype=dtype, mesh=mesh)
+    n = lm.config.num_parameters
+    _note(f"loaded {n / 1e6:,.1f} M parameters ({n * np.dtype(lm.dtype).itemsize / 2**20:,.1f} MiB) "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return lm
+
+
+def _note(text: str) -> None:
+    """A diagnostic line on stderr (process 0 only): never mixed into stdout's results."""
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.distributed.is_initialized() and jax.process_index() != 0:
+        return
+    print(text, file=sys.stderr, flush=True)
 
 
 def _dims_table(dimensions, rows) -> str:
@@ -513,6 +532,14 @@ def _stdout_on_process_zero_only() -> Iterator[None]:
         sys.stdout = real
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted ``jaxalign align`` (``--resume`` added)."""
+    import shlex
+
+    argv = list(argv)
+    return shlex.join(["jaxalign", *argv, *([] if "--resume" in argv else ["--resume"])])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxalign`` command; returns the exit code (0 ok, 2 bad input)."""
     parser = build_parser()
@@ -523,6 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with _stdout_on_process_zero_only():
             return int(args.run(args) or 0)
@@ -532,8 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `jaxalign countries | head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("jaxalign: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        explain = getattr(stop, "explain", None)
+        if explain is None:
+            print("jaxalign: interrupted", file=sys.stderr)
+        else:  # jaxalign.api.RunInterrupted: say what is kept and how to continue
+            print("jaxalign: " + explain(resume_command(args.argv)), file=sys.stderr)
         return 130
 
 

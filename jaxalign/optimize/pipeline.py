@@ -58,8 +58,9 @@ from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 from jaxalign.api import (
     AlignConfig,
     AlignResult,
+    RunInterrupted,
+    RunProgress,
     _num,
-    _progress_bar,
     search_space,
 )
 from jaxalign.baselines import BaselineResult, run_baselines
@@ -445,12 +446,16 @@ class RunOutcome:
 
 
 def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = False,
-        progress: bool = False) -> RunOutcome:
+        progress: bool | str | RunProgress = False) -> RunOutcome:
     """Runs the problem to ``problem.total_steps`` steps in device chunks of ``config.chunk_size``.
 
     Checkpoints go to ``checkpoint_dir`` every ``config.checkpoint_every`` generations (every
-    chunk when ``None``); ``resume`` continues from the latest one. One progress bar (the mean
-    of the targets' best losses) is updated after each chunk, after its checkpoint.
+    chunk when ``None``); ``resume`` continues from the latest one. Progress (the mean of the
+    targets' best losses) is reported after each chunk, after its checkpoint: ``progress`` is a
+    :class:`~jaxalign.api.RunProgress` or its ``enabled`` argument.
+
+    Ctrl-C (KeyboardInterrupt) during the loop raises :class:`~jaxalign.api.RunInterrupted`
+    holding the state and history of the last completed chunk and the newest checkpoint kept.
     """
     config, total = problem.config, problem.total_steps
     args = run_args(problem)
@@ -459,7 +464,7 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
     resumed_from = None
     checkpointer = RunCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
     unit = "step" if config.method == "gradient" else "gen"
-    bar = _progress_bar(total - 1, enabled=progress, unit=unit)
+    bar = progress if isinstance(progress, RunProgress) else RunProgress(total - 1, enabled=progress, unit=unit)
     try:
         if checkpointer is not None:
             latest = checkpointer.latest_step()
@@ -475,35 +480,27 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
                 records.append(history)
                 resumed_from = latest
         step = int(state.step)
+        if resumed_from is not None:
+            bar.phase(f"resuming from generation {resumed_from} of {total - 1}")
         length = config.chunk_size + 1
         compile_s = loop_s = 0.0
         steps_run = 0
         if step < total:
+            bar.phase("compiling the optimizer loop (scoring pass included)...")
             t0 = time.perf_counter()
             compiled = (jax.jit(lambda st, a, e: run_chunk(problem, st, a, e, length))
                         .lower(state, args, np.int32(0)).compile())
             compile_s = time.perf_counter() - t0
-        while step < total:
-            s_end = min(step + config.chunk_size + (step == 0), total)
-            if checkpointer is not None and config.checkpoint_every is not None:
-                next_save = (max(step - 1, 0) // config.checkpoint_every + 1) * config.checkpoint_every
-                s_end = min(s_end, next_save + 1)
-            t0 = time.perf_counter()
-            state, chunk = compiled(state, args, np.int32(s_end))
-            chunk = jax.tree.map(lambda x: np.asarray(x)[: s_end - step], chunk)
-            loop_s += time.perf_counter() - t0
-            steps_run += s_end - step
-            records.append(chunk)
-            step = s_end
-            done = step - 1
-            best = float(np.mean(chunk["best_loss"][-1]))
-            logger.info("generation %d/%d: mean best %.6g", done, total - 1, best)
-            if checkpointer is not None:
-                due = config.checkpoint_every is None or done % config.checkpoint_every == 0
-                if due or step == total:
-                    save_checkpoint(checkpointer, problem, state, _concat(records))
-            if bar:
-                bar.update(done, best)
+            bar.phase(f"compiled in {compile_s:.1f} s")
+        bar.start(max(step - 1, 0))
+        try:
+            state, records, compile_s, loop_s, steps_run = _loop(
+                problem, compiled if step < total else None, state, args, records, checkpointer,
+                bar, compile_s)
+        except RunInterrupted as stop:
+            stop.checkpoint = checkpointer.latest_step() if checkpointer is not None else None
+            stop.checkpoint_dir = checkpoint_dir
+            raise
     finally:
         if bar:
             bar.close()
@@ -511,6 +508,41 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
             checkpointer.close()
     return RunOutcome(state=state, history=_concat(records), compile_s=compile_s, loop_s=loop_s,
                       steps_run=steps_run, resumed_from=resumed_from)
+
+
+def _loop(problem: Problem, compiled, state: RunState, args: RunArgs, records: list,
+          checkpointer: RunCheckpointer | None, bar: RunProgress, compile_s: float):
+    """The chunk loop of :func:`run`; Ctrl-C becomes :class:`RunInterrupted` with the last
+    completed chunk's state and history (one assignment updates both, so they always agree)."""
+    config, total = problem.config, problem.total_steps
+    done_pair = (state, list(records))
+    step, loop_s, steps_run = int(state.step), 0.0, 0
+    try:
+        while step < total:
+            s_end = min(step + config.chunk_size + (step == 0), total)
+            if checkpointer is not None and config.checkpoint_every is not None:
+                next_save = (max(step - 1, 0) // config.checkpoint_every + 1) * config.checkpoint_every
+                s_end = min(s_end, next_save + 1)
+            t0 = time.perf_counter()
+            new_state, chunk = compiled(done_pair[0], args, np.int32(s_end))
+            chunk = jax.tree.map(lambda x: np.asarray(x)[: s_end - step], chunk)
+            loop_s += time.perf_counter() - t0
+            steps_run += s_end - step
+            done_pair = (new_state, done_pair[1] + [chunk])
+            step = s_end
+            done = step - 1
+            best = float(np.mean(chunk["best_loss"][-1]))
+            logger.info("generation %d/%d: mean best %.6g", done, total - 1, best)
+            if checkpointer is not None:
+                due = config.checkpoint_every is None or done % config.checkpoint_every == 0
+                if due or step == total:
+                    save_checkpoint(checkpointer, problem, done_pair[0], _concat(done_pair[1]))
+            bar.update(done, best)
+    except KeyboardInterrupt:
+        state, records = done_pair
+        raise RunInterrupted(int(state.step) - 1, total - 1, None, None, state=state,
+                             history=_concat(records) if records else None) from None
+    return done_pair[0], done_pair[1], compile_s, loop_s, steps_run
 
 
 def _concat(records: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

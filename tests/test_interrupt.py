@@ -1,0 +1,76 @@
+"""Ctrl-C during `jaxalign align`: the message, the partial results, and the resume line.
+
+The run is a real subprocess interrupted by a real SIGINT once its progress lines show that a
+few generations are done (chunks of one generation, so a checkpoint follows each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARGS = ["align", "--country", "China", "--population", "4", "--k", "2", "--subspace", "4",
+        "--chunk-size", "1", "--no-progress"]
+
+
+def _jaxalign(argv, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # a SIGINT must reach Python's handler even when the test itself runs in the background
+    return subprocess.Popen([sys.executable, "-m", "jaxalign.cli", *argv], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_checkpoint_writes_partial_results_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    argv = [*ARGS, "--generations", "400", "--out", str(out)]
+    proc = _jaxalign(argv)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("generation 2/400"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert proc.returncode == 130, "".join(seen) + rest
+    # the phases were announced before the loop
+    head = "".join(seen)
+    for phase in ("loading weights: tiny-random", "rendering 24 survey items", "compiling", "compiled in"):
+        assert phase in head
+    # the message: where it stopped, which checkpoint is kept, the exact command to continue
+    assert "interrupted after generation" in rest
+    stopped = int(rest.split("interrupted after generation ")[1].split()[0])
+    kept = int(rest.split("kept: the checkpoint of generation ")[1].split()[0])
+    assert 2 <= kept <= stopped < 400
+    assert str(out / "checkpoints") in rest
+    command = rest.split("continue with:\n")[1].strip().splitlines()[0]
+    assert command.startswith("jaxalign align ") and command.endswith("--resume")
+    assert f"--out {out}" in command
+    # partial results: the best prompt so far, marked partial
+    results = json.loads((out / "results.json").read_text())
+    assert results["partial"] is True and results["generations_done"] == stopped
+    assert (out / "soft_prompt.safetensors").exists()
+    best = results["history"]["best_loss"]
+    assert len(best) == stopped + 1
+    assert results["methods"]["optimized"]["loss"] == pytest.approx(best[-1], abs=1e-3)
+
+    # resuming (budget lowered to a few more generations) announces where it starts
+    resume = [*ARGS, "--generations", str(kept + 2), "--out", str(out), "--resume"]
+    proc = _jaxalign(resume)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert f"resuming from generation {kept} of {kept + 2}" in stderr
+    done = [line for line in stderr.splitlines() if line.startswith("generation ")]
+    assert done[0].startswith(f"generation {kept + 1}/") and done[-1].startswith(f"generation {kept + 2}/")
+    final = json.loads((out / "results.json").read_text())
+    assert "partial" not in final and len(final["history"]["best_loss"]) == kept + 3
+    assert final["history"]["best_loss"][: kept + 1] == best[: kept + 1]
