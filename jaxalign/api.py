@@ -354,8 +354,9 @@ def align(
     config: AlignConfig | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     mesh: Any = None,
+    log: str | None = None,
     **overrides: Any,
 ) -> AlignResult | AlignResults:
     """Tunes a soft prompt so that ``lm``'s survey answers give ``target``'s dimension scores.
@@ -377,7 +378,11 @@ def align(
       resume: continue the run checkpointed in ``out``; a checkpoint of another configuration
         (or another set of targets) is refused. The resumed result equals the uninterrupted one.
       progress: show a progress bar with the best loss (on process 0 only; for several targets
-        the mean of their best losses).
+        the mean of their best losses), and a line for each phase before it; ``"lines"`` prints
+        one plain line per chunk instead of the bar (``True`` does so when stderr is not a
+        terminal); ``False`` prints nothing.
+      log: ``"tensorboard"`` or ``"wandb"``: stream each generation's losses and dims while the
+        run goes (:class:`RunLog`; TensorBoard event files go to ``out/logs``).
       mesh: a :class:`jax.sharding.Mesh` (:func:`jaxalign.parallel.make_mesh`): the population
         (all C x P members) is sharded over its ``"data"`` axis and the weights over ``"model"``
         (load the model with ``load_model(..., mesh=mesh)``); the optimizer state is small and
@@ -393,7 +398,8 @@ def align(
     config = dataclasses.replace(config or AlignConfig(), **overrides)
     targets, several = resolve_targets(target)
     found = run_pipeline(lm, targets, instrument=instrument, config=config, out=out, resume=resume,
-                         progress=progress, mesh=mesh, layout="sets" if several else "single")
+                         progress=progress, mesh=mesh, layout="sets" if several else "single",
+                         log=log)
     return AlignResults(tuple(found)) if several else found[0]
 
 
@@ -409,6 +415,7 @@ def run_pipeline(
     mesh: Any = None,
     scorer_options: Mapping[str, Any] | None = None,
     layout: str = "single",
+    log: str | None = None,
 ) -> list[AlignResult]:
     """The one alignment pipeline behind :func:`align`, ``gradient_align`` and
     ``align_both_orders``: set-up, run loop, baselines, results (one per target), files.
@@ -426,7 +433,13 @@ def run_pipeline(
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
     unit = "step" if config.method == "gradient" else "gen"
-    report = RunProgress(0, enabled=progress if is_main_process() else False, unit=unit)
+    if log is not None and out_dir is None:
+        raise ValueError("log= needs out= (the logs are written under out/logs)")
+    run_log = None
+    if log is not None and is_main_process():
+        run_log = RunLog(log, out_dir / "logs", targets=[t.name for t in targets],
+                         dimensions=instrument.dimensions, config=config.to_dict())
+    report = RunProgress(0, enabled=progress if is_main_process() else False, unit=unit, log=run_log)
     n_items = len(instrument.items) * (2 if config.both_orders else 1)
     report.phase(f"rendering {n_items} survey items with {lm.name}'s chat template "
                  f"({len(targets)} target{'s' if len(targets) > 1 else ''}, slot {config.slot})")
@@ -559,7 +572,8 @@ class RunProgress:
     (rendering prompts, compiling, resuming) in every mode but ``"off"``.
     """
 
-    def __init__(self, total: int, *, enabled: bool | str = True, unit: str = "gen"):
+    def __init__(self, total: int, *, enabled: bool | str = True, unit: str = "gen",
+                 log: "RunLog | None" = None):
         import sys
 
         mode = {True: "auto", False: "off"}.get(enabled, enabled)
@@ -570,6 +584,12 @@ class RunProgress:
         self.mode, self.total, self.unit, self._bar = mode, total, unit, None
         self._what = "adam steps" if unit == "step" else "generations"
         self._start = 0
+        self.log = log
+
+    def record(self, first_generation: int, chunk: Mapping[str, np.ndarray]) -> None:
+        """A chunk of history rows, for the run's logger (TensorBoard / wandb), if any."""
+        if self.log is not None:
+            self.log.record(first_generation, chunk)
 
     def __bool__(self) -> bool:
         return self.mode != "off"
@@ -603,9 +623,68 @@ class RunProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 _progress_bar = RunProgress  # the name the pipeline used first
+
+LOGGERS: tuple[str, ...] = ("tensorboard", "wandb")
+
+
+class RunLog:
+    """Streams each generation's losses and dims to TensorBoard or Weights & Biases while a run goes.
+
+    ``kind="tensorboard"`` writes event files into ``folder`` (needs ``tensorboardX``:
+    ``pip install "jaxalign[log]"``); ``kind="wandb"`` logs to a wandb run (needs ``wandb``
+    installed and logged in). Per generation ``g`` and target ``t``: ``t/best_loss``,
+    ``t/mean_loss`` and ``t/dims/<DIM>`` (the best-so-far prompt's indices).
+    """
+
+    def __init__(self, kind: str, folder: str | os.PathLike, *, targets: Sequence[str],
+                 dimensions: Sequence[str], config: Mapping[str, Any]):
+        if kind not in LOGGERS:
+            raise ValueError(f"log must be one of {', '.join(LOGGERS)}, not {kind!r}")
+        self.kind, self.targets, self.dimensions = kind, list(targets), list(dimensions)
+        if kind == "tensorboard":
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                raise ValueError("--log tensorboard needs tensorboardX: pip install 'jaxalign[log]'") from None
+            self._writer = SummaryWriter(logdir=str(folder))
+        else:
+            try:
+                import wandb
+            except ImportError:
+                raise ValueError("--log wandb needs wandb: pip install wandb (then wandb login)") from None
+            self._writer = wandb.init(project="jaxalign", dir=str(folder), config=dict(config),
+                                      name=", ".join(self.targets)[:128])
+
+    def record(self, first_generation: int, chunk: Mapping[str, np.ndarray]) -> None:
+        """Logs a chunk of history rows (leading axis: generations from ``first_generation``)."""
+        best, mean, dims = chunk["best_loss"], chunk["mean_loss"], chunk["best_dims"]  # (S, C), (S, C, D)
+        for i in range(best.shape[0]):
+            g = first_generation + i
+            scalars = {}
+            for c, name in enumerate(self.targets):
+                scalars[f"{name}/best_loss"] = float(best[i, c])
+                scalars[f"{name}/mean_loss"] = float(mean[i, c])
+                for d, dim in enumerate(self.dimensions):
+                    scalars[f"{name}/dims/{dim}"] = float(dims[i, c, d])
+            if self.kind == "tensorboard":
+                for tag, value in scalars.items():
+                    self._writer.add_scalar(tag, value, g)
+            else:
+                self._writer.log(scalars, step=g)
+        if self.kind == "tensorboard":
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self.kind == "tensorboard":
+            self._writer.close()
+        else:
+            self._writer.finish()
 
 
 class RunInterrupted(KeyboardInterrupt):

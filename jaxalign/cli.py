@@ -183,6 +183,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--members-per-pass", type=int, default=None,
                         help="population members per forward pass when memory is short (default: all at once)")
+    parser.add_argument("--log", default=None, choices=("tensorboard", "wandb"),
+                        help="stream each generation's losses and dims to TensorBoard (event files "
+                             "in OUT/logs; needs tensorboardX) or wandb (needs wandb); default: none")
     parser.add_argument("--no-progress", action="store_true",
                         help="one plain line per chunk on stderr instead of a progress bar (the "
                              "default is a bar on a terminal, plain lines otherwise)")
@@ -230,7 +233,8 @@ def run_align(args: argparse.Namespace) -> int:
     lm = _load(args.model, args.dtype, mesh)
     target = args.country or args.target
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
-                   resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh)
+                   resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh,
+                   log=args.log)
     print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
     print(_dims_table(instrument.dimensions, [("target", target.values)]
                       + [(n, b.dims, b.loss) for n, b in result.baselines.items()]

@@ -16,7 +16,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("show") / "china"
     code = main(["align", "--country", "China", "--generations", "2", "--population", "4",
-                 "--k", "2", "--subspace", "4", "--out", str(out), "--no-progress"])
+                 "--k", "2", "--subspace", "4", "--out", str(out), "--no-progress",
+                 "--log", "tensorboard"])
     assert code == 0
     return out
 
@@ -77,3 +78,43 @@ def test_score_labels_its_row(run_dir, capsys):
     assert main(["score", "--soft-prompt", str(run_dir / "soft_prompt.safetensors")]) == 0
     rows = [line.split()[0:2] for line in capsys.readouterr().out.splitlines()]
     assert ["soft", "prompt"] in rows
+
+
+def _scalars(folder):
+    """(tag, step) -> value from TensorBoard event files (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    values = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                values[(value.tag, event.step)] = value.simple_value
+    return values
+
+
+def test_log_tensorboard_streams_each_generations_losses_and_dims(run_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    values = _scalars(run_dir / "logs")
+    best = results["history"]["best_loss"]
+    mean = results["history"]["mean_loss"]
+    for g in range(len(best)):
+        assert values[("China/best_loss", g)] == pytest.approx(best[g], rel=1e-6)
+        assert values[("China/mean_loss", g)] == pytest.approx(mean[g], rel=1e-6)
+    last = len(best) - 1
+    assert {tag for tag, step in values if step == last and "/dims/" in tag} == {
+        f"China/dims/{d}" for d in ("PDI", "IDV", "MAS", "UAI", "LTO", "IVR")}
+
+
+def test_log_needs_an_out_folder():
+    import jaxalign
+
+    lm = jaxalign.load_model("tiny-random")
+    with pytest.raises(ValueError, match="needs out="):
+        jaxalign.align(lm, "China", generations=1, population=4, log="tensorboard", progress=False)

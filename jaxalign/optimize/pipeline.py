@@ -538,6 +538,7 @@ def _loop(problem: Problem, compiled, state: RunState, args: RunArgs, records: l
                 if due or step == total:
                     save_checkpoint(checkpointer, problem, done_pair[0], _concat(done_pair[1]))
             bar.update(done, best)
+            bar.record(done + 1 - chunk["best_loss"].shape[0], chunk)
     except KeyboardInterrupt:
         state, records = done_pair
         raise RunInterrupted(int(state.step) - 1, total - 1, None, None, state=state,
