@@ -115,8 +115,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint folder, Hugging Face Hub id, or 'tiny-random' (the offline tiny model)",
     )
     parser.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-        help="weights and activations dtype; auto: float32 for tiny-random, bfloat16 otherwise",
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        help="weights and activations dtype; auto: float32 for tiny-random, bfloat16 otherwise "
+             "(float16: for GPUs without bfloat16, e.g. a T4)",
+    )
+    parser.add_argument(
+        "--quantize", default="none", choices=("none", "int8"),
+        help="int8: the decoder's linear weights in int8 with per-output-channel scales "
+             "(about half the memory of bfloat16); embedding and LM head stay in --dtype",
     )
     parser.add_argument(
         "--wording", default=None,
@@ -224,7 +230,7 @@ def run_align(args: argparse.Namespace) -> int:
     check_out_dir(args.out, resume=args.resume)
     instrument = _instrument(args.wording)
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh)
+    lm = _load(args.model, args.dtype, mesh, args.quantize)
     target = args.country or args.target
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
                    resume=args.resume, progress=not args.no_progress, mesh=mesh)
@@ -278,12 +284,12 @@ def _mesh(args: argparse.Namespace):
     return mesh
 
 
-def _load(model: str, dtype: str, mesh=None):
+def _load(model: str, dtype: str, mesh=None, quantize: str = "none"):
     from jaxalign.model import load_model
 
     if dtype == "auto":
         dtype = "float32" if model == "tiny-random" else "bfloat16"
-    return load_model(model, dtype=dtype, mesh=mesh)
+    return load_model(model, dtype=dtype, mesh=mesh, quantize=None if quantize == "none" else quantize)
 
 
 def _dims_table(dimensions, rows) -> str:
@@ -331,7 +337,7 @@ def run_score(args: argparse.Namespace) -> int:
     if args.soft_prompt is not None:
         prompt, _ = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh)
+    lm = _load(args.model, args.dtype, mesh, args.quantize)
     if prompt is not None:
         check_soft_prompt(prompt, lm.config.hidden_size)
     target = args.country or args.target

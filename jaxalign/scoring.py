@@ -195,7 +195,9 @@ class Scorer:
         check_members_per_pass(self.members_per_pass, prompts.shape[0])
         if self.mesh is not None:
             prompts = parallel.replicate(np.asarray(prompts), self.mesh)
-        return _jitted_score(self)(prompts, self.inputs)
+        scores = _jitted_score(self)(prompts, self.inputs)
+        _warn_if_not_finite(self, prompts, scores)
+        return scores
 
     def with_target(self, target: Target | np.ndarray | None) -> "Scorer":
         """A copy that computes losses against ``target`` (a :class:`Target` or ``(D,)`` values)."""
@@ -308,6 +310,36 @@ def make_scorer(
         inputs=inputs,
         mesh=mesh,
     )
+
+
+def _warn_if_not_finite(scorer: Scorer, prompts: jax.Array, scores: "Scores") -> None:
+    """A ``RuntimeWarning`` naming the layer where activations overflowed, if any answer is not finite.
+
+    Reruns the first failing (member, item) sequence whole, one layer at a time
+    (:func:`jaxalign.model.numerics.find_nonfinite_layer`); costs nothing when all is finite.
+    """
+    bad = ~np.all(np.isfinite(np.asarray(scores.probs)), axis=-1)              # (P, Q)
+    if not bad.any():
+        return
+    import warnings
+
+    from jaxalign.model.numerics import find_nonfinite_layer
+
+    member, item = (int(i) for i in np.argwhere(bad)[0])
+    lm, batch = scorer.lm, scorer.batch
+    embeds, mask = build_sequences(
+        lm.embed(np.asarray(batch.prefix_ids[item:item + 1])), jnp.asarray(batch.prefix_mask[item:item + 1]),
+        jnp.asarray(np.asarray(prompts)[member:member + 1]),
+        lm.embed(np.asarray(batch.suffix_ids[item:item + 1])), jnp.asarray(batch.suffix_mask[item:item + 1]),
+    )  # (1, T, d), (1, T)
+    report = find_nonfinite_layer(lm, inputs_embeds=embeds, attention_mask=mask)
+    where = (report.message if report is not None else
+             "the plain (uncached) pass of that sequence is finite, so the cached pass's rounding "
+             "overflowed; try mode='full' or a wider dtype")
+    warnings.warn(
+        f"{int(bad.sum())} of {bad.size} (member, item) answer distributions are not finite "
+        f"(first: member {member}, item {scorer.instrument.item_ids[item]}); {where}",
+        RuntimeWarning, stacklevel=3)
 
 
 def _target_values(target: Target | np.ndarray | None, instrument: Instrument) -> np.ndarray:

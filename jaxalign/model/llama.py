@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.model.config import LlamaConfig
+from jaxalign.model.quantize import Int8Weight, check_quantize, linear, quantize_int8
 
 Array = jax.Array
 
@@ -63,34 +64,42 @@ def layer_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _canonical_dtype(dtype: Any) -> np.dtype:
-    """``jnp.float32``/``jnp.bfloat16`` or their names -> numpy dtype; anything else is a ValueError."""
+    """``jnp.float32``/``jnp.bfloat16``/``jnp.float16`` or their names -> numpy dtype; else a ValueError."""
     try:
         resolved = jnp.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise ValueError(f"dtype must be float32 or bfloat16 (jnp dtype or its name), got {dtype!r}")
+    if resolved not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16 (jnp dtype or its name), got {dtype!r}")
     return resolved
 
 
 class DecoderLayers(nnx.Module):
     """All decoder layers' weights, each stacked along a leading layer axis ``(L, ...)``.
 
-    Linear weights are stored ``(in, out)`` (HF stores ``(out, in)``; the loader transposes).
+    Linear weights are stored ``(in, out)`` (HF stores ``(out, in)``; the loader transposes), as
+    :class:`~jaxalign.model.quantize.Int8Weight` with ``quantize="int8"``.
     """
 
-    def __init__(self, config: LlamaConfig, *, dtype: Any, rngs: nnx.Rngs, init_std: float):
+    def __init__(self, config: LlamaConfig, *, dtype: Any, rngs: nnx.Rngs, init_std: float,
+                 quantize: str | None = None):
         shapes = layer_param_shapes(config)
         for name in LAYER_PARAM_NAMES:
             if name.endswith("layernorm"):
                 value = jnp.ones(shapes[name], dtype)
             else:
                 value = (init_std * jax.random.normal(rngs.params(), shapes[name], jnp.float32)).astype(dtype)
+                value = quantize_int8(value) if quantize == "int8" else value
             setattr(self, name, nnx.Param(value))
 
     def stacked(self) -> dict[str, Array]:
         """The stacked weights as a plain dict (the ``xs`` of the layer scan)."""
-        return {name: getattr(self, name)[...] for name in LAYER_PARAM_NAMES}
+        return {name: _param_value(getattr(self, name)) for name in LAYER_PARAM_NAMES}
+
+
+def _param_value(param: nnx.Param) -> Array | Int8Weight:
+    """The array (or :class:`Int8Weight`) held by an ``nnx.Param``."""
+    return param.get_value() if hasattr(param, "get_value") else param.value
 
 
 class Llama(nnx.Module):
@@ -102,17 +111,24 @@ class Llama(nnx.Module):
     """
 
     def __init__(self, config: LlamaConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs,
-                 init_std: float = 0.02, head_init_std: float | None = None):
-        """Random weights ``N(0, init_std)`` (LM head ``N(0, head_init_std or init_std)``), norms 1."""
+                 init_std: float = 0.02, head_init_std: float | None = None,
+                 quantize: str | None = None):
+        """Random weights ``N(0, init_std)`` (LM head ``N(0, head_init_std or init_std)``), norms 1.
+
+        ``quantize="int8"``: decoder linear weights as :class:`Int8Weight` (see
+        :mod:`jaxalign.model.quantize`; embedding, LM head and norms stay in ``dtype``).
+        """
         self.config = config
         self.dtype = _canonical_dtype(dtype)
+        self.quantize = check_quantize(quantize)
         vocab, d = config.vocab_size, config.hidden_size
 
         def normal(shape: tuple[int, ...], std: float) -> nnx.Param:
             return nnx.Param((std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(self.dtype))
 
         self.embed_tokens = normal((vocab, d), init_std)
-        self.layers = DecoderLayers(config, dtype=self.dtype, rngs=rngs, init_std=init_std)
+        self.layers = DecoderLayers(config, dtype=self.dtype, rngs=rngs, init_std=init_std,
+                                    quantize=self.quantize)
         self.norm = nnx.Param(jnp.ones((d,), self.dtype))
         head_std = init_std if head_init_std is None else head_init_std
         self.lm_head = None if config.tie_word_embeddings else normal((vocab, d), head_std)
@@ -250,18 +266,28 @@ def decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
     heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
 
     x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
-    query = (x @ weights["q_proj"]).reshape(batch, length, heads, head_dim)
-    key = (x @ weights["k_proj"]).reshape(batch, length, kv_heads, head_dim)
-    value = (x @ weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
+    query = linear(x, weights["q_proj"]).reshape(batch, length, heads, head_dim)
+    key = linear(x, weights["k_proj"]).reshape(batch, length, kv_heads, head_dim)
+    value = linear(x, weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
     query = apply_rotary(query, cos, sin)
     key = apply_rotary(key, cos, sin)
     # A key/value prefix cache would concatenate cached (B, S, K, hd) keys/values here.
-    attended = jax.nn.dot_product_attention(query, key, value, mask=mask)     # (B, T, N, hd)
-    hidden = hidden + attended.reshape(batch, length, heads * head_dim) @ weights["o_proj"]
+    attended = _dot_product_attention(query, key, value, mask)                 # (B, T, N, hd)
+    hidden = hidden + linear(attended.reshape(batch, length, heads * head_dim), weights["o_proj"])
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
-    gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])
-    return hidden + gated @ weights["down_proj"]
+    gated = jax.nn.silu(linear(x, weights["gate_proj"])) * linear(x, weights["up_proj"])
+    return hidden + linear(gated, weights["down_proj"])
+
+
+def _dot_product_attention(query: Array, key: Array, value: Array, mask: Array) -> Array:
+    """``jax.nn.dot_product_attention``; float16 on a CPU runs it in float32 (XLA's CPU dot has no
+    float16-in/float32-out algorithm, and a CPU computes float16 in float32 anyway)."""
+    if query.dtype == jnp.float16 and jax.default_backend() == "cpu":
+        f32 = jnp.float32
+        out = jax.nn.dot_product_attention(query.astype(f32), key.astype(f32), value.astype(f32), mask=mask)
+        return out.astype(query.dtype)
+    return jax.nn.dot_product_attention(query, key, value, mask=mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,9 +347,9 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     cache_batch = past_keys.shape[0]
 
     x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
-    query = apply_rotary((x @ weights["q_proj"]).reshape(batch, length, heads, head_dim), cos, sin)
-    key = apply_rotary((x @ weights["k_proj"]).reshape(batch, length, kv_heads, head_dim), cos, sin)
-    value = (x @ weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
+    query = apply_rotary(linear(x, weights["q_proj"]).reshape(batch, length, heads, head_dim), cos, sin)
+    key = apply_rotary(linear(x, weights["k_proj"]).reshape(batch, length, kv_heads, head_dim), cos, sin)
+    value = linear(x, weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
 
     scale = 1.0 / np.sqrt(head_dim)
     q = query.reshape(groups, cache_batch, length, kv_heads, rep, head_dim)          # (G, C, T, K, R, hd)
@@ -344,11 +370,11 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
         jnp.einsum("gckrts,cskh->gctkrh", p_past, past_values, preferred_element_type=f32)
         + jnp.einsum("gckrtu,gcukh->gctkrh", p_new, v_new, preferred_element_type=f32)
     ).astype(hidden.dtype)                                                             # (G, C, T, K, R, hd)
-    hidden = hidden + attended.reshape(batch, length, heads * head_dim) @ weights["o_proj"]
+    hidden = hidden + linear(attended.reshape(batch, length, heads * head_dim), weights["o_proj"])
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
-    gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])
-    return hidden + gated @ weights["down_proj"], key, value
+    gated = jax.nn.silu(linear(x, weights["gate_proj"])) * linear(x, weights["up_proj"])
+    return hidden + linear(gated, weights["down_proj"]), key, value
 
 
 def last_real_index(attention_mask: Array) -> Array:
@@ -453,8 +479,13 @@ class LM:
 
     @property
     def dtype(self) -> np.dtype:
-        """Dtype of the weights and activations (float32 or bfloat16)."""
+        """Dtype of the weights and activations (float32, bfloat16 or float16)."""
         return self.model.dtype
+
+    @property
+    def quantize(self) -> str | None:
+        """``"int8"`` when the decoder's linear weights are int8, else ``None``."""
+        return getattr(self.model, "quantize", None)
 
     @property
     def embedding_matrix(self) -> Array:
