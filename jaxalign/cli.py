@@ -186,11 +186,21 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
                         help="generations per on-device chunk (progress and checkpoints in between)")
     parser.add_argument("--checkpoint-every", type=int, default=None)
-    parser.add_argument("--members-per-pass", type=int, default=None,
-                        help="population members per forward pass when memory is short (default: all at once)")
+    parser.add_argument("--members-per-pass", type=_members_per_pass, default=None,
+                        help="population members per forward pass when memory is short (default: all at "
+                             "once); 'auto': the largest slice that fits the device's free memory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_mesh_arguments(parser)
     parser.set_defaults(run=run_align)
+
+
+def _members_per_pass(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
 
 
 def _float_pair(text: str) -> tuple[float, float] | None:
