@@ -3,8 +3,9 @@
 Numerics follow Hugging Face transformers' ``LlamaForCausalLM``: RMSNorm statistics in float32,
 rotary embeddings in the rotate-half layout (q/k weights of HF checkpoints are already in the
 split-halves order), grouped-query attention, SwiGLU MLP, optional tied embeddings. Parameters and
-activations use the model dtype (float32 or bfloat16); attention softmax runs in float32 and the
-logits are returned as float32.
+activations use the model dtype (float32, bfloat16 or float16); attention softmax runs in float32 and
+the logits are returned as float32. With ``quantize="int8"`` the decoder's linear weights are int8
+with per-output-channel scales, applied by :func:`jaxalign.model.quantize.linear`.
 
 Two ways in:
 
