@@ -69,6 +69,7 @@ def test_overflow_in_input_is_named(lm16):
     assert report is not None and report.stage == "input"
 
 
+@pytest.mark.slow
 def test_scorer_warns_with_the_layer(overflowing, prompts):
     """A non-finite float16 score triggers the check by itself; the warning names layer 2."""
     scorer = make_scorer(overflowing, jaxalign.vsm13(), k=4, n_buckets=1)

@@ -31,6 +31,7 @@ def reports(scorer):
     return {m: memory.scoring_memory(scorer, POPULATION, members_per_pass=m) for m in (None, 2)}
 
 
+@pytest.mark.slow
 def test_weight_bytes(lm):
     """Weights' bytes: every float32 parameter; int8 layers are 1 byte + a float32 scale per channel."""
     c = lm.config
