@@ -74,7 +74,8 @@ class AlignConfig:
       chunk_size: generations per on-device chunk (progress and checkpoints between chunks).
       checkpoint_every: generations between checkpoints (``None``: every chunk).
       members_per_pass: population members scored per forward pass, to bound memory (must
-        divide ``population``; ``None``: the whole population at once).
+        divide ``population``; ``None``: the whole population at once; ``"auto"``: the largest
+        slice that fits the device's free memory, see :mod:`jaxalign.memory`).
       scoring_mode: ``"cached"`` (default: shared tokens computed once) or ``"full"``.
       baselines: baselines scored beside the aligned prompt.
       method: ``"de"`` (the evosax strategy ``strategy``) or ``"gradient"`` (Adam on the
@@ -102,7 +103,7 @@ class AlignConfig:
     seed: int = 0
     chunk_size: int = 10
     checkpoint_every: int | None = None
-    members_per_pass: int | None = None
+    members_per_pass: int | str | None = None
     scoring_mode: str = "cached"
     baselines: tuple[str, ...] = BASELINES
     method: str = "de"
@@ -129,10 +130,10 @@ class AlignConfig:
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
         object.__setattr__(self, "baselines", tuple(self.baselines))
-        if self.members_per_pass is not None:
+        if self.members_per_pass is not None and self.members_per_pass != "auto":
             if not _is_int(self.members_per_pass) or self.members_per_pass < 1:
                 raise ValueError(
-                    f"members_per_pass must be None or an integer >= 1, got {self.members_per_pass!r}")
+                    f"members_per_pass must be None, 'auto' or an integer >= 1, got {self.members_per_pass!r}")
             check_members_per_pass(self.members_per_pass, self.population)
         if self.scoring_mode not in MODES:
             raise ValueError(f"unknown scoring_mode {self.scoring_mode!r}; choose one of {', '.join(MODES)}")

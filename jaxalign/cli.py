@@ -116,8 +116,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint folder, Hugging Face Hub id, or 'tiny-random' (the offline tiny model)",
     )
     parser.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-        help="weights and activations dtype; auto: float32 for tiny-random, bfloat16 otherwise",
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        help="weights and activations dtype; auto: float32 for tiny-random, bfloat16 otherwise "
+             "(float16: for GPUs without bfloat16, e.g. a T4)",
+    )
+    parser.add_argument(
+        "--quantize", default="none", choices=("none", "int8"),
+        help="int8: the decoder's linear weights in int8 with per-output-channel scales "
+             "(about half the memory of bfloat16); embedding and LM head stay in --dtype",
     )
     parser.add_argument(
         "--wording", default=None,
@@ -181,8 +187,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
                         help="generations per on-device chunk (progress and checkpoints in between)")
     parser.add_argument("--checkpoint-every", type=int, default=None)
-    parser.add_argument("--members-per-pass", type=int, default=None,
-                        help="population members per forward pass when memory is short (default: all at once)")
+    parser.add_argument("--members-per-pass", type=_members_per_pass, default=None,
+                        help="population members per forward pass when memory is short (default: all at "
+                             "once); 'auto': the largest slice that fits the device's free memory")
     parser.add_argument("--log", default=None, choices=("tensorboard", "wandb"),
                         help="stream each generation's losses and dims to TensorBoard (event files "
                              "in OUT/logs; needs tensorboardX) or wandb (needs wandb); default: none")
@@ -191,6 +198,15 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "default is a bar on a terminal, plain lines otherwise)")
     _add_mesh_arguments(parser)
     parser.set_defaults(run=run_align)
+
+
+def _members_per_pass(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
 
 
 def _float_pair(text: str) -> tuple[float, float] | None:
@@ -230,7 +246,7 @@ def run_align(args: argparse.Namespace) -> int:
     check_out_dir(args.out, resume=args.resume)
     instrument = _instrument(args.wording)
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh)
+    lm = _load(args.model, args.dtype, mesh, args.quantize)
     target = args.country or args.target
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
                    resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh,
@@ -285,18 +301,18 @@ def _mesh(args: argparse.Namespace):
     return mesh
 
 
-def _load(model: str, dtype: str, mesh=None):
-    import numpy as np
-
+def _load(model: str, dtype: str, mesh=None, quantize: str = "none"):
     from jaxalign.model import load_model
 
     if dtype == "auto":
         dtype = "float32" if model == "tiny-random" else "bfloat16"
-    _note(f"loading weights: {model} ({dtype})")
+    _note(f"loading weights: {model} ({dtype}{'' if quantize == 'none' else ', ' + quantize})")
     t0 = time.perf_counter()
-    lm = load_model(model, dtype=dtype, mesh=mesh)
-    n = lm.config.num_parameters
-    _note(f"loaded {n / 1e6:,.1f} M parameters ({n * np.dtype(lm.dtype).itemsize / 2**20:,.1f} MiB) "
+    lm = load_model(model, dtype=dtype, mesh=mesh, quantize=None if quantize == "none" else quantize)
+    from jaxalign.memory import weight_bytes_per_device
+
+    _note(f"loaded {lm.config.num_parameters / 1e6:,.1f} M parameters "
+          f"({weight_bytes_per_device(lm.params) / 2**20:,.1f} MiB per device) "
           f"in {time.perf_counter() - t0:.1f} s")
     return lm
 
@@ -355,7 +371,7 @@ def run_score(args: argparse.Namespace) -> int:
     if args.soft_prompt is not None:
         prompt, _ = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh)
+    lm = _load(args.model, args.dtype, mesh, args.quantize)
     if prompt is not None:
         check_soft_prompt(prompt, lm.config.hidden_size)
     target = args.country or args.target

@@ -199,9 +199,25 @@ def param_sharding(name: str, ndim: int, mesh: Mesh) -> NamedSharding:
 
 
 def param_shardings(params: Any, mesh: Mesh) -> Any:
-    """The tree of ``NamedSharding`` matching ``params`` (an ``nnx.State`` or a pure dict)."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: param_sharding(_param_name(path), np.ndim(leaf), mesh), params)
+    """The tree of ``NamedSharding`` matching ``params`` (an ``nnx.State`` or a pure dict).
+
+    An int8 weight (:class:`jaxalign.model.quantize.Int8Weight`) is split like the float weight
+    it stands for; its per-output-channel ``scale`` is split with its output channels.
+    """
+    def sharding(path: tuple[Any, ...], leaf: Any) -> NamedSharding:
+        name = _param_name(path)
+        if str(getattr(path[-1], "name", "")) == "scale":
+            return scale_sharding(name, np.ndim(leaf), mesh)
+        return param_sharding(name, np.ndim(leaf), mesh)
+
+    return jax.tree_util.tree_map_with_path(sharding, params)
+
+
+def scale_sharding(name: str, ndim: int, mesh: Mesh) -> NamedSharding:
+    """Sharding of the int8 scales ``(..., out)`` of linear weight ``name`` ``(..., in, out)``:
+    the weight's partition rule without its ``in`` axis (scales follow their output channels)."""
+    spec = tuple(param_spec(name, ndim + 1))
+    return NamedSharding(mesh, PartitionSpec(*spec[:-2], spec[-1]))
 
 
 def shard_params(params: Any, mesh: Mesh) -> Any:

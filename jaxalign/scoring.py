@@ -52,8 +52,10 @@ READOUTS: tuple[str, ...] = ("expected", "argmax", "sample")
 MODES: tuple[str, ...] = ("cached", "full")
 
 
-def check_members_per_pass(members_per_pass: int | None, population: int) -> None:
-    """Raises a clear error unless ``members_per_pass`` divides the population size."""
+def check_members_per_pass(members_per_pass: int | str | None, population: int) -> None:
+    """Raises a clear error unless ``members_per_pass`` divides the population size (or is ``"auto"``)."""
+    if members_per_pass == "auto":
+        return
     if members_per_pass is not None and population % min(members_per_pass, population):
         raise ValueError(
             f"members_per_pass {members_per_pass} must divide the population size {population}"
@@ -135,7 +137,7 @@ class Scorer:
     k: int
     readout: str
     n_respondents: int
-    members_per_pass: int | None
+    members_per_pass: int | str | None
     mode: str
     inputs: ScorerInputs
     mesh: Any = None            # jax.sharding.Mesh: population over "data", weights over "model"
@@ -161,6 +163,9 @@ class Scorer:
         member 0 and the padding's results are dropped (see :mod:`jaxalign.parallel`).
         """
         n_pop = prompts.shape[0]
+        members_per_pass = self.members_per_pass
+        if members_per_pass == "auto":  # decided once per population size, at trace time
+            members_per_pass = self.auto_members_per_pass(n_pop)
         if self.mesh is not None:
             prompts = parallel.constrain_population(parallel.pad_population(prompts, self.mesh), self.mesh)
         scores = _score(
@@ -169,7 +174,7 @@ class Scorer:
             prompts,
             readout=self.readout,
             n_respondents=self.n_respondents,
-            members_per_pass=self.members_per_pass,
+            members_per_pass=members_per_pass,
             mode=self.mode,
             instrument=self.instrument,
             mesh=self.mesh,
@@ -177,6 +182,20 @@ class Scorer:
         if prompts.shape[0] != n_pop:
             scores = jax.tree.map(lambda x: x[:n_pop], scores)
         return scores
+
+    def auto_members_per_pass(self, population: int) -> int:
+        """What ``members_per_pass="auto"`` picks for ``population`` members (cached per size).
+
+        See :func:`jaxalign.memory.auto_members_per_pass`: the largest slice whose compiled pass
+        fits the device's free memory with a 10% margin; the whole population on a backend that
+        reports no memory figures (CPU).
+        """
+        from jaxalign import memory
+
+        cache = self.__dict__.setdefault("_auto_members", {})
+        if population not in cache:
+            cache[population] = memory.auto_members_per_pass(self, population)
+        return cache[population]
 
     def __call__(self, prompts: jax.Array | np.ndarray) -> Scores:
         """Scores ``prompts (P, K, d)`` (or ``(K, d)`` for one prompt, returned with P = 1)."""
@@ -195,7 +214,9 @@ class Scorer:
         check_members_per_pass(self.members_per_pass, prompts.shape[0])
         if self.mesh is not None:
             prompts = parallel.replicate(np.asarray(prompts), self.mesh)
-        return _jitted_score(self)(prompts, self.inputs)
+        scores = _jitted_score(self)(prompts, self.inputs)
+        _warn_if_not_finite(self, prompts, scores)
+        return scores
 
     def with_target(self, target: Target | np.ndarray | None) -> "Scorer":
         """A copy that computes losses against ``target`` (a :class:`Target` or ``(D,)`` values)."""
@@ -221,7 +242,7 @@ def make_scorer(
     readout: Readout = "expected",
     n_respondents: int = 100,
     seed: int = 0,
-    members_per_pass: int | None = None,
+    members_per_pass: int | str | None = None,
     mode: str = "cached",
     n_buckets: int | None = None,
     constants: np.ndarray | dict[str, float] | None = None,
@@ -242,7 +263,10 @@ def make_scorer(
       seed: seed of the ``"sample"`` readout's respondents.
       members_per_pass: score this many population members (each with all ``Q`` items) per
         forward pass, to bound memory; must divide ``P``. ``None`` scores the whole population
-        in one pass. The result does not depend on it beyond float rounding.
+        in one pass. ``"auto"``: the largest slice that fits the device's free memory with a 10%
+        margin, decided by compiling the pass ahead of time (:mod:`jaxalign.memory`; the whole
+        population on a CPU, which reports no free memory). The result does not depend on it
+        beyond float rounding.
       mode: ``"cached"`` (default: shared tokens computed once, see the module docstring) or
         ``"full"`` (every sequence run whole).
       n_buckets: item length buckets (``None``: 4 when the prefix is shared, else 2; 1 turns
@@ -259,15 +283,16 @@ def make_scorer(
         raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
     if readout == "sample" and n_respondents < 1:
         raise ValueError(f"n_respondents must be >= 1, got {n_respondents}")
-    if members_per_pass is not None and members_per_pass < 1:
-        raise ValueError(f"members_per_pass must be >= 1 or None, got {members_per_pass}")
+    if members_per_pass is not None and members_per_pass != "auto" and (
+            not isinstance(members_per_pass, (int, np.integer)) or members_per_pass < 1):
+        raise ValueError(f"members_per_pass must be >= 1, None or 'auto', got {members_per_pass!r}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if n_buckets is not None and n_buckets < 1:
         raise ValueError(f"n_buckets must be >= 1 or None, got {n_buckets}")
     if mesh is not None:
         parallel.check_model_divisible(lm.config, mesh)
-        if members_per_pass is not None and members_per_pass % parallel.data_size(mesh):
+        if members_per_pass not in (None, "auto") and members_per_pass % parallel.data_size(mesh):
             raise ValueError(f"members_per_pass {members_per_pass} must be a multiple of the mesh's "
                              f"data axis size {parallel.data_size(mesh)}")
     batch = render_items(lm.tokenizer, instrument, system=system, slot=slot,
@@ -308,6 +333,36 @@ def make_scorer(
         inputs=inputs,
         mesh=mesh,
     )
+
+
+def _warn_if_not_finite(scorer: Scorer, prompts: jax.Array, scores: "Scores") -> None:
+    """A ``RuntimeWarning`` naming the layer where activations overflowed, if any answer is not finite.
+
+    Reruns the first failing (member, item) sequence whole, one layer at a time
+    (:func:`jaxalign.model.numerics.find_nonfinite_layer`); costs nothing when all is finite.
+    """
+    bad = ~np.all(np.isfinite(np.asarray(scores.probs)), axis=-1)              # (P, Q)
+    if not bad.any():
+        return
+    import warnings
+
+    from jaxalign.model.numerics import find_nonfinite_layer
+
+    member, item = (int(i) for i in np.argwhere(bad)[0])
+    lm, batch = scorer.lm, scorer.batch
+    embeds, mask = build_sequences(
+        lm.embed(np.asarray(batch.prefix_ids[item:item + 1])), jnp.asarray(batch.prefix_mask[item:item + 1]),
+        jnp.asarray(np.asarray(prompts)[member:member + 1]),
+        lm.embed(np.asarray(batch.suffix_ids[item:item + 1])), jnp.asarray(batch.suffix_mask[item:item + 1]),
+    )  # (1, T, d), (1, T)
+    report = find_nonfinite_layer(lm, inputs_embeds=embeds, attention_mask=mask)
+    where = (report.message if report is not None else
+             "the plain (uncached) pass of that sequence is finite, so the cached pass's rounding "
+             "overflowed; try mode='full' or a wider dtype")
+    warnings.warn(
+        f"{int(bad.sum())} of {bad.size} (member, item) answer distributions are not finite "
+        f"(first: member {member}, item {scorer.instrument.item_ids[item]}); {where}",
+        RuntimeWarning, stacklevel=3)
 
 
 def _target_values(target: Target | np.ndarray | None, instrument: Instrument) -> np.ndarray:

@@ -243,9 +243,9 @@ def test_tied_checkpoint_ignores_redundant_head_and_inv_freq(tmp_path):
     np.testing.assert_array_equal(np.asarray(lm.model.unembedding), tensors["model.embed_tokens.weight"])
 
 
-@pytest.mark.parametrize("dtype", ["float16", "fp32", jnp.int8, None])
+@pytest.mark.parametrize("dtype", ["float64", "fp32", jnp.int8, None])
 def test_bad_dtype(checkpoint, dtype):
-    with pytest.raises(ValueError, match="dtype must be float32 or bfloat16"):
+    with pytest.raises(ValueError, match="dtype must be float32, bfloat16 or float16"):
         jaxalign.load_model(checkpoint[0], dtype=dtype)
 
 

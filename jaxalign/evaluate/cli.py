@@ -73,8 +73,10 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny-random",
                         help="checkpoint folder, Hugging Face Hub id, or 'tiny-random'")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto: float32 for tiny-random, bfloat16 otherwise")
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
+                        help="int8: decoder linear weights in int8 (see jaxalign.model.quantize)")
 
 
 def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
@@ -84,12 +86,12 @@ def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _load_model(name: str, dtype: str):
+def _load_model(name: str, dtype: str, quantize: str = "none"):
     from jaxalign.model import load_model
 
     if dtype == "auto":
         dtype = "float32" if name == "tiny-random" else "bfloat16"
-    return load_model(name, dtype=dtype)
+    return load_model(name, dtype=dtype, quantize=None if quantize == "none" else quantize)
 
 
 def _read_prompt(path: str | None) -> tuple[Any, dict[str, str]]:
@@ -119,7 +121,7 @@ def run_culturalbench(args: argparse.Namespace) -> int:
     prompt, metadata = _read_prompt(args.soft_prompt)  # file errors before the model loads
     sets = ("easy", "hard") if args.bench_set == "both" else (args.bench_set,)
     benches = [load_culturalbench(args.data, set=s).for_country(args.country) for s in sets]
-    lm = _load_model(args.model, args.dtype)
+    lm = _load_model(args.model, args.dtype, args.quantize)
     if prompt is not None:
         check_soft_prompt(prompt, lm.config.hidden_size)
     out: dict[str, Any] = {"model": lm.name, "country": args.country or "all", "sets": {}}
@@ -157,7 +159,7 @@ def run_robustness(args: argparse.Namespace) -> int:
 
     prompt, metadata = _read_prompt(args.soft_prompt)
     instrument = vsm13(wording=args.wording)
-    lm = _load_model(args.model, args.dtype)
+    lm = _load_model(args.model, args.dtype, args.quantize)
     check_soft_prompt(prompt, lm.config.hidden_size)
     target = args.country or args.target
     readout = args.readout or metadata.get("readout") or "expected"

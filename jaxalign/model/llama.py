@@ -3,8 +3,9 @@
 Numerics follow Hugging Face transformers' ``LlamaForCausalLM``: RMSNorm statistics in float32,
 rotary embeddings in the rotate-half layout (q/k weights of HF checkpoints are already in the
 split-halves order), grouped-query attention, SwiGLU MLP, optional tied embeddings. Parameters and
-activations use the model dtype (float32 or bfloat16); attention softmax runs in float32 and the
-logits are returned as float32.
+activations use the model dtype (float32, bfloat16 or float16); attention softmax runs in float32 and
+the logits are returned as float32. With ``quantize="int8"`` the decoder's linear weights are int8
+with per-output-channel scales, applied by :func:`jaxalign.model.quantize.linear`.
 
 The same module runs Qwen2/Qwen2.5 and Mistral (``Qwen2ForCausalLM``, ``MistralForCausalLM``): the
 config's ``qkv_bias`` / ``o_bias`` add stacked ``(L, ...)`` biases to the attention projections
@@ -32,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.model.config import LlamaConfig
+from jaxalign.model.quantize import Int8Weight, check_quantize, linear, quantize_int8
 
 Array = jax.Array
 
@@ -85,24 +87,26 @@ def layer_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _canonical_dtype(dtype: Any) -> np.dtype:
-    """``jnp.float32``/``jnp.bfloat16`` or their names -> numpy dtype; anything else is a ValueError."""
+    """``jnp.float32``/``jnp.bfloat16``/``jnp.float16`` or their names -> numpy dtype; else a ValueError."""
     try:
         resolved = jnp.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise ValueError(f"dtype must be float32 or bfloat16 (jnp dtype or its name), got {dtype!r}")
+    if resolved not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16 (jnp dtype or its name), got {dtype!r}")
     return resolved
 
 
 class DecoderLayers(nnx.Module):
     """All decoder layers' weights, each stacked along a leading layer axis ``(L, ...)``.
 
-    Linear weights are stored ``(in, out)`` (HF stores ``(out, in)``; the loader transposes).
-    Biases (:data:`LAYER_BIAS_NAMES`, zeros at init) exist only when the config has them.
+    Linear weights are stored ``(in, out)`` (HF stores ``(out, in)``; the loader transposes), as
+    :class:`~jaxalign.model.quantize.Int8Weight` with ``quantize="int8"``. Biases
+    (:data:`LAYER_BIAS_NAMES`, zeros at init, never quantised) exist only when the config has them.
     """
 
-    def __init__(self, config: LlamaConfig, *, dtype: Any, rngs: nnx.Rngs, init_std: float):
+    def __init__(self, config: LlamaConfig, *, dtype: Any, rngs: nnx.Rngs, init_std: float,
+                 quantize: str | None = None):
         for name, shape in layer_param_shapes(config).items():
             if name.endswith("layernorm"):
                 value = jnp.ones(shape, dtype)
@@ -110,12 +114,18 @@ class DecoderLayers(nnx.Module):
                 value = jnp.zeros(shape, dtype)
             else:
                 value = (init_std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+                value = quantize_int8(value) if quantize == "int8" else value
             setattr(self, name, nnx.Param(value))
 
     def stacked(self) -> dict[str, Array]:
         """The stacked weights (and biases, if any) as a plain dict (the ``xs`` of the layer scan)."""
         names = LAYER_PARAM_NAMES + tuple(n for n in LAYER_BIAS_NAMES if hasattr(self, n))
-        return {name: getattr(self, name)[...] for name in names}
+        return {name: _param_value(getattr(self, name)) for name in names}
+
+
+def _param_value(param: nnx.Param) -> Array | Int8Weight:
+    """The array (or :class:`Int8Weight`) held by an ``nnx.Param``."""
+    return param.get_value() if hasattr(param, "get_value") else param.value
 
 
 class Llama(nnx.Module):
@@ -127,17 +137,24 @@ class Llama(nnx.Module):
     """
 
     def __init__(self, config: LlamaConfig, *, dtype: Any = jnp.float32, rngs: nnx.Rngs,
-                 init_std: float = 0.02, head_init_std: float | None = None):
-        """Random weights ``N(0, init_std)`` (LM head ``N(0, head_init_std or init_std)``), norms 1."""
+                 init_std: float = 0.02, head_init_std: float | None = None,
+                 quantize: str | None = None):
+        """Random weights ``N(0, init_std)`` (LM head ``N(0, head_init_std or init_std)``), norms 1.
+
+        ``quantize="int8"``: decoder linear weights as :class:`Int8Weight` (see
+        :mod:`jaxalign.model.quantize`; embedding, LM head and norms stay in ``dtype``).
+        """
         self.config = config
         self.dtype = _canonical_dtype(dtype)
+        self.quantize = check_quantize(quantize)
         vocab, d = config.vocab_size, config.hidden_size
 
         def normal(shape: tuple[int, ...], std: float) -> nnx.Param:
             return nnx.Param((std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(self.dtype))
 
         self.embed_tokens = normal((vocab, d), init_std)
-        self.layers = DecoderLayers(config, dtype=self.dtype, rngs=rngs, init_std=init_std)
+        self.layers = DecoderLayers(config, dtype=self.dtype, rngs=rngs, init_std=init_std,
+                                    quantize=self.quantize)
         self.norm = nnx.Param(jnp.ones((d,), self.dtype))
         head_std = init_std if head_init_std is None else head_init_std
         self.lm_head = None if config.tie_word_embeddings else normal((vocab, d), head_std)
@@ -294,7 +311,8 @@ def attention_projections(config: LlamaConfig, weights: dict[str, Array],
     """
     batch, length, _ = x.shape
     heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    query, key, value = x @ weights["q_proj"], x @ weights["k_proj"], x @ weights["v_proj"]
+    query, key, value = (linear(x, weights["q_proj"]), linear(x, weights["k_proj"]),
+                         linear(x, weights["v_proj"]))
     if config.qkv_bias:
         query, key, value = query + weights["q_bias"], key + weights["k_bias"], value + weights["v_bias"]
     return (query.reshape(batch, length, heads, head_dim), key.reshape(batch, length, kv_heads, head_dim),
@@ -303,7 +321,7 @@ def attention_projections(config: LlamaConfig, weights: dict[str, Array],
 
 def attention_output(config: LlamaConfig, weights: dict[str, Array], attended: Array) -> Array:
     """The output projection of attended values ``(B, T, N*hd) -> (B, T, d)`` (+ its bias, if any)."""
-    out = attended @ weights["o_proj"]
+    out = linear(attended, weights["o_proj"])
     return out + weights["o_bias"] if config.o_bias else out
 
 
@@ -317,12 +335,22 @@ def decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
     query, key, value = attention_projections(config, weights, x)
     query = apply_rotary(query, cos, sin)
     key = apply_rotary(key, cos, sin)
-    attended = jax.nn.dot_product_attention(query, key, value, mask=mask)     # (B, T, N, hd)
+    attended = _dot_product_attention(query, key, value, mask)                 # (B, T, N, hd)
     hidden = hidden + attention_output(config, weights, attended.reshape(batch, length, heads * head_dim))
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
-    gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])
-    return hidden + gated @ weights["down_proj"]
+    gated = jax.nn.silu(linear(x, weights["gate_proj"])) * linear(x, weights["up_proj"])
+    return hidden + linear(gated, weights["down_proj"])
+
+
+def _dot_product_attention(query: Array, key: Array, value: Array, mask: Array) -> Array:
+    """``jax.nn.dot_product_attention``; float16 on a CPU runs it in float32 (XLA's CPU dot has no
+    float16-in/float32-out algorithm, and a CPU computes float16 in float32 anyway)."""
+    if query.dtype == jnp.float16 and jax.default_backend() == "cpu":
+        f32 = jnp.float32
+        out = jax.nn.dot_product_attention(query.astype(f32), key.astype(f32), value.astype(f32), mask=mask)
+        return out.astype(query.dtype)
+    return jax.nn.dot_product_attention(query, key, value, mask=mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,8 +437,8 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     hidden = hidden + attention_output(config, weights, attended.reshape(batch, length, heads * head_dim))
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
-    gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])
-    return hidden + gated @ weights["down_proj"], key, value
+    gated = jax.nn.silu(linear(x, weights["gate_proj"])) * linear(x, weights["up_proj"])
+    return hidden + linear(gated, weights["down_proj"]), key, value
 
 
 def last_real_index(attention_mask: Array) -> Array:
@@ -515,8 +543,13 @@ class LM:
 
     @property
     def dtype(self) -> np.dtype:
-        """Dtype of the weights and activations (float32 or bfloat16)."""
+        """Dtype of the weights and activations (float32, bfloat16 or float16)."""
         return self.model.dtype
+
+    @property
+    def quantize(self) -> str | None:
+        """``"int8"`` when the decoder's linear weights are int8, else ``None``."""
+        return getattr(self.model, "quantize", None)
 
     @property
     def embedding_matrix(self) -> Array:

@@ -38,6 +38,7 @@ from jaxalign.model.config import LlamaConfig
 from jaxalign.model.llama import (
     LAYER_BIAS_NAMES, LAYER_PARAM_NAMES, LM, Llama, _canonical_dtype, layer_param_shapes,
 )
+from jaxalign.model.quantize import QUANTIZED_LAYER_PARAMS, Int8Weight, check_quantize, quantize_int8
 
 TINY_RANDOM = "tiny-random"
 
@@ -102,7 +103,7 @@ class _Target:
 
 def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
                revision: str | None = None, seed: int = 0, tokenizer: Any = None,
-               mesh: Any = None) -> LM:
+               mesh: Any = None, quantize: str | None = None) -> LM:
     """Load a Llama, Qwen2/Qwen2.5 or Mistral checkpoint as a frozen :class:`LM`.
 
     Args:
@@ -120,6 +121,10 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
         placed straight onto its shards over the ``"model"`` axis as it is read (a model larger
         than one device loads; none is ever whole on one device). A model whose heads, KV heads,
         MLP size or vocabulary does not divide by the model axis is refused (ValueError).
+      quantize: ``None`` (default) or ``"int8"``: the decoder's linear weights are stored in int8
+        with one scale per output channel, quantised as each tensor is read (the host-memory bound
+        above holds); embedding, LM head and norms stay in ``dtype``, which is also the compute
+        dtype. See :mod:`jaxalign.model.quantize`.
 
     Raises:
       ValueError: bad dtype, unsupported ``model_type`` (the message lists the supported ones;
@@ -129,10 +134,11 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
       FileNotFoundError: no such folder, no ``config.json``, no safetensors weights.
     """
     dtype = _canonical_dtype(dtype)
+    quantize = check_quantize(quantize)
     if str(path_or_hub_id) == TINY_RANDOM:
         from jaxalign.model.tiny import tiny_model
 
-        return tiny_model(dtype=dtype, seed=seed, mesh=mesh)
+        return tiny_model(dtype=dtype, seed=seed, mesh=mesh, quantize=quantize)
 
     # config.json alone first: an unsupported model is refused before any weight is read or downloaded
     folder = _resolve_folder(path_or_hub_id, revision, patterns=["config.json"])
@@ -146,7 +152,7 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
         from jaxalign.parallel import check_model_divisible
 
         check_model_divisible(config, mesh)
-    model = _build_model(config, dtype, tensors, targets, mesh)
+    model = _build_model(config, dtype, tensors, targets, mesh, quantize)
 
     if tokenizer is None:
         tokenizer = _load_tokenizer(folder)
@@ -306,6 +312,27 @@ def _write_layer(buffer: jax.Array, layer: jax.Array, tensor: jax.Array, transpo
 _write_layer_jit = jax.jit(_write_layer, static_argnums=3, donate_argnums=0)
 
 
+def _write_layer_int8(q_buffer: jax.Array, scale_buffer: jax.Array, layer: jax.Array, tensor: jax.Array,
+                      transpose: bool) -> tuple[jax.Array, jax.Array]:
+    """``buffers[layer] = int8 of (tensor.T if transpose else tensor)``; both buffers donated."""
+    weight = quantize_int8(tensor.T if transpose else tensor)   # (in, out) int8, (out,) float32
+    return (jax.lax.dynamic_update_index_in_dim(q_buffer, weight.q, layer, 0),
+            jax.lax.dynamic_update_index_in_dim(scale_buffer, weight.scale, layer, 0))
+
+
+def _int8_buffers(shape: tuple[int, ...], name: str, mesh: Any) -> Int8Weight:
+    """Zero int8 weight ``(L, in, out)`` and float32 scales ``(L, out)``, sharded on ``mesh`` if any."""
+    scale_shape = (*shape[:-2], shape[-1])
+    if mesh is None:
+        return Int8Weight(q=jnp.zeros(shape, jnp.int8), scale=jnp.zeros(scale_shape, jnp.float32))
+    from jaxalign import parallel
+
+    return Int8Weight(
+        q=parallel.sharded_zeros(shape, jnp.int8, parallel.param_sharding(name, len(shape), mesh)),
+        scale=parallel.sharded_zeros(scale_shape, jnp.float32,
+                                     parallel.scale_sharding(name, len(scale_shape), mesh)))
+
+
 def _cast_to(tensor: jax.Array, dtype: np.dtype) -> jax.Array:
     return tensor.astype(dtype)
 
@@ -333,19 +360,24 @@ def _read_tensor(entry: _TensorEntry) -> np.ndarray:
 
 
 def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _TensorEntry],
-                 targets: dict[str, _Target], mesh: Any = None) -> Llama:
-    abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0)))
+                 targets: dict[str, _Target], mesh: Any = None, quantize: str | None = None) -> Llama:
+    abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0), quantize=quantize))
     graphdef, abstract_state = nnx.split(abstract)
 
+    int8_params = QUANTIZED_LAYER_PARAMS if quantize == "int8" else ()
+    float_shapes = {name: shape for name, shape in layer_param_shapes(config).items() if name not in int8_params}
     if mesh is None:
-        stacked = {name: jnp.zeros(shape, dtype) for name, shape in layer_param_shapes(config).items()}
+        stacked = {name: jnp.zeros(shape, dtype) for name, shape in float_shapes.items()}
         write_layer = _write_layer_jit
     else:  # every buffer and tensor placed straight onto its shards (jaxalign.parallel)
         from jaxalign import parallel
 
         stacked = {name: parallel.sharded_zeros(shape, dtype, parallel.param_sharding(name, len(shape), mesh))
-                   for name, shape in layer_param_shapes(config).items()}
+                   for name, shape in float_shapes.items()}
         write_layer = jax.jit(_write_layer, static_argnums=3, donate_argnums=0)
+    for name in int8_params:  # int8 buffers (L, in, out) and their scales (L, out)
+        stacked[name] = _int8_buffers(layer_param_shapes(config)[name], name, mesh)
+    write_int8 = jax.jit(_write_layer_int8, static_argnums=4, donate_argnums=(0, 1))
     pure: dict[str, Any] = {"layers": stacked}
     by_file: dict[Path, list[str]] = {}
     for name in targets:
@@ -367,8 +399,12 @@ def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _Tenso
                 pure[target.param[0]] = raw if raw.dtype == dtype else _cast_jit(raw, dtype)
             else:
                 param = target.param[1]
-                stacked[param] = write_layer(stacked[param], jnp.int32(target.layer), raw,
-                                             target.transpose)
+                if param in int8_params:
+                    stacked[param] = Int8Weight(*write_int8(stacked[param].q, stacked[param].scale,
+                                                            jnp.int32(target.layer), raw, target.transpose))
+                else:
+                    stacked[param] = write_layer(stacked[param], jnp.int32(target.layer), raw,
+                                                 target.transpose)
             del raw
     nnx.replace_by_pure_dict(abstract_state, pure)  # in place
     return nnx.merge(graphdef, abstract_state)

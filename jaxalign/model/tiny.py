@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxalign.model.config import LlamaConfig
 from jaxalign.model.llama import LM, Llama, _canonical_dtype, layer_param_shapes
+from jaxalign.model.quantize import Int8Weight, check_quantize, quantize_int8
 
 TINY_NAME = "tiny-random"
 TINY_INIT_STD = 0.2       # embeddings and layer weights
@@ -46,15 +47,18 @@ def tiny_config(vocab_size: int) -> LlamaConfig:
 
 def random_llama(config: LlamaConfig, *, dtype: Any = jnp.float32, seed: int = 0,
                  init_std: float = TINY_INIT_STD, head_init_std: float | None = None,
-                 mesh: Any = None) -> Llama:
+                 mesh: Any = None, quantize: str | None = None) -> Llama:
     """A :class:`Llama` with weights ``N(0, init_std)`` (LM head ``N(0, head_init_std or init_std)``), norms 1.
 
     Weights are drawn with NumPy's generator in float32 (fast, and bit-identical on every platform
     and backend), then cast to ``dtype``. With a ``mesh`` (:func:`jaxalign.parallel.make_mesh`)
     each weight goes from host memory straight onto its shards (:func:`jaxalign.parallel.shard_params`).
+    ``quantize="int8"``: the decoder's linear weights are drawn in float32, then made int8
+    (:mod:`jaxalign.model.quantize`), each in turn.
     """
     dtype = _canonical_dtype(dtype)
-    abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0)))
+    quantize = check_quantize(quantize)
+    abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0), quantize=quantize))
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng(seed)
 
@@ -62,11 +66,18 @@ def random_llama(config: LlamaConfig, *, dtype: Any = jnp.float32, seed: int = 0
         value = (std * rng.standard_normal(shape, dtype=np.float32)).astype(dtype)
         return value if mesh is not None else jnp.asarray(value)
 
+    def draw_linear(shape: tuple[int, ...], std: float) -> Any:
+        value = draw(shape, std)
+        if quantize != "int8":
+            return value
+        q = quantize_int8(value)
+        return q if mesh is None else Int8Weight(q=np.asarray(q.q), scale=np.asarray(q.scale))
+
     vocab, d = config.vocab_size, config.hidden_size
     weights: dict[str, Any] = {
         "embed_tokens": draw((vocab, d), init_std),
         "layers": {
-            name: jnp.ones(shape, dtype) if name.endswith("layernorm") else draw(shape, init_std)
+            name: jnp.ones(shape, dtype) if name.endswith("layernorm") else draw_linear(shape, init_std)
             for name, shape in layer_param_shapes(config).items()
         },
         "norm": jnp.ones((d,), dtype),
@@ -82,15 +93,17 @@ def random_llama(config: LlamaConfig, *, dtype: Any = jnp.float32, seed: int = 0
     return nnx.merge(graphdef, state)
 
 
-def tiny_model(dtype: Any = jnp.float32, seed: int = 0, mesh: Any = None) -> LM:
+def tiny_model(dtype: Any = jnp.float32, seed: int = 0, mesh: Any = None,
+               quantize: str | None = None) -> LM:
     """The ``"tiny-random"`` :class:`LM`, offline: random weights from ``seed`` (std 0.2, LM head 0.3).
 
     ``mesh``: place the weights sharded over its ``"model"`` axis (see :mod:`jaxalign.parallel`).
+    ``quantize="int8"``: the same weights with the decoder's linear layers in int8.
     """
     from jaxalign.model.tiny_tokenizer import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     config = tiny_config(len(tokenizer))
     model = random_llama(config, dtype=dtype, seed=seed, init_std=TINY_INIT_STD,
-                         head_init_std=TINY_HEAD_INIT_STD, mesh=mesh)
+                         head_init_std=TINY_HEAD_INIT_STD, mesh=mesh, quantize=quantize)
     return LM(name=TINY_NAME, config=config, model=model, tokenizer=tokenizer)
