@@ -447,6 +447,11 @@ def run_pipeline(
     problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options)
     report.total = problem.total_steps - 1
     report.phase(f"scoring the baselines ({', '.join(config.baselines) or 'none'})")
+    if "persona" in config.baselines:
+        for target in targets:
+            if not target.code:
+                report.phase(f"no persona baseline for {target.name}: a custom target names no "
+                             "country for the persona to come from")
     baseline_rows = pipeline.baselines(problem)
     checkpoint_dir = None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve())
 

@@ -158,16 +158,21 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--target", type=target_argument, help="custom target, e.g. 'PDI=80,IDV=20' (others left out)")
     parser.add_argument("--out", required=True, help="output folder (checkpoints and results)")
     parser.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    parser.add_argument("--generations", type=int, default=defaults.generations)
-    parser.add_argument("--population", type=int, default=defaults.population)
+    parser.add_argument("--generations", type=int, default=defaults.generations,
+                        help="optimizer generations after the initial population (Adam: the same "
+                             "forward-pass budget in steps)")
+    parser.add_argument("--population", type=int, default=defaults.population,
+                        help="soft prompts scored per generation (all in one batched pass)")
     parser.add_argument("-k", "--k", type=int, default=defaults.k, help="soft-prompt length (virtual tokens)")
     parser.add_argument(
         "--subspace", type=int, default=defaults.subspace,
         help="search a random subspace of this dimension (0: the full K x d space)",
     )
     parser.add_argument("--strategy", default=defaults.strategy, help="evosax algorithm name")
-    parser.add_argument("--crossover-rate", type=float, default=defaults.crossover_rate)
-    parser.add_argument("--differential-weight", type=float, default=defaults.differential_weight)
+    parser.add_argument("--crossover-rate", type=float, default=defaults.crossover_rate,
+                        help="DE's crossover probability CR per coordinate")
+    parser.add_argument("--differential-weight", type=float, default=defaults.differential_weight,
+                        help="DE's differential weight F (used when --dither is 'none')")
     parser.add_argument(
         "--dither", type=_float_pair, default=defaults.dither, metavar="FMIN,FMAX",
         help="draw the differential weight uniformly in [FMIN, FMAX] each generation; 'none' keeps it fixed",
@@ -175,7 +180,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init-scale", type=float, default=defaults.init_scale,
                         help="spread of the initial population, in embedding standard deviations")
     parser.add_argument("--init-text", default=None, help="initialise the soft prompt from this text's embeddings")
-    parser.add_argument("--readout", default=defaults.readout, choices=("expected", "argmax", "sample"))
+    parser.add_argument("--readout", default=defaults.readout, choices=("expected", "argmax", "sample"),
+                        help="how an item's answer distribution becomes its score: the expected "
+                             "answer, the most likely one, or the mean of sampled respondents")
     parser.add_argument("--respondents", type=int, default=defaults.n_respondents,
                         help="respondents per item for --readout sample")
     parser.add_argument("--slot", default=defaults.slot, choices=SLOTS,
@@ -183,10 +190,12 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "after_item (before the answer instruction) or user_end (after it, the "
                              "fastest to score)")
     parser.add_argument("--system", default=None, help="system text placed before the soft prompt")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the initial prompt, the subspace and the optimizer")
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
                         help="generations per on-device chunk (progress and checkpoints in between)")
-    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="write a checkpoint every N generations (default: after every chunk)")
     parser.add_argument("--members-per-pass", type=_members_per_pass, default=None,
                         help="population members per forward pass when memory is short (default: all at "
                              "once); 'auto': the largest slice that fits the device's free memory")
@@ -505,19 +514,84 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless the sentence already states it); an
+    ``examples:`` epilog keeps its lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default is argparse.SUPPRESS or not action.option_strings or action.required
+                or "default" in text):
+            return text
+        if action.default is None or action.default is False:
+            shown = "off" if isinstance(action, argparse._StoreTrueAction) else "none"
+        else:
+            shown = "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+# Examples at the end of each command's --help ("eval" lists its evaluations' examples too).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "countries": ("jaxalign countries", "jaxalign countries korea", "jaxalign countries --json"),
+    "align": (
+        "jaxalign align --country China --out runs/china",
+        "jaxalign align --model meta-llama/Meta-Llama-3-8B-Instruct --country Japan --population 64 "
+        "--generations 100 --out runs/japan",
+        "jaxalign align --target 'PDI=80,IDV=20' --out runs/custom    # no persona baseline: "
+        "a custom target names no country",
+    ),
+    "score": (
+        "jaxalign score --country China",
+        "jaxalign score --soft-prompt runs/china/soft_prompt.safetensors --country China --json",
+        "jaxalign score --persona 'You are a person from Japan.' --country Japan",
+    ),
+    "eval": (
+        "jaxalign eval culturalbench --soft-prompt runs/china/soft_prompt.safetensors --country China "
+        "--data CulturalBench-Easy.csv",
+        "jaxalign eval robustness --soft-prompt runs/china/soft_prompt.safetensors --country China",
+    ),
+    "culturalbench": (
+        "jaxalign eval culturalbench --country China --data CulturalBench-Easy.csv",
+        "jaxalign eval culturalbench --soft-prompt runs/china/soft_prompt.safetensors --country China "
+        "--set both --data data/culturalbench/",
+    ),
+    "robustness": (
+        "jaxalign eval robustness --soft-prompt runs/china/soft_prompt.safetensors --country China",
+        "jaxalign eval robustness --soft-prompt runs/c/soft_prompt.safetensors --target 'PDI=80' --json",
+    ),
+}
+
+
+def _finish_help(parser: argparse.ArgumentParser, name: str | None) -> None:
+    """Gives ``parser`` and its sub-commands the defaults-showing formatter and their examples."""
+    parser.formatter_class = HelpFormatter
+    if name in EXAMPLES and not parser.epilog:
+        parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                _finish_help(sub, sub_name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="jaxalign",
         description=(
-            "Align a frozen Llama with a country's Hofstede cultural profile (VSM 2013) by "
-            "tuning a soft prompt with Differential Evolution, in JAX."
+            "Align a frozen language model (Llama, Qwen2, Mistral) with a country's Hofstede "
+            "cultural profile (VSM 2013) by tuning a soft prompt, in JAX."
         ),
     )
     parser.add_argument("--version", action="version", version=f"jaxalign {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(subparsers)
+    _finish_help(parser, None)
     return parser
 
 

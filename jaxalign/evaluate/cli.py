@@ -41,7 +41,9 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--data", default=None,
                        help="CulturalBench CSV/JSONL/JSON/parquet file, or a folder holding "
                        "CulturalBench-Easy.csv / -Hard.csv (default: download from the Hub)")
-    bench.add_argument("--set", default="easy", choices=("easy", "hard", "both"), dest="bench_set")
+    bench.add_argument("--set", default="easy", choices=("easy", "hard", "both"), dest="bench_set",
+                       help="which CulturalBench set: Easy (multiple choice), Hard (true/false per "
+                            "option) or both")
     bench.add_argument("--batch-size", type=int, default=None,
                        help="sequences per forward pass (default: all at once)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
