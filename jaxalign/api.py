@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxalign._io import atomic_path, write_text_atomic
+from jaxalign._io import write_text_atomic
 from jaxalign.baselines import BASELINES, BaselineResult, run_baselines
 from jaxalign.model import LM
 from jaxalign.parallel import gather_to_all, is_main_process, replicate, sync_processes
@@ -197,7 +197,8 @@ class AlignResult:
             return {n: _num(v) for n, v in zip(self.dimensions, np.asarray(values, np.float64))}
 
         methods = {
-            name: {"loss": _num(b.loss), "dims": dims_dict(b.dims), "system": b.system}
+            name: {"loss": _num(b.loss), "dims": dims_dict(b.dims), "system": b.system,
+                   "answers": np.asarray(b.probs, np.float64).round(6).tolist()}
             for name, b in self.baselines.items()
         }
         methods["optimized"] = {"loss": _num(self.loss), "dims": dims_dict(self.dims),
@@ -533,33 +534,11 @@ def score(
 
 
 def plot_dims(result: AlignResult, path: str | os.PathLike) -> None:
-    """Bar chart of the six dimensions: target, each baseline and the aligned prompt."""
-    import matplotlib
+    """Bar chart of the six dimensions (target, each baseline, the aligned prompt) saved to ``path``.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn without pyplot (:func:`jaxalign.plots.dims_figure`), so the user's matplotlib backend
+    is never switched.
+    """
+    from jaxalign.plots import dims_figure, save_figure
 
-    series = [("target", np.asarray(result.target.values, np.float64))]
-    series += [(name, np.asarray(b.dims, np.float64)) for name, b in result.baselines.items()]
-    series += [("aligned", np.asarray(result.dims, np.float64))]
-    n_dims = len(result.dimensions)
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(1.6 * n_dims + 2, 4))
-    for i, (name, values) in enumerate(series):
-        xs = np.arange(n_dims) + (i - (len(series) - 1) / 2) * width
-        ok = ~np.isnan(values)
-        ax.bar(xs[ok], values[ok], width, label=name)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_xticks(np.arange(n_dims), result.dimensions)
-    ax.set_ylabel("index (constants C as configured)")
-    ax.set_title(
-        f"{result.target.name}: L1 aligned {result.loss:.1f}"
-        + "".join(f", {n} {b.loss:.1f}" for n, b in result.baselines.items())
-    )
-    ax.legend(fontsize="small", ncols=len(series))
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(dims_figure(result.to_json()), path)

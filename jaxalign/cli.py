@@ -287,13 +287,14 @@ def _load(model: str, dtype: str, mesh=None):
 
 
 def _dims_table(dimensions, rows) -> str:
-    header = f"{'':10s}" + "".join(f"{d:>8s}" for d in dimensions) + f"{'L1':>8s}"
+    width = max(10, *(len(row[0]) + 2 for row in rows))
+    header = " " * width + "".join(f"{d:>8s}" for d in dimensions) + f"{'L1':>8s}"
     lines = [header]
     for row in rows:
         name, values = row[0], row[1]
         loss = row[2] if len(row) > 2 else float("nan")
         cells = "".join(f"{_format_score(float(v)):>8s}" for v in values)
-        lines.append(f"{name:10s}{cells}{_format_score(float(loss)):>8s}")
+        lines.append(f"{name:{width}s}{cells}{_format_score(float(loss)):>8s}")
     return "\n".join(lines)
 
 
@@ -353,7 +354,8 @@ def run_score(args: argparse.Namespace) -> int:
             out["loss"] = float(scores.loss[0])
         print(json.dumps(out, indent=2))
         return 0
-    rows = [("model", dims, float(scores.loss[0]))]
+    label = " + ".join(n for n, on in (("soft prompt", args.soft_prompt), ("persona", args.persona)) if on)
+    rows = [(label or "plain", dims, float(scores.loss[0]))]
     if target is not None:
         rows.insert(0, ("target", target.values))
     print(f"model {lm.name}; wording {instrument.wording}")
@@ -361,6 +363,94 @@ def run_score(args: argparse.Namespace) -> int:
     print("\nitem  mean   P(1)   P(2)   P(3)   P(4)   P(5)")
     for item_id, mean, row in zip(instrument.item_ids, scores.item_means[0], probs):
         print(f"{item_id:>4s}  {float(mean):4.2f}  " + "  ".join(f"{p:5.3f}" for p in row))
+    return 0
+
+
+# ------------------------------------------------------------------------------ show
+def add_show_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "show",
+        help="summarise a finished or interrupted run and draw its figures",
+        description=(
+            "Print the summary of the run in RUN (its results.json: target, model, losses and "
+            "dims per method, generations done) and write its figures into RUN: dims.png (dims "
+            "per method), loss.png (best-so-far and population-mean loss per generation) and "
+            "answers.png (each item's answer distribution, plain vs aligned)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  jaxalign show runs/china\n"
+            "  jaxalign show runs/china --no-figures --json\n"
+            "  jaxalign show runs/china --open        # also open the figures in the image viewer"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="the --out folder of 'jaxalign align'")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="print the summary only; write no figure (default: write them)")
+    parser.add_argument("--open", action="store_true",
+                        help="open the figures with the system's default viewer (default: no)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as one JSON document (default: a table)")
+    parser.set_defaults(run=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    run_dir = Path(args.run_dir)
+    results = run_dir / "results.json"
+    if not run_dir.is_dir():
+        raise CommandError(f"{str(run_dir)!r} is not a folder")
+    if not results.is_file():
+        hint = (" It holds a checkpoint: the run was interrupted before it wrote any results; "
+                "continue it with 'jaxalign align ... --resume'."
+                if (run_dir / "checkpoints").exists() else "")
+        raise CommandError(f"no results.json in {str(run_dir)!r}.{hint}")
+    try:
+        run = json.loads(results.read_text())
+    except json.JSONDecodeError as error:
+        raise CommandError(f"{str(results)!r} is not valid JSON: {error}") from None
+    dimensions = list(run["target"]["dims"])
+    best = run.get("history", {}).get("best_loss", [])
+    generations = run.get("config", {}).get("generations")
+    done = max(len(best) - 1, 0)
+    figures = []
+    if not args.no_figures:
+        from jaxalign.plots import save_run_figures
+
+        figures = [str(p) for p in save_run_figures(run, run_dir)]
+    if args.json:
+        print(json.dumps({
+            "run": str(run_dir), "partial": bool(run.get("partial")), "model": run.get("model"),
+            "target": run["target"]["name"], "generations_done": done,
+            "generations": generations,
+            "methods": {m: {"loss": r.get("loss"), "dims": r.get("dims")}
+                        for m, r in run["methods"].items()},
+            "figures": figures,
+        }, indent=2))
+    else:
+        state = "partial (interrupted)" if run.get("partial") else "finished"
+        print(f"run {run_dir}: {state}, {done} of {generations} generations")
+        print(f"target {run['target']['name']}; model {run.get('model')}; "
+              f"wording {run.get('wording')}; readout {run.get('config', {}).get('readout')}")
+
+        def value(v):
+            return float("nan") if v is None else float(v)
+
+        rows = [("target", [value(run["target"]["dims"][d]) for d in dimensions])]
+        for method, record in run["methods"].items():
+            name = "aligned" if method == "optimized" else method
+            rows.append((name, [value(record["dims"].get(d)) for d in dimensions],
+                         value(record.get("loss"))))
+        print(_dims_table(dimensions, rows))
+        if figures:
+            print("figures: " + ", ".join(figures))
+    if args.open and figures:
+        import webbrowser
+
+        for path in figures:
+            webbrowser.open(Path(path).resolve().as_uri())
     return 0
 
 
@@ -372,6 +462,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_align_command,
     add_score_command,
     add_eval_command,
+    add_show_command,
 )
 
 
