@@ -70,7 +70,7 @@ _EXPORTS: dict[str, str] = {
     # using the aligned prompt: generation, chat, PEFT export
     "generate": "jaxalign.generation",
     "Generation": "jaxalign.generation",
-    "export_peft": "jaxalign.generation.export",
+    "export_peft": "jaxalign.generation",
     # several devices and hosts (jax.sharding meshes)
     "make_mesh": "jaxalign.parallel",
     "parse_mesh": "jaxalign.parallel",
