@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     lm = common.build_preset(args.preset, dtype, layers=args.layers, seed=args.seed)
     soft = np.asarray(common.random_prompts(lm, 1, args.k, seed=args.seed)[0])
     prompts = questions(args.batch)
+    print(f"jaxalign: {args.batch} rows x {args.new_tokens} tokens ...", file=sys.stderr, flush=True)
     ours = time_jax(lm, prompts, soft, args)
     decoded = args.batch * (args.new_tokens - 1)
     result: dict[str, Any] = {
@@ -136,6 +137,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "decode_speedup_vs_torch": None, "ttft_speedup_vs_torch": None, "tokens_agree": None,
     }
     if not args.no_torch:
+        print(f"jaxalign done (TTFT {ours['ttft_s']:.3f} s, total {ours['total_s']:.3f} s); transformers ...",
+              file=sys.stderr, flush=True)
         theirs = time_torch(lm, ours["embeds"], ours["mask"], args)
         torch_rate = decoded / (theirs["total_s"] - theirs["ttft_s"])
         agree = float(np.mean(theirs["tokens"] == ours["tokens"]))

@@ -190,18 +190,22 @@ def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequ
     lengths = np.asarray([len(a) + (0 if v is None else len(v)) + len(b) for a, v, b in pieces], np.int32)
     length = -(-int(lengths.max()) // bucket) * bucket
     d = lm.config.hidden_size
-    table = np.asarray(lm.embedding_matrix.astype(jnp.float32))
-    embeds = np.zeros((len(pieces), length, d), np.float32)
+    pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+    ids = np.full((len(pieces), length), pad_id, np.int32)          # soft and padding slots: pad_id
+    soft = np.zeros((len(pieces), length, d), np.float32)            # the soft vectors in their slots
+    is_soft = np.zeros((len(pieces), length), bool)
     mask = np.zeros((len(pieces), length), np.int32)
     for row, (before, vectors, after) in enumerate(pieces):
-        parts = [table[np.asarray(before, np.int64)].reshape(-1, d)]
-        if vectors is not None:
-            parts.append(vectors)
-        parts.append(table[np.asarray(after, np.int64)].reshape(-1, d))
-        sequence = np.concatenate(parts, axis=0)
-        embeds[row, length - len(sequence):] = sequence
-        mask[row, length - len(sequence):] = 1
-    return Rows(embeds=jnp.asarray(embeds, lm.dtype), mask=jnp.asarray(mask), lengths=lengths)
+        start = length - int(lengths[row])                            # left padding
+        k = 0 if vectors is None else len(vectors)
+        ids[row, start:start + len(before)] = before
+        if k:
+            soft[row, start + len(before):start + len(before) + k] = vectors
+            is_soft[row, start + len(before):start + len(before) + k] = True
+        ids[row, start + len(before) + k:] = after
+        mask[row, start:] = 1
+    embeds = jnp.where(jnp.asarray(is_soft)[..., None], jnp.asarray(soft, lm.dtype), lm.embed(ids))
+    return Rows(embeds=embeds, mask=jnp.asarray(mask), lengths=lengths)
 
 
 # -- the compiled decoder -------------------------------------------------------------------------
