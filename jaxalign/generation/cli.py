@@ -107,7 +107,7 @@ def default_questions(wording: str | None = None) -> list[str]:
 
 
 def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else " " for c in text.replace("\n", " "))
+    return "".join(c if c.isprintable() else " " for c in text.replace("\n", " ")).strip()
 
 
 def two_columns(answers: list[dict], width: int = 100) -> str:
