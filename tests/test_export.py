@@ -15,8 +15,13 @@ import pytest
 
 import jaxalign
 from jaxalign import api
+from jaxalign.generation.export import (
+    PEFT_CONFIG,
+    PEFT_TENSOR,
+    PEFT_WEIGHTS,
+    export_peft,
+)
 from jaxalign.scoring import make_scorer
-from jaxalign.generation.export import PEFT_CONFIG, PEFT_TENSOR, PEFT_WEIGHTS, export_peft
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
@@ -41,9 +46,9 @@ def aligned(lm, tmp_path_factory):
 
 @pytest.mark.slow
 def test_peft_loads_the_export_and_answers_like_jaxalign(lm, aligned, tmp_path):
-    from benchmarks.common import torch_model_from_lm
     from safetensors.numpy import load_file
 
+    from benchmarks.common import torch_model_from_lm
     from jaxalign.softprompt import load_soft_prompt
 
     prompt, metadata = load_soft_prompt(aligned)

@@ -235,6 +235,7 @@ def test_item_first_slots_match_their_reference(lm, vsm, prompts, slot):
     np.testing.assert_allclose(np.asarray(got.dims), ref_dims, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_start_slot_matches_its_reference(lm, vsm, prompts):
     """Soft vectors before BOS: an empty prefix, in every scoring mode."""
     ref_probs, ref_means, _ = reference_scores(lm, vsm, prompts, slot="start")

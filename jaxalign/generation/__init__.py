@@ -23,7 +23,7 @@ _EXPORTS = {
     "export_peft": "jaxalign.generation.export",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["Generation", "SoftPrompt", "export_peft", "generate", "stop_token_ids"]
 
 
 def __getattr__(name: str) -> Any:

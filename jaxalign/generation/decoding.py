@@ -34,9 +34,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from jaxalign.model import LM
-from jaxalign.model import llama
+from jaxalign.model import LM, llama
 from jaxalign.prompting.layout import (
     SOFT_PROMPT_SENTINEL,
     START_SLOT,
@@ -258,8 +258,8 @@ def _next_logits(model, hidden_last: Array) -> Array:
 def _start(graphdef, params, embeds: Array, mask: Array, seed_key: Array, sampling: Array,
            max_new_tokens: int) -> DecodeState:
     """Prefill ``embeds (B, T, d)`` once and choose the first token."""
-    model = llama.nnx.merge(graphdef, params)
-    batch, length, _ = embeds.shape
+    model = nnx.merge(graphdef, params)
+    batch = embeds.shape[0]
     hidden, cache = model.prefill(embeds, mask)                                    # (B, T, d)
     widen = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0), (0, 0))
     cache = llama.KVCache(keys=jnp.pad(cache.keys, widen), values=jnp.pad(cache.values, widen),
@@ -275,7 +275,7 @@ def _start(graphdef, params, embeds: Array, mask: Array, seed_key: Array, sampli
 @functools.partial(jax.jit, static_argnums=(0,))
 def _advance(graphdef, params, state: DecodeState, until: Array, stop_ids: Array, pad_id: Array) -> DecodeState:
     """Emit tokens until ``step == until`` (traced: any chunk size, one compile) or all rows stop."""
-    model = llama.nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, params)
     batch, max_new = state.out.shape
     prompt_length = state.cache.mask.shape[1] - max_new
 
