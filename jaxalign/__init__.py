@@ -67,6 +67,10 @@ _EXPORTS: dict[str, str] = {
     "evaluate_culturalbench": "jaxalign.evaluate.culturalbench",
     "evaluate_robustness": "jaxalign.evaluate.robustness",
     "align_both_orders": "jaxalign.evaluate.robustness",
+    # using the aligned prompt: generation, chat, PEFT export
+    "generate": "jaxalign.generation",
+    "Generation": "jaxalign.generation",
+    "export_peft": "jaxalign.generation",
     # several devices and hosts (jax.sharding meshes)
     "make_mesh": "jaxalign.parallel",
     "parse_mesh": "jaxalign.parallel",

@@ -504,6 +504,11 @@ def run_show(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ registry
 from jaxalign.evaluate.cli import add_eval_command  # noqa: E402  (light: argparse only)
+from jaxalign.generation.cli import (  # noqa: E402  (light: argparse only)
+    add_chat_command,
+    add_export_command,
+    add_generate_command,
+)
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_countries_command,
@@ -511,6 +516,9 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_score_command,
     add_eval_command,
     add_show_command,
+    add_generate_command,
+    add_chat_command,
+    add_export_command,
 )
 
 

@@ -155,3 +155,20 @@ def test_steps_before_after_agree():
     assert rows["buckets"]["before"]["options"] == {"mode": "full", "n_buckets": 1}
     with pytest.raises(SystemExit):
         steps.main(["--steps", "warp_drive"])
+
+
+@pytest.mark.slow
+def test_generate_benchmark_json_and_torch_agreement(capsys):
+    from benchmarks import generate as generate_bench
+
+    result = generate_bench.main(["--preset", "tiny", "--layers", "2", "--batch", "2", "--new-tokens", "6",
+                                  "--repeats", "1", "--torch-threads", "1", "--json"])
+    printed = json.loads(capsys.readouterr().out)  # exactly one JSON document
+    for key in ("ttft_s", "decode_tokens_per_s", "torch_ttft_s", "torch_decode_tokens_per_s",
+                "decode_speedup_vs_torch", "device", "date", "command", "B", "K", "M"):
+        assert key in printed, key
+    assert printed["command"].startswith("python benchmarks/generate.py --preset tiny")
+    assert printed["B"] == 2 and printed["M"] == 6 and printed["layers"] == 2
+    assert result["decode_tokens_per_s"] > 0 and result["torch_decode_tokens_per_s"] > 0
+    # same weights, greedy: transformers generate emits the same tokens
+    assert result["tokens_agree"] == 1.0

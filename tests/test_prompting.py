@@ -89,6 +89,9 @@ def test_tokens_decode_to_template_output_without_slot(tok, items, batches, slot
     for q, item in enumerate(items):
         messages = item_messages(item, slot=slot, system=PERSONA)
         with_sentinel = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if slot == "start":  # before the whole rendered sequence, BOS included
+            assert SOFT_PROMPT_SENTINEL not in with_sentinel
+            with_sentinel = SOFT_PROMPT_SENTINEL + with_sentinel
         assert with_sentinel.count(SOFT_PROMPT_SENTINEL) == 1
         prefix, suffix = _decode_rows(tok, batch, q)
         assert prefix + suffix == with_sentinel.replace(SOFT_PROMPT_SENTINEL, "") == texts[q]
@@ -219,7 +222,7 @@ def test_llama31_like_template(tok, items):
         for q in range(4):
             prefix, suffix = _decode_rows(tok, batch, q)
             assert prefix + suffix == texts[q]
-            assert "Cutting Knowledge Date" in prefix
+            assert "Cutting Knowledge Date" in (suffix if slot == "start" else prefix)
         assert batch.prefix_shared == (slot not in ITEM_FIRST_SLOTS)
     batch = render_items(tok, items[:2], slot="system", chat_template=LLAMA31_LIKE_TEMPLATE)
     assert _decode_rows(tok, batch, 0)[0].endswith("Today Date: 26 Jul 2024\n\n")
@@ -316,3 +319,11 @@ def test_bucketing(batches, slot):
     assert len(bucket_items(batch, 100)) == batch.n_items  # at most one item per bucket
     with pytest.raises(ValueError, match="n_buckets"):
         bucket_items(batch, 0)
+
+
+def test_start_slot_puts_the_soft_prompt_before_bos(tok, items):
+    batch = render_items(tok, items[:3], slot="start", system=PERSONA)
+    assert batch.prefix_ids.shape == (3, 0) and batch.prefix_shared
+    assert batch.suffix_ids[0, 0] == tok.bos_token_id
+    marked = render_text(tok, items[:1], slot="start", marker="[soft]")[0]
+    assert marked.startswith("[soft]" + tok.bos_token)

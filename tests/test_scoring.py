@@ -74,9 +74,11 @@ def reference_pieces(tok, item, slot: str, reverse: bool) -> tuple[list[int], li
     options = "\n".join(f"{j}. {label}" for j, label in enumerate(labels, start=1))
     body = f"{str(item.text).strip()}\n{options}\n"
     user = {"user_start": f"{MARK}{body}{INSTRUCTION}", "after_item": f"{body}{MARK}{INSTRUCTION}",
-            "user_end": f"{body}{INSTRUCTION}{MARK}"}[slot]
+            "user_end": f"{body}{INSTRUCTION}{MARK}", "start": f"{body}{INSTRUCTION}"}[slot]
     text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                    add_generation_prompt=True)
+    if slot == "start":  # PEFT's place: before everything, BOS included
+        text = MARK + text
     before, after = text.split(MARK)
     encode = lambda s: list(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
     return encode(before), encode(after), codes
@@ -231,6 +233,18 @@ def test_item_first_slots_match_their_reference(lm, vsm, prompts, slot):
     np.testing.assert_allclose(np.asarray(got.probs), ref_probs, atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.item_means), ref_means, atol=5e-5)
     np.testing.assert_allclose(np.asarray(got.dims), ref_dims, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_start_slot_matches_its_reference(lm, vsm, prompts):
+    """Soft vectors before BOS: an empty prefix, in every scoring mode."""
+    ref_probs, ref_means, _ = reference_scores(lm, vsm, prompts, slot="start")
+    for mode in ("cached", "full"):
+        start = make_scorer(lm, vsm, k=K, slot="start", mode=mode)
+        assert start.batch.prefix_len == 0 and start.batch.prefix_shared
+        got = start(prompts)
+        np.testing.assert_allclose(np.asarray(got.probs), ref_probs, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got.item_means), ref_means, atol=5e-5)
 
 
 # ----------------------------------------------------------------------------- 6. spread

@@ -434,7 +434,7 @@ def render_judgements(
     chat_template: str | None = None,
 ) -> JudgementBatch:
     """Renders every judgement of ``bench`` with the chat template, split at the soft-prompt slot."""
-    from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, check_slot, render_conversation, slot_messages
+    from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, check_slot, render_with_slot, slot_messages
 
     check_slot(slot)
     if bench.n_questions == 0:
@@ -444,12 +444,10 @@ def render_judgements(
     for body, instruction, _, _ in bodies:
         if SOFT_PROMPT_SENTINEL in body:
             raise ValueError(f"a question contains the reserved string {SOFT_PROMPT_SENTINEL!r}")
-        text = render_conversation(
-            tokenizer, slot_messages(body, instruction, system=system, slot=slot),
+        text = render_with_slot(
+            tokenizer, slot_messages(body, instruction, system=system, slot=slot), slot,
             chat_template,
         )
-        if text.count(SOFT_PROMPT_SENTINEL) != 1:
-            raise ValueError(f"the chat template did not render the soft-prompt slot {slot!r} exactly once")
         before, after = text.split(SOFT_PROMPT_SENTINEL)
         prefixes.append(before)
         suffixes.append(after)

@@ -26,6 +26,7 @@ from jaxalign.prompting.layout import (
     check_slot,
     item_messages,
     render_conversation,
+    render_with_slot,
 )
 
 
@@ -54,7 +55,7 @@ class PromptBatch:
         prefix_shared: True when every item's prefix is the same tokens (then ``prefix_mask``
             is all ones and the prefix can be computed once for all items).
         item_ids: the ``Q`` item ids, in the order of the ``Q`` axis.
-        slot: ``"user_start"``, ``"system"``, ``"after_item"`` or ``"user_end"``.
+        slot: ``"user_start"``, ``"system"``, ``"after_item"``, ``"user_end"`` or ``"start"``.
         system: the system text rendered (``""`` when ``slot="system"`` created an empty
             system message), or None when there was no system message.
         pad_id: the id used for padding.
@@ -279,7 +280,8 @@ def render_items(
             ``.options``), ``Q`` in all.
         system: optional system (persona) text, shared by every item.
         slot: where the soft prompt goes: ``"user_start"`` (default), ``"system"``,
-            ``"after_item"`` or ``"user_end"`` (see :mod:`jaxalign.prompting.layout`).
+            ``"after_item"``, ``"user_end"`` or ``"start"`` (before BOS; see
+            :mod:`jaxalign.prompting.layout`).
         reverse_options: present the options last-to-first (numbered 1..n in the new order;
             ``answer_order`` maps them back).
         pad_to_multiple: round ``Ts`` (and ``Tp`` when the prefix differs between items) up to
@@ -306,15 +308,10 @@ def render_items(
         messages = item_messages(
             item, system=system, slot=slot, reverse_options=reverse_options, instruction=instruction
         )
-        text = render_conversation(tokenizer, messages, chat_template)
-        count = text.count(SOFT_PROMPT_SENTINEL)
-        if count != 1:
-            role = "system" if slot == "system" else "user"
-            raise ValueError(
-                f"the chat template rendered the soft-prompt slot {count} times for item "
-                f"{item.id!r} (expected once); it does not render the {role} message content "
-                f"verbatim. Try another slot than {slot!r} or another chat_template."
-            )
+        try:
+            text = render_with_slot(tokenizer, messages, slot, chat_template)
+        except ValueError as error:
+            raise ValueError(f"item {item.id!r}: {error}") from None
         before, after = text.split(SOFT_PROMPT_SENTINEL)
         prefixes.append(before)
         suffixes.append(after)

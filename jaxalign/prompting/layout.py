@@ -23,6 +23,9 @@ string is split there (see :func:`jaxalign.prompting.render_items`). Slot positi
   assistant turn's start (the answer cue) follows the soft prompt: the item-first layout
   ``[prefix][item text, options, instruction][K soft vectors][answer cue]`` with the least
   per-member work (the fastest layout when the item text is computed once per item).
+- ``"start"``: before the whole sequence, BOS included: ``[K soft vectors][BOS, turns...]``.
+  This is where PEFT prompt tuning puts its virtual tokens, so a prompt tuned here exports as a
+  PEFT adapter (``jaxalign export --format peft``). The prefix is empty (shared by every item).
 
 With ``reverse_options=True`` the labels are listed last-to-first and numbered 1..5 in that
 new order, so the digit shown next to a label changes: presented digit ``j + 1`` stands for the
@@ -36,7 +39,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-SLOTS: tuple[str, ...] = ("user_start", "system", "after_item", "user_end")
+SLOTS: tuple[str, ...] = ("user_start", "system", "after_item", "user_end", "start")
+
+# The slot before the whole rendered sequence (BOS included): where PEFT prompt tuning puts its
+# virtual tokens, so only prompts tuned there export as a PEFT adapter.
+START_SLOT = "start"
 
 # Slots after the item text: the prefix differs per item, the soft prompt comes after it.
 ITEM_FIRST_SLOTS: tuple[str, ...] = ("after_item", "user_end")
@@ -156,7 +163,8 @@ def slot_messages(
 
     ``"user_start"``: the user turn is ``marker + body + instruction``; ``"after_item"``:
     ``body + marker + instruction``; ``"user_end"``: ``body + instruction + marker``; ``"system"``: the marker ends the system turn (an empty one
-    is made when ``system`` is None). Any other prompt (e.g. a benchmark question) uses the same
+    is made when ``system`` is None); ``"start"``: no marker in any message (it goes before the
+    rendered text: see :func:`render_with_slot`). Any other prompt (e.g. a benchmark question) uses the same
     layout as the survey items through this function.
     """
     check_slot(slot)
@@ -166,7 +174,7 @@ def slot_messages(
         user = f"{body}{marker}{instruction}"
     elif slot == "user_end":
         user = f"{body}{instruction}{marker}"
-    else:
+    else:  # "system" and "start"
         user = f"{body}{instruction}"
     messages = []
     if system is not None or slot == "system":
@@ -202,6 +210,34 @@ def render_conversation(
     return text
 
 
+def render_with_slot(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    slot: str,
+    chat_template: str | None = None,
+    marker: str = SOFT_PROMPT_SENTINEL,
+) -> str:
+    """The rendered conversation with ``marker`` exactly once, where the soft prompt goes.
+
+    ``messages`` carry the marker in their slot (:func:`slot_messages`), except for the
+    ``"start"`` slot, whose marker is put before the rendered text (BOS included). Raises
+    ``ValueError`` when the template did not render the marker exactly once.
+    """
+    check_slot(slot)
+    text = render_conversation(tokenizer, messages, chat_template)
+    if slot == START_SLOT:
+        text = marker + text
+    count = text.count(marker)
+    if count != 1:
+        role = "system" if slot == "system" else "user"
+        raise ValueError(
+            f"the chat template rendered the soft-prompt slot {count} times (expected once); it "
+            f"does not render the {role} message content verbatim. Try another slot than "
+            f"{slot!r} or another chat_template."
+        )
+    return text
+
+
 def render_text(
     tokenizer: Any,
     instrument_or_items: Any,
@@ -221,7 +257,8 @@ def render_text(
     """
     items = as_items(instrument_or_items)
     return [
-        render_conversation(
+        (marker if slot == START_SLOT else "")
+        + render_conversation(
             tokenizer,
             item_messages(
                 item,

@@ -1,0 +1,223 @@
+"""The ``jaxalign generate``, ``jaxalign chat`` and ``jaxalign export`` commands.
+
+``generate`` answers prompts given on the command line (with ``--compare``: the plain and the
+aligned model side by side, in one batch); ``chat`` is a multi-turn session on stdin/stdout whose
+answers stream as they decode; ``export --format peft`` writes a ``start``-slot prompt as a PEFT
+adapter. Heavy imports stay inside the ``run_*`` functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+# The survey items asked as open questions by ``generate --compare`` when none are given.
+COMPARE_ITEMS: tuple[str, ...] = ("1", "11", "19", "20")
+
+
+def _add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    from jaxalign.cli import _add_model_arguments
+
+    _add_model_arguments(parser)
+    parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors from 'jaxalign align'")
+    parser.add_argument("--slot", default=None,
+                        help="soft-prompt slot (default: the one stored with the soft prompt)")
+    parser.add_argument("--system", default=None, help="system text (default: the soft prompt's own, if any)")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
+# ------------------------------------------------------------------------------ generate
+def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="answer prompts with the model and an optional soft prompt (or both, --compare)",
+        description=(
+            "Answer each PROMPT (a user message) with the frozen model, with the soft prompt in its "
+            "slot of the chat when --soft-prompt is given. With --compare, the plain and the aligned "
+            "model answer the same questions in one batch, printed in two columns (default "
+            "questions: a few VSM 2013 items asked as open questions)."
+        ),
+    )
+    parser.add_argument("prompts", nargs="*", metavar="PROMPT", help="user messages to answer")
+    _add_decoding_arguments(parser, max_new_tokens=64)
+    parser.add_argument("--compare", action="store_true",
+                        help="plain vs aligned model side by side (needs --soft-prompt)")
+    parser.add_argument("--width", type=int, default=100, help="--compare: total width of the two columns")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(run=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from jaxalign.cli import CommandError, _load
+    from jaxalign.generation.decoding import as_soft_prompt, generate
+
+    if args.compare and args.soft_prompt is None:
+        raise CommandError("--compare needs --soft-prompt (the aligned model to compare with the plain one)")
+    questions = list(args.prompts)
+    if not questions:
+        if not args.compare:
+            raise CommandError("give at least one PROMPT (or --compare with --soft-prompt)")
+        questions = default_questions(args.wording)
+    if args.soft_prompt is not None:
+        from jaxalign.softprompt import load_soft_prompt
+
+        load_soft_prompt(args.soft_prompt)  # read errors before loading the model
+    lm = _load(args.model, args.dtype)
+    aligned = as_soft_prompt(args.soft_prompt, lm.config.hidden_size, args.slot)
+    soft = [None, aligned] if args.compare else [aligned]
+    result = generate(lm, questions, soft, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                      top_p=args.top_p, seed=args.seed, system=args.system)
+    settings = {"model": lm.name, "soft_prompt": args.soft_prompt,
+                "slot": None if aligned is None else aligned.slot, "max_new_tokens": args.max_new_tokens,
+                "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
+    if args.compare:
+        answers = [{"question": q, "plain": result.texts[0][n], "aligned": result.texts[1][n],
+                    "plain_stopped": bool(result.stopped[0, n]), "aligned_stopped": bool(result.stopped[1, n])}
+                   for n, q in enumerate(questions)]
+        if args.json:
+            print(json.dumps({**settings, "answers": answers}, indent=2))
+        else:
+            print(two_columns(answers, args.width))
+        return 0
+    answers = [{"prompt": q, "answer": result.texts[0][n], "stopped": bool(result.stopped[0, n]),
+                "tokens": int(result.lengths[0, n])} for n, q in enumerate(questions)]
+    if args.json:
+        print(json.dumps({**settings, "answers": answers}, indent=2))
+        return 0
+    for answer in answers:
+        if len(answers) > 1:
+            print(f"> {answer['prompt']}")
+        print(answer["answer"])
+        if len(answers) > 1:
+            print()
+    return 0
+
+
+def default_questions(wording: str | None = None) -> list[str]:
+    """The texts of the VSM 2013 items :data:`COMPARE_ITEMS`, asked as open questions."""
+    from jaxalign.survey import vsm13
+
+    items = {item.id: item for item in vsm13(wording=wording).items}
+    return [str(items[i].text).strip() for i in COMPARE_ITEMS]
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in text.replace("\n", " ")).strip()
+
+
+def two_columns(answers: list[dict], width: int = 100) -> str:
+    """Each question, then the plain and the aligned answer wrapped side by side."""
+    column = max(20, (width - 3) // 2)
+    lines = []
+    for answer in answers:
+        lines.append(textwrap.fill(f"Q: {answer['question']}", width=2 * column + 3))
+        left = textwrap.wrap(_printable(answer["plain"]), column) or [""]
+        right = textwrap.wrap(_printable(answer["aligned"]), column) or [""]
+        lines.append(f"{'plain':<{column}} | aligned")
+        lines.append(f"{'-' * column}-+-{'-' * column}")
+        for row in range(max(len(left), len(right))):
+            a = left[row] if row < len(left) else ""
+            b = right[row] if row < len(right) else ""
+            lines.append(f"{a:<{column}} | {b}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
+# ------------------------------------------------------------------------------ chat
+def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "chat",
+        help="multi-turn chat with the model and an optional soft prompt, answers streamed",
+        description=(
+            "Chat with the frozen model: each line on stdin is a user turn; the answer is printed on "
+            "stdout as it decodes. The soft prompt stays in its slot of the first user turn (or of "
+            "the system turn). '/reset' starts a new conversation; '/quit' or end of input ends."
+        ),
+    )
+    _add_decoding_arguments(parser, max_new_tokens=128)
+    parser.add_argument("--chunk", type=int, default=4, help="tokens decoded per streamed chunk")
+    parser.set_defaults(run=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from jaxalign.cli import CommandError, _load
+    from jaxalign.generation.decoding import prepare
+
+    if args.chunk < 1:
+        raise CommandError(f"--chunk must be >= 1, got {args.chunk}")
+    if args.soft_prompt is not None:
+        from jaxalign.softprompt import load_soft_prompt
+
+        load_soft_prompt(args.soft_prompt)
+    lm = _load(args.model, args.dtype)
+    interactive = sys.stdin.isatty()
+    history: list[dict[str, str]] = []
+    turn = 0
+    while True:
+        if interactive:
+            print("you> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if line.strip() in ("/quit", "/exit"):
+            break
+        if line.strip() == "/reset":
+            history = []
+            print("(new conversation)", file=sys.stderr)
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        decoder, _, _ = prepare(lm, [history], args.soft_prompt, max_new_tokens=args.max_new_tokens,
+                                temperature=args.temperature, top_p=args.top_p, seed=args.seed + turn,
+                                slot=args.slot, system=args.system)
+        print("assistant> ", end="", flush=True)
+        state = decoder.start()
+        shown = ""
+        while True:
+            state = decoder.advance(state, args.chunk)
+            tokens, lengths, stopped = decoder.emitted(state)
+            text = decoder.text(tokens[0], int(lengths[0]))
+            finished = bool(stopped[0]) or int(state.step) >= args.max_new_tokens
+            if not text.endswith("\ufffd") or finished:  # hold back half a multi-byte character
+                print(text[len(shown):], end="", flush=True)
+                shown = text
+            if finished:
+                break
+        print(flush=True)
+        history.append({"role": "assistant", "content": shown})
+        turn += 1
+    return 0
+
+
+# ------------------------------------------------------------------------------ export
+def add_export_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a soft prompt for other tools (PEFT prompt tuning)",
+        description=(
+            "Write a soft prompt tuned in the 'start' slot (jaxalign align --slot start) as a PEFT "
+            "prompt-tuning adapter: adapter_config.json and adapter_model.safetensors, loadable with "
+            "peft.PeftModel.from_pretrained(base_model, OUT). Prompts of other slots are refused."
+        ),
+    )
+    parser.add_argument("--format", required=True, choices=("peft",), help="export format")
+    parser.add_argument("--soft-prompt", required=True, help="soft_prompt.safetensors from 'jaxalign align'")
+    parser.add_argument("--out", required=True, help="adapter folder to write")
+    parser.add_argument("--base-model", default=None,
+                        help="base model id or path recorded in the adapter (default: the prompt's own)")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from jaxalign.generation.export import export_peft
+
+    out = export_peft(args.soft_prompt, args.out, base_model=args.base_model)
+    print(f"wrote a PEFT prompt-tuning adapter to {out}")
+    return 0

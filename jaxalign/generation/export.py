@@ -1,0 +1,103 @@
+"""Export a soft prompt as a PEFT prompt-tuning adapter (``peft.PeftModel.from_pretrained``).
+
+PEFT's prompt tuning (``task_type="CAUSAL_LM"``) prepends its ``num_virtual_tokens`` embeddings
+to the embeddings of the whole input, before BOS, and extends the attention mask with ones; the
+virtual tokens take positions ``0..K-1`` and the text follows. That is exactly jaxalign's
+``start`` slot, so a prompt tuned there (``jaxalign align --slot start``) is written as::
+
+    DIR/adapter_config.json          peft_type PROMPT_TUNING, task_type CAUSAL_LM,
+                                     num_virtual_tokens K, token_dim d, base_model_name_or_path
+    DIR/adapter_model.safetensors    prompt_embeddings (K, d) float32
+
+A prompt tuned in any other slot sits inside the chat (after the system text or the user header),
+which a prompt-tuning adapter cannot express: exporting it is refused. Such prompts are used from
+PyTorch by splicing the vectors into ``inputs_embeds`` (README, "Using the soft prompt in
+PyTorch"). The file of ``jaxalign align`` holds the materialised prompt (``p0 + A z`` for a
+subspace search), which is what is exported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxalign.prompting.layout import START_SLOT
+
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_CONFIG = "adapter_config.json"
+PEFT_TENSOR = "prompt_embeddings"
+
+
+def peft_config(num_virtual_tokens: int, token_dim: int, base_model: str | None) -> dict[str, Any]:
+    """The ``adapter_config.json`` of a CAUSAL_LM prompt-tuning adapter (fields PEFT reads)."""
+    return {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": "CAUSAL_LM",
+        "num_virtual_tokens": int(num_virtual_tokens),
+        "token_dim": int(token_dim),
+        "num_transformer_submodules": 1,
+        "num_attention_heads": None,   # PEFT fills these from the base model's config
+        "num_layers": None,
+        "base_model_name_or_path": base_model,
+        "revision": None,
+        "inference_mode": True,
+        "prompt_tuning_init": "RANDOM",  # how PEFT would initialise; the weights file overrides it
+        "prompt_tuning_init_text": None,
+        "tokenizer_name_or_path": None,
+        "tokenizer_kwargs": None,
+        "modules_to_save": None,
+    }
+
+
+def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | None = None,
+                slot: str | None = None) -> Path:
+    """Writes ``soft_prompt`` into the folder ``out`` as a PEFT prompt-tuning adapter.
+
+    Args:
+      soft_prompt: a ``soft_prompt.safetensors`` path from ``jaxalign align`` (its stored slot and
+        model are used) or a ``(K, d)`` array (then ``slot`` must say ``"start"``).
+      out: the adapter folder (created; existing adapter files are overwritten).
+      base_model: the base model's Hub id or path recorded in the adapter (default: the soft
+        prompt's stored ``model``).
+      slot: the slot the prompt was tuned in, overriding the file's.
+
+    Raises:
+      ValueError: the prompt was tuned in another slot than ``start`` (explained), or is not
+        ``(K, d)``.
+    """
+    from safetensors.numpy import save_file
+
+    from jaxalign._io import atomic_path
+    from jaxalign.softprompt import load_soft_prompt
+
+    metadata: dict[str, str] = {}
+    if isinstance(soft_prompt, (str, os.PathLike)):
+        vectors, metadata = load_soft_prompt(soft_prompt)
+    else:
+        vectors = np.asarray(soft_prompt, np.float32)
+    if vectors.ndim != 2 or min(vectors.shape) < 1:
+        raise ValueError(f"a soft prompt must have shape (K, d), got {vectors.shape}")
+    slot = slot or metadata.get("slot", "user_start")
+    if slot != START_SLOT:
+        raise ValueError(
+            f"this soft prompt was tuned in the {slot!r} slot, inside the chat; a PEFT prompt-tuning "
+            "adapter can only put its virtual tokens before the whole input (BOS included), which is "
+            f"jaxalign's {START_SLOT!r} slot, so it would not mean the same thing there. Tune one with "
+            f"'jaxalign align --slot {START_SLOT}' to export it, or use this one from PyTorch by "
+            "splicing its vectors into inputs_embeds at its slot (README: 'Using the soft prompt in "
+            "PyTorch')."
+        )
+    base = base_model or metadata.get("model") or None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / PEFT_WEIGHTS) as tmp:
+        save_file({PEFT_TENSOR: np.ascontiguousarray(vectors, np.float32)}, tmp,
+                  metadata={"format": "pt"})
+    config = peft_config(vectors.shape[0], vectors.shape[1], base)
+    with atomic_path(out / PEFT_CONFIG) as tmp:
+        Path(tmp).write_text(json.dumps(config, indent=2) + "\n")
+    return out
