@@ -425,13 +425,6 @@ def add_show_command(subparsers: argparse._SubParsersAction) -> None:
             "per method), loss.png (best-so-far and population-mean loss per generation) and "
             "answers.png (each item's answer distribution, plain vs aligned)."
         ),
-        epilog=(
-            "examples:\n"
-            "  jaxalign show runs/china\n"
-            "  jaxalign show runs/china --no-figures --json\n"
-            "  jaxalign show runs/china --open        # also open the figures in the image viewer"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dir", metavar="RUN", help="the --out folder of 'jaxalign align'")
     parser.add_argument("--no-figures", action="store_true",
@@ -562,6 +555,19 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "jaxalign eval culturalbench --soft-prompt runs/china/soft_prompt.safetensors --country China "
         "--data CulturalBench-Easy.csv",
         "jaxalign eval robustness --soft-prompt runs/china/soft_prompt.safetensors --country China",
+    ),
+    "show": ("jaxalign show runs/china", "jaxalign show runs/china --no-figures --json",
+             "jaxalign show runs/china --open        # also open the figures in the image viewer"),
+    "generate": (
+        "jaxalign generate 'What matters most in a good job?'",
+        "jaxalign generate --soft-prompt runs/china/soft_prompt.safetensors --compare",
+        "jaxalign generate --model Qwen/Qwen2.5-0.5B-Instruct --temperature 0.7 --seed 1 'Hello!'",
+    ),
+    "chat": ("jaxalign chat", "jaxalign chat --soft-prompt runs/china/soft_prompt.safetensors"),
+    "export": (
+        "jaxalign export --format peft --soft-prompt runs/start/soft_prompt.safetensors --out adapter/",
+        "jaxalign export --format peft --soft-prompt runs/start/soft_prompt.safetensors --out adapter/ "
+        "--base-model meta-llama/Meta-Llama-3-8B-Instruct",
     ),
     "culturalbench": (
         "jaxalign eval culturalbench --country China --data CulturalBench-Easy.csv",

@@ -35,7 +35,8 @@ def test_every_option_has_a_sentence_and_shows_its_default(path):
             assert "default" in formatter._get_help_string(action), (path, action.option_strings)
 
 
-@pytest.mark.parametrize("name", ["countries", "align", "score", "eval", "culturalbench", "robustness"])
+@pytest.mark.parametrize("name", ["countries", "align", "score", "eval", "culturalbench", "robustness",
+                                  "show", "generate", "chat", "export"])
 def test_help_ends_with_examples(name):
     path = next(p for p in COMMANDS if p[-1] == name)
     text = COMMANDS[path].format_help()
@@ -48,6 +49,7 @@ def test_custom_target_example_says_why_there_is_no_persona():
     assert "no persona baseline" in COMMANDS[("align",)].format_help()
 
 
+@pytest.mark.slow
 def test_a_custom_target_run_says_why_there_is_no_persona(tmp_path, capsys):
     from jaxalign.cli import main
 

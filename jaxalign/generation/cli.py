@@ -25,10 +25,11 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int
     parser.add_argument("--slot", default=None,
                         help="soft-prompt slot (default: the one stored with the soft prompt)")
     parser.add_argument("--system", default=None, help="system text (default: the soft prompt's own, if any)")
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                        help="most tokens generated per answer (a row stops earlier at end of turn)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 decodes greedily")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1: the whole distribution)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled tokens (same seed, same tokens)")
 
 
 # ------------------------------------------------------------------------------ generate
@@ -48,7 +49,7 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare", action="store_true",
                         help="plain vs aligned model side by side (needs --soft-prompt)")
     parser.add_argument("--width", type=int, default=100, help="--compare: total width of the two columns")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.set_defaults(run=run_generate)
 
 
@@ -207,7 +208,7 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> None:
             "peft.PeftModel.from_pretrained(base_model, OUT). Prompts of other slots are refused."
         ),
     )
-    parser.add_argument("--format", required=True, choices=("peft",), help="export format")
+    parser.add_argument("--format", required=True, choices=("peft",), help="export format: 'peft' writes a PEFT prompt-tuning adapter")
     parser.add_argument("--soft-prompt", required=True, help="soft_prompt.safetensors from 'jaxalign align'")
     parser.add_argument("--out", required=True, help="adapter folder to write")
     parser.add_argument("--base-model", default=None,
