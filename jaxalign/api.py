@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxalign._io import write_text_atomic
 from jaxalign.baselines import BASELINES, BaselineResult, run_baselines
+from jaxalign.fingerprint import run_fingerprints
 from jaxalign.model import LM
 from jaxalign.parallel import gather_to_all, is_main_process, replicate, sync_processes
 from jaxalign.optimize import EvolutionConfig, evolve
@@ -43,6 +44,7 @@ from jaxalign.survey import Instrument, Target, resolve_target, vsm13
 MAX_K = 512
 MAX_POPULATION = 65536
 CHECKPOINT_FOLDER = "checkpoints"
+SPACE_FILE = "search_space.safetensors"  # p0 and the subspace basis, so a resume never redraws them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +191,7 @@ class AlignResult:
     resumed_from: int | None = None
     method: str = "de"
     s_per_generation: float = float("nan")
+    fingerprints: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -227,6 +230,7 @@ class AlignResult:
             "wall_s": round(self.wall_s, 3),
             "compile_s": round(self.compile_s, 3),
             "s_per_generation": _num(round(self.s_per_generation, 5)),
+            "fingerprints": self.fingerprints,
         }
 
     def save(self, out: str | os.PathLike) -> Path:
@@ -328,6 +332,42 @@ def search_space(lm: LM, config: AlignConfig) -> tuple[SoftPromptSpace, float]:
     return subspace(p0, config.subspace, jax.random.key(config.seed + 1), embedding_std), embedding_std
 
 
+def _saved_search_space(path: Path, space: SoftPromptSpace, *, resume: bool) -> SoftPromptSpace:
+    """The run's search space, kept in ``path`` (``p0`` and the basis ``A``, exact float32).
+
+    A fresh run writes ``space`` there (process 0, atomically) before its first checkpoint; a
+    resume reads it back instead of redrawing ``A`` from the seed, so the DE state continues in
+    the space it was made in even where another JAX release would draw other random bits. The
+    checkpoint's record holds the space's exact digest, so an edited or swapped file is refused.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    from jaxalign._io import atomic_path
+
+    if resume and path.is_file():
+        try:
+            saved = load_file(str(path))
+        except Exception as error:
+            raise ValueError(f"{str(path)!r} is not a readable search-space file: {error}") from None
+        if "p0" not in saved:
+            raise ValueError(f"{str(path)!r} holds no p0 tensor; was it written by jaxalign?")
+        basis = saved.get("basis")
+        same_shapes = saved["p0"].shape == tuple(space.p0.shape) and (
+            (basis is None and space.basis is None)
+            or (basis is not None and space.basis is not None and basis.shape == tuple(space.basis.shape)))
+        if not same_shapes:  # another k/subspace: the configuration check names the difference
+            return space
+        return SoftPromptSpace(p0=jnp.asarray(saved["p0"]),
+                               basis=None if basis is None else jnp.asarray(basis))
+    if is_main_process():
+        tensors = {"p0": np.ascontiguousarray(np.asarray(space.p0, np.float32))}
+        if space.basis is not None:
+            tensors["basis"] = np.ascontiguousarray(np.asarray(space.basis, np.float32))
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp)
+    return space
+
+
 def result_from_evolution(
     evo: Any,
     space: SoftPromptSpace,
@@ -340,6 +380,7 @@ def result_from_evolution(
     baselines: dict[str, BaselineResult],
     t_start: float,
     method: str,
+    fingerprints: dict[str, Any] | None = None,
 ) -> AlignResult:
     """An :class:`AlignResult` for the best prompt of an evolution run, scored by ``scorer``."""
     prompt = np.asarray(space.decode(jnp.asarray(evo.best_z)))  # (K, d)
@@ -366,6 +407,7 @@ def result_from_evolution(
         evaluations=int(evo.evaluations),
         resumed_from=evo.resumed_from,
         s_per_generation=float(evo.s_per_generation),
+        fingerprints=fingerprints,
     )
 
 
@@ -419,6 +461,9 @@ def align(
         members_per_pass=config.members_per_pass, mode=config.scoring_mode, mesh=mesh,
     )
     space, embedding_std = search_space(lm, config)
+    if out_dir is not None:
+        space = _saved_search_space(out_dir / SPACE_FILE, space, resume=resume)
+    content = run_fingerprints(lm, instrument, target, scorer.batch, space)
     if mesh is not None:
         space = replicate(space, mesh)  # every device decodes its own members' prompts
 
@@ -439,6 +484,7 @@ def align(
         "target": [_num(v) for v in np.asarray(target.values, np.float64)],
         **{key: value for key, value in config.to_dict().items()
            if key not in ("generations", "chunk_size", "checkpoint_every", "baselines")},
+        "content": content,
     }
     bar = _progress_bar(config.generations, enabled=progress and is_main_process())
     try:
@@ -458,7 +504,7 @@ def align(
 
     result = result_from_evolution(
         evo, space, scorer, lm=lm, instrument=instrument, target=target, config=config,
-        baselines=baselines, t_start=t_start, method="de",
+        baselines=baselines, t_start=t_start, method="de", fingerprints=content,
     )
     if out_dir is not None and is_main_process():
         result.save(out_dir)

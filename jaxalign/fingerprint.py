@@ -289,3 +289,17 @@ def space_fingerprint(space: Any) -> dict[str, Any]:
         "p0": array_digest(p0),
         "basis": "full space" if basis is None else array_digest(basis),
     }
+
+
+def run_fingerprints(lm: Any, instrument: Any, target: Any, batch: Any, space: Any) -> dict[str, Any]:
+    """Everything a run is made of, by content: ``{"model", "instrument", "target", "prompts", "space"}``.
+
+    A resume compares this dict with the checkpoint's key by key; ``results.json`` records it.
+    """
+    return {
+        "model": model_fingerprint(lm),
+        "instrument": instrument_fingerprint(instrument),
+        "target": target_fingerprint(target),
+        "prompts": prompt_fingerprint(batch),
+        "space": space_fingerprint(space),
+    }

@@ -504,7 +504,7 @@ def _check_resumable(
     if differences:
         raise ValueError(
             f"refusing to resume from {checkpointer.directory!r}: the checkpoint was made by a different "
-            f"configuration ({'; '.join(differences)})"
+            f"configuration or content ({'; '.join(differences)})"
         )
     if generation > config.generations:
         raise ValueError(
