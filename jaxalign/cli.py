@@ -33,15 +33,16 @@ class CommandError(Exception):
 def target_argument(text: str):
     """``type=`` for a ``--target`` option: a country name/alias/code or ``"DIM=value,..."``.
 
-    Returns a :class:`jaxalign.survey.Target`; a bad value becomes argparse's usage error
-    (exit code 2) with the lookup's message (closest matches, accepted dimensions).
+    Returns a :class:`jaxalign.survey.Target`. A bad value is the user's data, not a misuse of the
+    command line: it raises :class:`CommandError` with the lookup's message (closest matches,
+    accepted dimensions), which :func:`main` prints as one line without argparse's usage block.
     """
     from jaxalign.survey.targets import resolve_target
 
     try:
         return resolve_target(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise CommandError(str(error)) from None
 
 
 # ------------------------------------------------------------------------------ countries
@@ -273,8 +274,8 @@ def _mesh(args: argparse.Namespace):
         return None
     sizes = parallel.parse_mesh(args.mesh) if args.mesh is not None else {}
     mesh = parallel.make_mesh(sizes.get("data"), sizes.get("model", 1))
-    if parallel.is_main_process():
-        print(f"mesh {parallel.describe_mesh(mesh)}")
+    if parallel.is_main_process():  # a diagnostic: stdout is kept for the result (e.g. --json)
+        print(f"mesh {parallel.describe_mesh(mesh)}", file=sys.stderr)
     return mesh
 
 
@@ -518,6 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or argparse's own usage error
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    except CommandError as error:  # a value argparse accepted but the lookup refused (--country)
+        print(f"jaxalign: error: {error}", file=sys.stderr)
+        return 2
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
