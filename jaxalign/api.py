@@ -36,6 +36,7 @@ from jaxalign.softprompt import (
     init_from_ids,
     init_random_vocab,
     load_soft_prompt,
+    prompt_provenance,
     save_soft_prompt,
     subspace,
 )
@@ -247,7 +248,7 @@ class AlignResult:
 
     def prompt_metadata(self) -> dict[str, str]:
         """The metadata stored with the soft prompt (what ``jaxalign score`` needs to reuse it)."""
-        return {
+        meta = {
             "model": self.model,
             "wording": self.wording,
             "readout": self.config.readout,
@@ -255,7 +256,20 @@ class AlignResult:
             "system": self.config.system or "",
             "target": self.target.name,
             "loss": f"{self.loss:.6g}",
+            "hidden_size": str(self.soft_prompt.shape[1]),
+            "chat_date": "",  # reserved for a fixed chat date (Llama 3.1+ system turn)
         }
+        if self.fingerprints:
+            from jaxalign.fingerprint import model_digest
+
+            model = self.fingerprints["model"]
+            meta.update(
+                model_fingerprint=model_digest(model),
+                chat_format=model.get("chat_template", ""),
+                wording_fingerprint=self.fingerprints["instrument"]["items"],
+                target_fingerprint=self.fingerprints["target"]["values"],
+            )
+        return meta
 
 
 def _num(v: Any) -> float | None:
@@ -544,6 +558,7 @@ def score(
     slot: str | None = None,
     seed: int = 0,
     mesh: Any = None,
+    allow_mismatch: bool = False,
 ) -> Scores:
     """Scores one prompt: the plain model, a system text, a soft prompt, or both.
 
@@ -552,6 +567,9 @@ def score(
         readout and slot are used unless given here.
       system: system text (e.g. a persona) before the soft prompt.
       target: computes the loss against it (a Target, a country, or ``"PDI=..."``).
+      allow_mismatch: a prompt file tuned on another model, wording or slot is used with a
+        warning (:func:`jaxalign.softprompt.prompt_provenance`); ``True`` records it as the
+        caller's choice. A prompt of another width is always refused.
 
     Returns:
       :class:`~jaxalign.scoring.Scores` for a population of one: ``probs (1, Q, 5)``,
@@ -567,6 +585,9 @@ def score(
         prompt = np.asarray(soft_prompt, np.float32)
     if prompt.shape[0]:
         check_soft_prompt(prompt, lm.config.hidden_size)
+    if isinstance(soft_prompt, (str, os.PathLike)):
+        prompt_provenance(prompt, metadata, lm=lm, instrument=instrument,
+                          slot=slot or metadata.get("slot", "user_start"), allow_mismatch=allow_mismatch)
     if target is not None and not isinstance(target, Target):
         target = resolve_target(target)
     if system is None and metadata.get("system"):
