@@ -12,9 +12,10 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign._io import write_text_atomic
-from jaxalign.baselines import BASELINES, BaselineResult, run_baselines
-from jaxalign.fingerprint import run_fingerprints
+from jaxalign.baselines import BASELINES, BaselineResult
 from jaxalign.model import LM
-from jaxalign.parallel import gather_to_all, is_main_process, replicate, sync_processes
-from jaxalign.optimize import EvolutionConfig, evolve
+from jaxalign.parallel import is_main_process, sync_processes
+from jaxalign.optimize import EvolutionConfig
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
 from jaxalign.softprompt import (
     SoftPromptSpace,
@@ -43,6 +43,7 @@ from jaxalign.softprompt import (
 from jaxalign.survey import Instrument, Target, resolve_target, vsm13
 
 MAX_K = 512
+METHODS: tuple[str, ...] = ("de", "gradient")
 MAX_POPULATION = 65536
 CHECKPOINT_FOLDER = "checkpoints"
 SPACE_FILE = "search_space.safetensors"  # p0 and the subspace basis, so a resume never redraws them
@@ -78,6 +79,12 @@ class AlignConfig:
         divide ``population``; ``None``: the whole population at once).
       scoring_mode: ``"cached"`` (default: shared tokens computed once) or ``"full"``.
       baselines: baselines scored beside the aligned prompt.
+      method: ``"de"`` (the evosax strategy ``strategy``) or ``"gradient"`` (Adam on the
+        ``"expected"`` readout with DE's forward-pass budget, see
+        :mod:`jaxalign.optimize.gradient`).
+      learning_rate: Adam's step size (``method="gradient"`` only; units as ``init_scale``).
+      both_orders: tune on the mean loss of the normal and the reversed option order
+        (:func:`jaxalign.evaluate.robustness.align_both_orders`).
     """
 
     k: int = 10
@@ -100,8 +107,16 @@ class AlignConfig:
     members_per_pass: int | None = None
     scoring_mode: str = "cached"
     baselines: tuple[str, ...] = BASELINES
+    method: str = "de"
+    learning_rate: float = 0.1
+    both_orders: bool = False
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        lr = self.learning_rate
+        if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
         if not _is_int(self.k) or not 1 <= self.k <= MAX_K:
             raise ValueError(f"k (soft-prompt length) must be an integer in 1..{MAX_K}, got {self.k!r}")
         if not _is_int(self.population) or not 4 <= self.population <= MAX_POPULATION:
@@ -295,7 +310,7 @@ def check_out_dir(out: str | os.PathLike, *, resume: bool) -> Path:
         os.unlink(probe)
     except OSError as error:
         raise ValueError(f"cannot write to --out {str(out)!r}: {error.strerror or error}") from None
-    holds_run = (out / "results.json").exists() or (out / CHECKPOINT_FOLDER).exists()
+    holds_run = any((out / name).exists() for name in ("results.json", "summary.json", CHECKPOINT_FOLDER))
     if holds_run and not resume:
         raise ValueError(
             f"{str(out)!r} already holds a run; pass resume=True (--resume) to continue it, "
@@ -314,22 +329,6 @@ def initial_prompt(lm: LM, k: int, *, text: str | None, seed: int) -> np.ndarray
     if not ids:
         raise ValueError("init_text is empty after tokenisation")
     return np.asarray(init_from_ids(lm.embedding_matrix, np.asarray(ids), k))
-
-
-def resolve_problem(
-    lm: LM, target: Target | str | Mapping[str, float], instrument: Instrument | None
-) -> tuple[Target, Instrument]:
-    """Checks and resolves what every alignment method needs: the target and the instrument."""
-    instrument = instrument or vsm13()
-    if not isinstance(target, Target):
-        target = resolve_target(target)
-    if tuple(target.dimensions) != tuple(instrument.dimensions):
-        raise ValueError(
-            f"target dimensions {target.dimensions} do not match the instrument's {instrument.dimensions}"
-        )
-    if lm.tokenizer is None:
-        raise ValueError(f"model {lm.name!r} has no tokenizer; pass tokenizer= to load_model")
-    return target, instrument
 
 
 def search_space(lm: LM, config: AlignConfig) -> tuple[SoftPromptSpace, float]:
@@ -382,52 +381,24 @@ def _saved_search_space(path: Path, space: SoftPromptSpace, *, resume: bool) -> 
     return space
 
 
-def result_from_evolution(
-    evo: Any,
-    space: SoftPromptSpace,
-    scorer: Any,
-    *,
-    lm: LM,
-    instrument: Instrument,
-    target: Target,
-    config: AlignConfig,
-    baselines: dict[str, BaselineResult],
-    t_start: float,
-    method: str,
-    fingerprints: dict[str, Any] | None = None,
-) -> AlignResult:
-    """An :class:`AlignResult` for the best prompt of an evolution run, scored by ``scorer``."""
-    prompt = np.asarray(space.decode(jnp.asarray(evo.best_z)))  # (K, d)
-    final = scorer(prompt[None])
-    return AlignResult(
-        method=method,
-        target=target,
-        soft_prompt=prompt,
-        dims=np.asarray(final.dims[0]),
-        loss=float(final.loss[0]),
-        probs=np.asarray(final.probs[0]),
-        baselines=baselines,
-        history={
-            "best_loss": np.asarray(evo.history["best_loss"]).tolist(),
-            "mean_loss": np.asarray(evo.history["mean_loss"]).tolist(),
-            "best_dims": np.asarray(evo.history["best_aux"]).tolist(),
-        },
-        model=lm.name,
-        wording=instrument.wording,
-        dimensions=tuple(instrument.dimensions),
-        config=config,
-        wall_s=time.perf_counter() - t_start,
-        compile_s=float(evo.compile_s),
-        evaluations=int(evo.evaluations),
-        resumed_from=evo.resumed_from,
-        s_per_generation=float(evo.s_per_generation),
-        fingerprints=fingerprints,
-    )
+def resolve_targets(
+    target: Target | str | Mapping[str, float] | Sequence[Any],
+) -> tuple[tuple[Target, ...], bool]:
+    """``(targets, several)``: one target, or a list/tuple of them (``several`` is then True).
+
+    Each item is a :class:`~jaxalign.survey.Target`, a country name or code, ``"PDI=80,..."`` or a
+    mapping of dimension scores.
+    """
+    if isinstance(target, (list, tuple)):
+        if not target:
+            raise ValueError("the list of targets is empty; give at least one country or target")
+        return tuple(t if isinstance(t, Target) else resolve_target(t) for t in target), True
+    return (target if isinstance(target, Target) else resolve_target(target),), False
 
 
 def align(
     lm: LM,
-    target: Target | str | Mapping[str, float],
+    target: Target | str | Mapping[str, float] | Sequence[Any],
     *,
     instrument: Instrument | None = None,
     config: AlignConfig | None = None,
@@ -436,104 +407,189 @@ def align(
     progress: bool = True,
     mesh: Any = None,
     **overrides: Any,
-) -> AlignResult:
+) -> AlignResult | AlignResults:
     """Tunes a soft prompt so that ``lm``'s survey answers give ``target``'s dimension scores.
 
     Args:
       lm: the frozen model (:func:`jaxalign.load_model`).
       target: a :class:`~jaxalign.survey.Target`, a country name or code, ``"PDI=80,IDV=20"``
-        or a mapping of dimension scores (missing dimensions are left out of the loss).
+        or a mapping of dimension scores (missing dimensions are left out of the loss); or a
+        list of those: C independent searches in one compiled program (the C x P members share
+        every scoring pass), each target's result equal to its own single run with the same
+        seed up to float rounding (see :mod:`jaxalign.optimize.pipeline`).
       instrument: the survey; the built-in VSM 2013 wording by default.
       config: an :class:`AlignConfig`; keyword ``overrides`` replace its fields
-        (``align(lm, "China", generations=100)``).
+        (``align(lm, "China", generations=100)``; ``method="gradient"`` runs Adam).
       out: folder for checkpoints and, at the end, ``results.json``,
-        ``soft_prompt.safetensors`` and ``dims.png``. ``None`` keeps everything in memory.
+        ``soft_prompt.safetensors`` and ``dims.png`` (for a list of targets: one sub-folder per
+        target plus ``summary.md``, ``summary.json`` and ``summary.png``). ``None`` keeps
+        everything in memory.
       resume: continue the run checkpointed in ``out``; a checkpoint of another configuration
-        is refused. The resumed result equals the uninterrupted one.
-      progress: show a progress bar with the best loss (on process 0 only).
-      mesh: a :class:`jax.sharding.Mesh` (:func:`jaxalign.parallel.make_mesh`): the population is
-        sharded over its ``"data"`` axis and the weights over ``"model"`` (load the model with
-        ``load_model(..., mesh=mesh)``); the optimizer state is small and stays replicated. The
-        result equals the one-device run up to float rounding. With several processes
-        (:func:`jaxalign.parallel.initialize_distributed`) only process 0 writes ``out``'s
-        result files; orbax writes the checkpoints from every process itself.
+        (or another set of targets) is refused. The resumed result equals the uninterrupted one.
+      progress: show a progress bar with the best loss (on process 0 only; for several targets
+        the mean of their best losses).
+      mesh: a :class:`jax.sharding.Mesh` (:func:`jaxalign.parallel.make_mesh`): the population
+        (all C x P members) is sharded over its ``"data"`` axis and the weights over ``"model"``
+        (load the model with ``load_model(..., mesh=mesh)``); the optimizer state is small and
+        stays replicated. The result equals the one-device run up to float rounding. With
+        several processes (:func:`jaxalign.parallel.initialize_distributed`) only process 0
+        writes ``out``'s result files; orbax writes the checkpoints from every process itself.
+
+    Returns:
+      an :class:`AlignResult` for one target; an :class:`AlignResults` for a list.
 
     Every argument is checked before anything is compiled.
     """
-    t_start = time.perf_counter()
     config = dataclasses.replace(config or AlignConfig(), **overrides)
-    target, instrument = resolve_problem(lm, target, instrument)
+    targets, several = resolve_targets(target)
+    found = run_pipeline(lm, targets, instrument=instrument, config=config, out=out, resume=resume,
+                         progress=progress, mesh=mesh, layout="sets" if several else "single")
+    return AlignResults(tuple(found)) if several else found[0]
+
+
+def run_pipeline(
+    lm: LM,
+    targets: Sequence[Target],
+    *,
+    instrument: Instrument | None = None,
+    config: AlignConfig,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    mesh: Any = None,
+    scorer_options: Mapping[str, Any] | None = None,
+    layout: str = "single",
+) -> list[AlignResult]:
+    """The one alignment pipeline behind :func:`align`, ``gradient_align`` and
+    ``align_both_orders``: set-up, run loop, baselines, results (one per target), files.
+
+    ``layout="single"`` writes one target's files into ``out``; ``"sets"`` one folder per target
+    plus the summary files.
+    """
+    from jaxalign.optimize import pipeline
+
+    t_start = time.perf_counter()
+    instrument = instrument or vsm13()
     out_dir = check_out_dir(out, resume=resume) if out is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
-
-    scorer = make_scorer(
-        lm, instrument, k=config.k, target=target, system=config.system, slot=config.slot,
-        readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
-        members_per_pass=config.members_per_pass, mode=config.scoring_mode, mesh=mesh,
+    problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options,
+                             space_file=None if out_dir is None else out_dir / SPACE_FILE, resume=resume)
+    baseline_rows = pipeline.baselines(problem)
+    outcome = pipeline.run(
+        problem,
+        checkpoint_dir=None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve()),
+        resume=resume, progress=progress and is_main_process(),
     )
-    space, embedding_std = search_space(lm, config)
-    if out_dir is not None:
-        space = _saved_search_space(out_dir / SPACE_FILE, space, resume=resume)
-    content = run_fingerprints(lm, instrument, target, scorer.batch, space)
-    if mesh is not None:
-        space = replicate(space, mesh)  # every device decodes its own members' prompts
-
-    baselines = run_baselines(
-        lm, instrument, target, names=config.baselines, readout=config.readout, seed=config.seed
-    )
-
-    def fitness(z_pop, args):  # (P, n) -> (P,), (P, D)
-        inputs, space_ = args
-        z_pop = gather_to_all(z_pop, mesh)  # the optimizer's state stays replicated
-        scores = scorer.score_fn(space_.decode(z_pop), inputs)
-        return gather_to_all((scores.loss, scores.dims), mesh)  # the one gather per generation
-
-    fingerprint = {
-        "model": lm.name,
-        "dtype": str(np.dtype(lm.dtype)),
-        "wording": instrument.wording,
-        "target": [_num(v) for v in np.asarray(target.values, np.float64)],
-        **{key: value for key, value in config.to_dict().items()
-           if key not in ("generations", "chunk_size", "checkpoint_every", "baselines")},
-        "content": content,
-    }
-    bar = _progress_bar(config.generations, enabled=progress and is_main_process())
-    try:
-        evo = evolve(
-            fitness,
-            (scorer.inputs, space),
-            np.zeros((space.dim,), np.float32),
-            config.evolution_config(embedding_std),
-            checkpoint_dir=None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve()),
-            resume=resume,
-            fingerprint=fingerprint,
-            progress=bar.update if bar else None,
-        )
-    finally:
-        if bar:
-            bar.close()
-
-    result = result_from_evolution(
-        evo, space, scorer, lm=lm, instrument=instrument, target=target, config=config,
-        baselines=baselines, t_start=t_start, method="de", fingerprints=content,
-    )
+    found = pipeline.results(problem, outcome, t_start=t_start, baseline_rows=baseline_rows)
     if out_dir is not None and is_main_process():
-        result.save(out_dir)
-    return result
+        if layout == "single":
+            found[0].save(out_dir)
+        else:
+            AlignResults(tuple(found)).save(out_dir)
+    return found
+
+
+def target_folder(target: Target) -> str:
+    """The sub-folder name of a target in a several-target run (its name, filesystem-safe)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", target.name).strip("._-")
+    return name or (target.code or "target")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignResults:
+    """The outcome of :func:`align` for a list of targets: one :class:`AlignResult` per target.
+
+    Index it by position or target name (``results["China"]``); iterate over it.
+    """
+
+    results: tuple[AlignResult, ...]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __getitem__(self, key: int | str) -> AlignResult:
+        if isinstance(key, str):
+            for result in self.results:
+                if key in (result.target.name, result.target.code):
+                    return result
+            raise KeyError(f"no target {key!r}; targets: {', '.join(r.target.name for r in self.results)}")
+        return self.results[key]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per target: name, available dimensions, loss per method (NaN as None)."""
+        rows = []
+        for r in self.results:
+            losses = {name: _num(b.loss) for name, b in r.baselines.items()}
+            losses["aligned"] = _num(r.loss)
+            rows.append({"target": r.target.name, "code": r.target.code,
+                         "dims_available": list(r.target.available), "loss": losses})
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.results[0]
+        rows = self.summary()
+        methods = list(rows[0]["loss"])
+        means = {m: _num(np.nanmean([np.nan if row["loss"].get(m) is None else row["loss"][m]
+                                     for row in rows])) for m in methods}
+        return {
+            "jaxalign_version": _version(), "model": first.model, "wording": first.wording,
+            "method": first.method, "config": first.config.to_dict(), "n_targets": len(rows),
+            "loss": "mean absolute difference over each target's available dimensions",
+            "targets": rows, "mean_loss": means,
+            "folders": {r.target.name: target_folder(r.target) for r in self.results},
+            "wall_s": round(max(r.wall_s for r in self.results), 3),
+            "compile_s": round(first.compile_s, 3),
+            "s_per_generation": _num(round(first.s_per_generation, 5)),
+        }
+
+    def table(self) -> str:
+        """A Markdown table: one row per target, L1 per method, and the mean row."""
+        summary = self.to_json()
+        methods = list(summary["mean_loss"])
+        lines = ["| target | dims | " + " | ".join(methods) + " |",
+                 "|---|---|" + "---:|" * len(methods)]
+        cell = lambda v: "-" if v is None else f"{v:.2f}"
+        for row in summary["targets"]:
+            lines.append(f"| {row['target']} | {len(row['dims_available'])} | "
+                         + " | ".join(cell(row["loss"].get(m)) for m in methods) + " |")
+        lines.append("| **mean** | | " + " | ".join(cell(summary["mean_loss"][m]) for m in methods) + " |")
+        return "\n".join(lines)
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Writes each target's files into ``out/<target>/`` and ``summary.md``, ``summary.json``,
+        ``summary.png`` (model vs target per dimension, every target) into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for result in self.results:
+            result.save(out / target_folder(result.target))
+        first = self.results[0]
+        header = (f"# jaxalign: {len(self)} targets\n\nmodel {first.model}; wording {first.wording}; "
+                  f"method {first.method}; readout {first.config.readout}; population "
+                  f"{first.config.population}; generations {first.config.generations}; seed "
+                  f"{first.config.seed}\n\nL1 = mean absolute difference over each target's available "
+                  "dimensions.\n\n")
+        write_text_atomic(out / "summary.md", header + self.table() + "\n")
+        plot_targets(self.results, out / "summary.png")
+        write_text_atomic(out / "summary.json", json.dumps(self.to_json(), indent=2) + "\n")
+        return out
 
 
 class _progress_bar:
     """A tqdm bar over generations that shows the best loss (no-op when disabled)."""
 
-    def __init__(self, total: int, *, enabled: bool):
+    def __init__(self, total: int, *, enabled: bool, unit: str = "gen"):
         self._bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc="generations", unit="gen")
+            desc = "adam steps" if unit == "step" else "generations"
+            self._bar = tqdm(total=total, desc=desc, unit=unit)
 
     def __bool__(self) -> bool:
         return self._bar is not None
@@ -609,3 +665,46 @@ def plot_dims(result: AlignResult, path: str | os.PathLike) -> None:
     from jaxalign.plots import dims_figure, save_figure
 
     save_figure(dims_figure(result.to_json()), path)
+
+
+def plot_targets(results: Sequence[AlignResult], path: str | os.PathLike) -> None:
+    """Model vs target score per dimension, one point per target: the aligned prompt and each
+    baseline (the diagonal is a perfect match; targets missing a dimension are left out there).
+
+    Drawn without pyplot, so the user's matplotlib backend is never switched."""
+    from matplotlib.figure import Figure
+
+    from jaxalign.plots import save_figure
+
+    dimensions = results[0].dimensions
+    names = ["aligned"] + list(results[0].baselines)
+    n_cols = min(3, len(dimensions))
+    n_rows = -(-len(dimensions) // n_cols)
+    fig = Figure(figsize=(4 * n_cols, 3.6 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    markers = {"aligned": "o", "naive": "x", "persona": "^", "icl": "s"}
+    for j, dim in enumerate(dimensions):
+        ax = axes[j // n_cols][j % n_cols]
+        target = np.array([float(r.target.values[j]) for r in results])
+        ok = ~np.isnan(target)
+        for name in names:
+            model = np.array([float(r.dims[j]) if name == "aligned" else
+                              float(r.baselines[name].dims[j]) if name in r.baselines else np.nan
+                              for r in results])
+            ax.scatter(target[ok], model[ok], s=18, marker=markers.get(name, "o"), label=name,
+                       alpha=0.8)
+        if ok.any():
+            low, high = float(np.nanmin(target)), float(np.nanmax(target))
+            ax.plot([low, high], [low, high], color="black", linewidth=0.6)
+        if ok.sum() <= 8:
+            for r, x in zip([r for r, k in zip(results, ok) if k], target[ok]):
+                ax.annotate(r.target.code or r.target.name, (x, float(r.dims[j])), fontsize=6)
+        ax.set_title(dim)
+        ax.set_xlabel("target")
+        ax.set_ylabel("model")
+    for j in range(len(dimensions), n_rows * n_cols):
+        axes[j // n_cols][j % n_cols].axis("off")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(f"{results[0].model}: model vs target, {len(results)} targets")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -288,13 +288,14 @@ def _load(model: str, dtype: str, mesh=None):
 
 
 def _dims_table(dimensions, rows) -> str:
-    header = f"{'':10s}" + "".join(f"{d:>8s}" for d in dimensions) + f"{'L1':>8s}"
+    width = max(10, *(len(row[0]) + 2 for row in rows))
+    header = " " * width + "".join(f"{d:>8s}" for d in dimensions) + f"{'L1':>8s}"
     lines = [header]
     for row in rows:
         name, values = row[0], row[1]
         loss = row[2] if len(row) > 2 else float("nan")
         cells = "".join(f"{_format_score(float(v)):>8s}" for v in values)
-        lines.append(f"{name:10s}{cells}{_format_score(float(loss)):>8s}")
+        lines.append(f"{name:{width}s}{cells}{_format_score(float(loss)):>8s}")
     return "\n".join(lines)
 
 
@@ -373,7 +374,8 @@ def run_score(args: argparse.Namespace) -> int:
             out["soft_prompt_provenance"] = provenance
         print(json.dumps(out, indent=2))
         return 0
-    rows = [("model", dims, float(scores.loss[0]))]
+    label = " + ".join(n for n, on in (("soft prompt", args.soft_prompt), ("persona", args.persona)) if on)
+    rows = [(label or "plain", dims, float(scores.loss[0]))]
     if target is not None:
         rows.insert(0, ("target", target.values))
     print(f"model {lm.name}; wording {instrument.wording}")

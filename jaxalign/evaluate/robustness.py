@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -211,44 +210,18 @@ def align_both_orders(
     """:func:`jaxalign.align` with the fitness averaged over the normal and reversed option orders.
 
     Same parameterisation, optimizer, budget and seed as ``align(lm, target, config=config)``
-    (no checkpoints). The returned :class:`~jaxalign.AlignResult` scores the best prompt on the
-    normal order (``dims``, ``loss``), like ``align``; ``history["best_loss"]`` is the averaged
-    objective. ``scorer_options`` go to :func:`jaxalign.scoring.make_scorer` (e.g. ``n_buckets``).
+    (no checkpoints): a thin entry point over :mod:`jaxalign.optimize.pipeline` with
+    ``config.both_orders = True`` (the mean of :func:`both_orders_fitness`'s two losses). The
+    returned :class:`~jaxalign.AlignResult` scores the best prompt on the normal order (``dims``,
+    ``loss``), like ``align``; ``history["best_loss"]`` is the averaged objective.
+    ``scorer_options`` go to :func:`jaxalign.scoring.make_scorer` (e.g. ``n_buckets``). A list of
+    targets returns a list of results (one compiled program).
     """
-    from jaxalign.api import AlignConfig, resolve_problem, result_from_evolution, search_space
-    from jaxalign.baselines import run_baselines
-    from jaxalign.optimize import evolve
-    from jaxalign.scoring import make_scorer
+    from jaxalign.api import AlignConfig, resolve_targets, run_pipeline
 
-    t_start = time.perf_counter()
     config = dataclasses.replace(config or AlignConfig(), **overrides)
-    target, instrument = resolve_problem(lm, target, instrument)
-    common = dict(k=config.k, target=target, system=config.system, slot=config.slot,
-                  readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
-                  members_per_pass=config.members_per_pass, mode=config.scoring_mode,
-                  **dict(scorer_options or {}))
-    normal = make_scorer(lm, instrument, **common)
-    reversed_ = make_scorer(lm, instrument, reverse_options=True, **common)
-    space, embedding_std = search_space(lm, config)
-    baselines = run_baselines(lm, instrument, target, names=config.baselines, readout=config.readout,
-                              seed=config.seed)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.generations, desc="generations", unit="gen")
-    try:
-        evo = evolve(
-            both_orders_fitness(normal, reversed_),
-            ((normal.inputs, reversed_.inputs), space),
-            np.zeros((space.dim,), np.float32),
-            config.evolution_config(embedding_std),
-            progress=(lambda g, loss: (setattr(bar, "n", g), bar.refresh())) if bar else None,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    return result_from_evolution(
-        evo, space, normal, lm=lm, instrument=instrument, target=target, config=config,
-        baselines=baselines, t_start=t_start, method="de-both-orders",
-    )
+    config = dataclasses.replace(config, both_orders=True)
+    targets, several = resolve_targets(target)
+    found = run_pipeline(lm, targets, instrument=instrument, config=config, progress=progress,
+                         scorer_options=scorer_options)
+    return found if several else found[0]

@@ -45,7 +45,9 @@ def _paths_and_leaves(tree: Any) -> tuple[list[str], list[np.ndarray], Any]:
 def _short(value: Any) -> str:
     """``repr`` of a value, with 64-hex-digit digests cut to their first 12 digits."""
     if isinstance(value, Mapping):
-        return "{" + ", ".join(sorted(value)) + "}"
+        return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return repr(value[:12] + "...")
     return repr(value)
