@@ -51,7 +51,7 @@ def _resume(lm, out, instrument, target="Japan", **changes):
                           progress=False)
 
 
-def test_results_record_the_fingerprints(run):
+def test_results_record_the_fingerprints(run, lm, wording):
     out, result = run
     saved = json.loads((out / "results.json").read_text())["fingerprints"]
     assert set(saved) == {"model", "instrument", "target", "prompts", "space"}
@@ -59,6 +59,14 @@ def test_results_record_the_fingerprints(run):
     assert saved["model"]["weights"]["sampled"] == "memory"
     space = load_file(str(out / api.SPACE_FILE))
     assert space["p0"].shape == (2, 64) and space["basis"].shape == (4, 128)
+    # the prompt file carries the same provenance, and checks clean against the run's own model
+    prompt, meta = jaxalign.load_soft_prompt(out / "soft_prompt.safetensors")
+    assert meta["wording_fingerprint"] == saved["instrument"]["items"] and meta["hidden_size"] == "64"
+    assert meta["K"] == "2" and meta["slot"] == "user_start" and meta["chat_date"] == ""
+    assert meta["chat_format"] == saved["model"]["chat_template"] and meta["jaxalign_version"]
+    record = jaxalign.prompt_provenance(prompt, meta, lm=lm, instrument=jaxalign.vsm13(wording=wording),
+                                        slot="user_start", warn=pytest.fail)
+    assert record["mismatches"] == [] and record["checked"] == ["model", "wording", "slot"]
 
 
 @pytest.mark.slow
@@ -73,7 +81,7 @@ def test_other_weights_behind_the_same_name(wording, run, tmp_path):
     assert other.name == "tiny-random"
     with pytest.raises(ValueError, match=r"content\.model\.weights") as error:
         _resume(other, _copy(run, tmp_path), jaxalign.vsm13(wording=wording))
-    assert "user.model:" not in str(error.value)  # the name is the same: only content tells
+    assert "(model:" not in str(error.value) and "; model:" not in str(error.value)  # same name
 
 
 def test_wording_edited_under_the_same_name(lm, wording, run, tmp_path):
@@ -85,7 +93,9 @@ def test_wording_edited_under_the_same_name(lm, wording, run, tmp_path):
     assert instrument.wording == "user:mine"
     with pytest.raises(ValueError, match=r"content\.instrument\.items") as error:
         _resume(lm, _copy(run, tmp_path), instrument)
-    assert "content.prompts.token_ids" in str(error.value) and "user.wording:" not in str(error.value)
+    message = str(error.value)
+    assert "content.prompts.normal.token_ids" in message  # the rendered tokens differ too
+    assert "; wording:" not in message and "(wording:" not in message  # the name alone is the same
 
 
 def test_other_constants(lm, wording, run, tmp_path):
@@ -99,7 +109,7 @@ def test_other_target(lm, wording, run, tmp_path):
     japan = resolve_target("Japan")
     values = dict(zip(japan.dimensions, japan.values.tolist()))
     values["PDI"] += 1
-    with pytest.raises(ValueError, match=r"content\.target\.values"):
+    with pytest.raises(ValueError, match=r"content\.targets"):
         _resume(lm, _copy(run, tmp_path), jaxalign.vsm13(wording=wording),
                 target=custom_target(values, name="Japan"))
 
@@ -123,7 +133,9 @@ def test_resume_reads_the_saved_space_not_the_seed(lm, wording, run, tmp_path, m
         space, std = real(lm_, config)
         return dataclasses.replace(space, basis=space.basis * 1.5), std
 
-    monkeypatch.setattr(api, "search_space", redrawn)
+    from jaxalign.optimize import pipeline
+
+    monkeypatch.setattr(pipeline, "search_space", redrawn)
     whole = _resume(lm, out, jaxalign.vsm13(wording=wording), generations=2)  # nothing left to run
     assert whole.resumed_from == 2
     np.testing.assert_array_equal(whole.soft_prompt, run[1].soft_prompt)
@@ -131,3 +143,38 @@ def test_resume_reads_the_saved_space_not_the_seed(lm, wording, run, tmp_path, m
     (out / api.SPACE_FILE).unlink()
     with pytest.raises(ValueError, match=r"content\.space\.basis"):
         _resume(lm, out, jaxalign.vsm13(wording=wording))
+
+
+@pytest.mark.slow
+def test_disk_full_keeps_the_last_good_checkpoint(lm, wording, run, tmp_path, monkeypatch):
+    """The checkpoint of generation 3 cannot be written (record fails after the arrays): the error
+    names generation 2 as the last good one, which a later resume reads."""
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    out = _copy(run, tmp_path)
+    real = ocp.JsonCheckpointHandler._save_fn
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
+    with pytest.raises(OSError, match="generation 3.*No space left.*last good checkpoint is generation 2"):
+        _resume(lm, out, jaxalign.vsm13(wording=wording))
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", real)
+    resumed = _resume(lm, out, jaxalign.vsm13(wording=wording))
+    assert resumed.resumed_from == 2 and len(resumed.history["best_loss"]) == 4
+
+
+@pytest.mark.slow
+def test_nan_weights_stop_the_run_with_a_clear_error(tmp_path):
+    from jaxalign.model import LM
+    from jaxalign.optimize import NonFiniteFitnessError
+
+    lm = jaxalign.load_model("tiny-random", dtype="float32")
+    lm.model.norm.value = np.full(lm.model.norm.value.shape, np.nan, np.float32)
+    broken = LM(name=lm.name, config=lm.config, model=lm.model, tokenizer=lm.tokenizer)
+    with pytest.raises(NonFiniteFitnessError, match="NaN or inf.*dtype.*broken"):
+        jaxalign.align(broken, "Japan", config=CONFIG, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "results.json").exists()
