@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "save_soft_prompt": "jaxalign.softprompt",
     "load_soft_prompt": "jaxalign.softprompt",
     "check_soft_prompt": "jaxalign.softprompt",
+    "prompt_provenance": "jaxalign.softprompt",
     # optimize: the evosax evolution loop with checkpoint/resume
     "EvolutionConfig": "jaxalign.optimize",
     "EvolutionResult": "jaxalign.optimize",

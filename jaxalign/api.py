@@ -36,6 +36,7 @@ from jaxalign.softprompt import (
     init_from_ids,
     init_random_vocab,
     load_soft_prompt,
+    prompt_provenance,
     save_soft_prompt,
     subspace,
 )
@@ -45,6 +46,7 @@ MAX_K = 512
 METHODS: tuple[str, ...] = ("de", "gradient")
 MAX_POPULATION = 65536
 CHECKPOINT_FOLDER = "checkpoints"
+SPACE_FILE = "search_space.safetensors"  # p0 and the subspace basis, so a resume never redraws them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +209,7 @@ class AlignResult:
     method: str = "de"
     s_per_generation: float = float("nan")
     partial: bool = False
+    fingerprints: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -245,6 +248,7 @@ class AlignResult:
             "wall_s": round(self.wall_s, 3),
             "compile_s": round(self.compile_s, 3),
             "s_per_generation": _num(round(self.s_per_generation, 5)),
+            "fingerprints": self.fingerprints,
             **({"partial": True, "generations_done": len(self.history["best_loss"]) - 1}
                if self.partial else {}),
         }
@@ -263,7 +267,7 @@ class AlignResult:
 
     def prompt_metadata(self) -> dict[str, str]:
         """The metadata stored with the soft prompt (what ``jaxalign score`` needs to reuse it)."""
-        return {
+        meta = {
             "model": self.model,
             "wording": self.wording,
             "readout": self.config.readout,
@@ -271,7 +275,20 @@ class AlignResult:
             "system": self.config.system or "",
             "target": self.target.name,
             "loss": f"{self.loss:.6g}",
+            "hidden_size": str(self.soft_prompt.shape[1]),
+            "chat_date": "",  # reserved for a fixed chat date (Llama 3.1+ system turn)
         }
+        if self.fingerprints:
+            from jaxalign.fingerprint import model_digest
+
+            model = self.fingerprints["model"]
+            meta.update(
+                model_fingerprint=model_digest(model),
+                chat_format=model.get("chat_template", ""),
+                wording_fingerprint=self.fingerprints["instrument"]["items"],
+                target_fingerprint=self.fingerprints["target"]["values"],
+            )
+        return meta
 
 
 def _num(v: Any) -> float | None:
@@ -330,6 +347,42 @@ def search_space(lm: LM, config: AlignConfig) -> tuple[SoftPromptSpace, float]:
     if config.subspace is None:
         return full_space(p0), embedding_std
     return subspace(p0, config.subspace, jax.random.key(config.seed + 1), embedding_std), embedding_std
+
+
+def _saved_search_space(path: Path, space: SoftPromptSpace, *, resume: bool) -> SoftPromptSpace:
+    """The run's search space, kept in ``path`` (``p0`` and the basis ``A``, exact float32).
+
+    A fresh run writes ``space`` there (process 0, atomically) before its first checkpoint; a
+    resume reads it back instead of redrawing ``A`` from the seed, so the DE state continues in
+    the space it was made in even where another JAX release would draw other random bits. The
+    checkpoint's record holds the space's exact digest, so an edited or swapped file is refused.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    from jaxalign._io import atomic_path
+
+    if resume and path.is_file():
+        try:
+            saved = load_file(str(path))
+        except Exception as error:
+            raise ValueError(f"{str(path)!r} is not a readable search-space file: {error}") from None
+        if "p0" not in saved:
+            raise ValueError(f"{str(path)!r} holds no p0 tensor; was it written by jaxalign?")
+        basis = saved.get("basis")
+        same_shapes = saved["p0"].shape == tuple(space.p0.shape) and (
+            (basis is None and space.basis is None)
+            or (basis is not None and space.basis is not None and basis.shape == tuple(space.basis.shape)))
+        if not same_shapes:  # another k/subspace: the configuration check names the difference
+            return space
+        return SoftPromptSpace(p0=jnp.asarray(saved["p0"]),
+                               basis=None if basis is None else jnp.asarray(basis))
+    if is_main_process():
+        tensors = {"p0": np.ascontiguousarray(np.asarray(space.p0, np.float32))}
+        if space.basis is not None:
+            tensors["basis"] = np.ascontiguousarray(np.asarray(space.basis, np.float32))
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp)
+    return space
 
 
 def resolve_targets(
@@ -444,7 +497,8 @@ def run_pipeline(
     n_items = len(instrument.items) * (2 if config.both_orders else 1)
     report.phase(f"rendering {n_items} survey items with {lm.name}'s chat template "
                  f"({len(targets)} target{'s' if len(targets) > 1 else ''}, slot {config.slot})")
-    problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options)
+    problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options,
+                             space_file=None if out_dir is None else out_dir / SPACE_FILE, resume=resume)
     report.total = problem.total_steps - 1
     report.phase(f"scoring the baselines ({', '.join(config.baselines) or 'none'})")
     if "persona" in config.baselines:
@@ -739,6 +793,7 @@ def score(
     slot: str | None = None,
     seed: int = 0,
     mesh: Any = None,
+    allow_mismatch: bool = False,
 ) -> Scores:
     """Scores one prompt: the plain model, a system text, a soft prompt, or both.
 
@@ -747,6 +802,9 @@ def score(
         readout and slot are used unless given here.
       system: system text (e.g. a persona) before the soft prompt.
       target: computes the loss against it (a Target, a country, or ``"PDI=..."``).
+      allow_mismatch: a prompt file tuned on another model, wording or slot is used with a
+        warning (:func:`jaxalign.softprompt.prompt_provenance`); ``True`` records it as the
+        caller's choice. A prompt of another width is always refused.
 
     Returns:
       :class:`~jaxalign.scoring.Scores` for a population of one: ``probs (1, Q, 5)``,
@@ -762,6 +820,9 @@ def score(
         prompt = np.asarray(soft_prompt, np.float32)
     if prompt.shape[0]:
         check_soft_prompt(prompt, lm.config.hidden_size)
+    if isinstance(soft_prompt, (str, os.PathLike)):
+        prompt_provenance(prompt, metadata, lm=lm, instrument=instrument,
+                          slot=slot or metadata.get("slot", "user_start"), allow_mismatch=allow_mismatch)
     if target is not None and not isinstance(target, Target):
         target = resolve_target(target)
     if system is None and metadata.get("system"):

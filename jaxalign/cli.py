@@ -34,15 +34,16 @@ class CommandError(Exception):
 def target_argument(text: str):
     """``type=`` for a ``--target`` option: a country name/alias/code or ``"DIM=value,..."``.
 
-    Returns a :class:`jaxalign.survey.Target`; a bad value becomes argparse's usage error
-    (exit code 2) with the lookup's message (closest matches, accepted dimensions).
+    Returns a :class:`jaxalign.survey.Target`. A bad value is the user's data, not a misuse of the
+    command line: it raises :class:`CommandError` with the lookup's message (closest matches,
+    accepted dimensions), which :func:`main` prints as one line without argparse's usage block.
     """
     from jaxalign.survey.targets import resolve_target
 
     try:
         return resolve_target(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise CommandError(str(error)) from None
 
 
 # ------------------------------------------------------------------------------ countries
@@ -305,8 +306,8 @@ def _mesh(args: argparse.Namespace):
         return None
     sizes = parallel.parse_mesh(args.mesh) if args.mesh is not None else {}
     mesh = parallel.make_mesh(sizes.get("data"), sizes.get("model", 1))
-    if parallel.is_main_process():
-        print(f"mesh {parallel.describe_mesh(mesh)}")
+    if parallel.is_main_process():  # a diagnostic: stdout is kept for the result (e.g. --json)
+        print(f"mesh {parallel.describe_mesh(mesh)}", file=sys.stderr)
     return mesh
 
 
@@ -366,26 +367,43 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--readout", default=None, choices=("expected", "argmax", "sample"),
                         help="default: the soft prompt's own, else 'expected'")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_allow_mismatch_argument(parser)
     _add_mesh_arguments(parser)
     parser.set_defaults(run=run_score)
+
+
+def add_allow_mismatch_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-mismatch", action="store_true",
+        help="use a soft prompt tuned on another model, wording or slot as your explicit choice "
+             "(recorded in the output); without it such a prompt is used with a warning. A prompt "
+             "of another hidden size is always refused")
+
+
+def warn_on_stderr(message: str) -> None:
+    """A diagnostic line on stderr (stdout is kept for results, e.g. --json)."""
+    print(f"jaxalign: warning: {message}", file=sys.stderr)
 
 
 def run_score(args: argparse.Namespace) -> int:
     _start_distributed(args)
     from jaxalign.api import score
-    from jaxalign.softprompt import check_soft_prompt, load_soft_prompt
+    from jaxalign.softprompt import load_soft_prompt, prompt_provenance
 
     instrument = _instrument(args.wording)
-    prompt = None
+    prompt, metadata, provenance = None, {}, None
     if args.soft_prompt is not None:
-        prompt, _ = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
+        prompt, metadata = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
     mesh = _mesh(args)
     lm = _load(args.model, args.dtype, mesh, args.quantize)
+    slot = metadata.get("slot") or "user_start"
     if prompt is not None:
-        check_soft_prompt(prompt, lm.config.hidden_size)
+        provenance = prompt_provenance(prompt, metadata, lm=lm, instrument=instrument, slot=slot,
+                                       allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)
     target = args.country or args.target
-    scores = score(lm, soft_prompt=args.soft_prompt, system=args.persona, target=target,
-                   instrument=instrument, readout=args.readout, mesh=mesh)
+    scores = score(lm, soft_prompt=prompt, system=args.persona or metadata.get("system") or None,
+                   target=target, instrument=instrument, slot=slot,
+                   readout=args.readout or metadata.get("readout") or "expected", mesh=mesh)
     dims = [float(v) for v in scores.dims[0]]
     probs = [[round(float(p), 6) for p in row] for row in scores.probs[0]]
     if args.json:
@@ -400,6 +418,8 @@ def run_score(args: argparse.Namespace) -> int:
             out["target"] = {"name": target.name, "dims": {
                 n: (None if math.isnan(v) else float(v)) for n, v in zip(target.dimensions, target.values)}}
             out["loss"] = float(scores.loss[0])
+        if provenance is not None:
+            out["soft_prompt_provenance"] = provenance
         print(json.dumps(out, indent=2))
         return 0
     label = " + ".join(n for n, on in (("soft prompt", args.soft_prompt), ("persona", args.persona)) if on)
@@ -655,6 +675,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or argparse's own usage error
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    except CommandError as error:  # a value argparse accepted but the lookup refused (--country)
+        print(f"jaxalign: error: {error}", file=sys.stderr)
+        return 2
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2

@@ -267,3 +267,76 @@ def load_soft_prompt(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str
             f"tensor {SOFT_PROMPT_TENSOR!r} in {str(path)!r} must have rank 2 (K, d), got shape {prompt.shape}"
         )
     return prompt.astype(np.float32), metadata
+
+
+# ------------------------------------------------------------------------------ provenance
+PROVENANCE_KEYS = ("model_fingerprint", "hidden_size", "K", "slot", "chat_format", "chat_date",
+                   "wording_fingerprint", "readout", "target", "jaxalign_version")
+
+
+def prompt_provenance(
+    prompt: Any,
+    metadata: Mapping[str, str],
+    *,
+    lm: Any,
+    instrument: Any = None,
+    slot: str | None = None,
+    allow_mismatch: bool = False,
+    warn: Any = None,
+) -> dict[str, Any]:
+    """Checks a loaded soft prompt against the model, wording and slot it is about to be used with.
+
+    A prompt whose width differs from ``lm``'s hidden size is always refused (``ValueError``). A
+    prompt tuned on another model (content fingerprint), another wording (item texts and labels)
+    or for another slot is used, with a clear warning through ``warn`` (default
+    :func:`warnings.warn`), unless ``allow_mismatch`` says the user chose it (then only recorded).
+    A file without provenance metadata (older jaxalign) gets a note instead.
+
+    Args:
+      prompt: (K, d) array; metadata: its safetensors metadata (:func:`load_soft_prompt`).
+      lm: the model it will run on; instrument: the survey it will be scored on (``None``: not a
+        survey use, e.g. CulturalBench); slot: the slot it will be placed in (``None``: the stored one).
+
+    Returns:
+      ``{"checked": [...], "mismatches": [...], "allow_mismatch": bool, "note": str | None}``
+      (JSON-able; commands put it in their output as ``soft_prompt_provenance``).
+    """
+    import warnings
+
+    from jaxalign.fingerprint import instrument_fingerprint, model_digest, model_fingerprint
+
+    check_soft_prompt(prompt, lm.config.hidden_size)
+    stored_width = metadata.get("hidden_size") or metadata.get("d")
+    if stored_width is not None and stored_width != str(lm.config.hidden_size):
+        raise ValueError(f"the soft prompt's metadata says hidden size {stored_width}, the model has "
+                         f"{lm.config.hidden_size}; it was made for another model")
+    warn = warn or (lambda message: warnings.warn(message, UserWarning, stacklevel=3))
+    record: dict[str, Any] = {"checked": [], "mismatches": [], "allow_mismatch": bool(allow_mismatch), "note": None}
+    if "model_fingerprint" not in metadata:
+        record["note"] = ("the soft prompt carries no provenance (written by an older jaxalign or by hand): "
+                          "its model, wording and slot cannot be checked")
+        warn(record["note"])
+        return record
+    record["checked"].append("model")
+    if metadata["model_fingerprint"] != model_digest(model_fingerprint(lm)):
+        record["mismatches"].append(
+            f"model: tuned on {metadata.get('model', '?')!r} (fingerprint {metadata['model_fingerprint'][:12]}), "
+            f"used with {lm.name!r} whose content differs (weights, config, tokenizer or chat template)")
+    if instrument is not None and metadata.get("wording_fingerprint"):
+        record["checked"].append("wording")
+        if metadata["wording_fingerprint"] != instrument_fingerprint(instrument)["items"]:
+            record["mismatches"].append(
+                f"wording: tuned on {metadata.get('wording', '?')!r}, used with {instrument.wording!r} "
+                "whose item texts or labels differ")
+    if slot is not None and metadata.get("slot"):
+        record["checked"].append("slot")
+        if metadata["slot"] != slot:
+            record["mismatches"].append(f"slot: tuned in {metadata['slot']!r}, used in {slot!r}")
+    if record["mismatches"]:
+        listed = "; ".join(record["mismatches"])
+        if allow_mismatch:
+            warn(f"using the soft prompt despite: {listed} (allowed by --allow-mismatch)")
+        else:
+            warn(f"the soft prompt does not match what it was tuned with: {listed}. Its scores may mean "
+                 "little; pass --allow-mismatch (allow_mismatch=True) to record that this is your choice")
+    return record

@@ -91,9 +91,9 @@ def test_console_script_help():
 def test_target_argument_for_later_commands():
     assert target_argument("china").code == "CHI"
     assert target_argument("PDI=80,IVR=10").available == ("PDI", "IVR")
-    import argparse
+    from jaxalign.cli import CommandError
 
-    with pytest.raises(argparse.ArgumentTypeError, match="closest matches"):
+    with pytest.raises(CommandError, match="closest matches"):
         target_argument("Chinaa")
-    with pytest.raises(argparse.ArgumentTypeError, match="unknown dimension"):
+    with pytest.raises(CommandError, match="unknown dimension"):
         target_argument("PDX=3")

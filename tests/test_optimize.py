@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxalign.optimize import EvolutionConfig, available_strategies, evolve
+from jaxalign.optimize import EvolutionConfig, NonFiniteFitnessError, available_strategies, evolve
 
 N = 8
 
@@ -90,15 +90,36 @@ def test_non_finite_fitness_never_becomes_best_or_elite():
     assert result.best_loss < 0.5
 
 
-def test_all_failing_fitness_keeps_z0():
+def test_all_failing_fitness_stops_with_a_clear_error():
     def always_nan(z_pop, args):
         return jnp.full(z_pop.shape[:1], jnp.nan), None
 
-    result = evolve(always_nan, None, Z0 + 0.25, EvolutionConfig(population_size=8, generations=3))
-    assert result.best_loss == np.inf
-    np.testing.assert_array_equal(result.best_z, Z0 + 0.25)
-    assert np.all(result.history["num_failed"] == 8)
-    assert np.all(np.isnan(result.history["mean_loss"]))
+    with pytest.raises(NonFiniteFitnessError, match=r"NaN or inf in 3 step\(s\).*dtype.*broken checkpoint"):
+        evolve(always_nan, None, Z0 + 0.25, EvolutionConfig(population_size=8, generations=5, chunk_size=1))
+    # a short run fails as soon as all of its steps failed
+    with pytest.raises(NonFiniteFitnessError, match="initial population included"):
+        evolve(always_nan, None, Z0 + 0.25, EvolutionConfig(population_size=8, generations=1))
+
+
+def _finite_only_at_z0(z_pop, z0):
+    """0.0 (the best possible loss) for the exact z0 (member 0 of step 0), NaN for every other member."""
+    return jnp.where(jnp.all(z_pop == z0, axis=-1), 0.0, jnp.nan), None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["SNES", "DifferentialEvolution"])
+def test_a_generation_without_finite_loss_leaves_the_state(strategy):
+    """Before the fix SNES saw 0.0 (the best loss) for every failed member and DE swapped its +inf
+    parents for +inf trials; now such a generation changes nothing for any strategy."""
+    z0 = jnp.full((N,), 0.5, jnp.float32)
+    runs = [evolve(_finite_only_at_z0, z0, z0, EvolutionConfig(
+        strategy=strategy, population_size=8, generations=g, chunk_size=1)) for g in (1, 2)]
+    assert [int(r.history["num_failed"][-1]) for r in runs] == [8, 8]
+    assert runs[1].best_loss == 0.0
+    np.testing.assert_array_equal(runs[1].best_z, z0)
+    for field in ("population", "fitness") if strategy == "DifferentialEvolution" else ("mean", "std"):
+        np.testing.assert_array_equal(np.asarray(getattr(runs[0].state, field)),
+                                      np.asarray(getattr(runs[1].state, field)))
 
 
 @pytest.mark.parametrize(
@@ -239,3 +260,31 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path, caplog):
         result = evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path / "new", resume=True)
     assert result.resumed_from is None and result.generations_run == 2
     assert "holds no checkpoint: starting a fresh run" in caplog.text
+
+
+@pytest.mark.slow
+def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """The record of generation 4 fails to write (arrays already written): generation 2 stays readable."""
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    config = EvolutionConfig(population_size=8, generations=6, chunk_size=2, seed=4)
+    whole = evolve(shifted_sphere, ARGS, Z0, config)
+    saves = []
+    real = ocp.JsonCheckpointHandler._save_fn
+
+    def full_disk(self, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
+    with pytest.raises(OSError, match="generation 4.*No space left.*last good checkpoint is generation 2"):
+        evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=str(tmp_path / "ckpt"))
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", real)
+    resumed = evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=str(tmp_path / "ckpt"), resume=True)
+    assert resumed.resumed_from == 2
+    np.testing.assert_array_equal(resumed.best_z, whole.best_z)
+    np.testing.assert_array_equal(resumed.history["best_loss"], whole.history["best_loss"])

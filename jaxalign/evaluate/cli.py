@@ -13,7 +13,8 @@ from typing import Any
 
 def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``eval`` with its two subcommands to the ``jaxalign`` parser."""
-    from jaxalign.cli import target_argument  # the parent module is loaded by the time this runs
+    # the parent module is loaded by the time this runs
+    from jaxalign.cli import add_allow_mismatch_argument, target_argument
 
     parser = subparsers.add_parser(
         "eval",
@@ -47,6 +48,7 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch-size", type=int, default=None,
                        help="sequences per forward pass (default: all at once)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    add_allow_mismatch_argument(bench)
     bench.set_defaults(run=run_culturalbench)
 
     robust = evals.add_parser(
@@ -69,6 +71,7 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
                         help="default: the soft prompt's own, else 'expected'")
     robust.add_argument("--seed", type=int, default=0, help="seed of the 'sample' readout")
     robust.add_argument("--json", action="store_true", help="print one JSON object")
+    add_allow_mismatch_argument(robust)
     robust.set_defaults(run=run_robustness)
 
 
@@ -117,16 +120,19 @@ def _start_distributed() -> None:
 
 def run_culturalbench(args: argparse.Namespace) -> int:
     _start_distributed()
+    from jaxalign.cli import warn_on_stderr
     from jaxalign.evaluate.culturalbench import CULTURALBENCH_CITATION, evaluate_culturalbench, load_culturalbench
-    from jaxalign.softprompt import check_soft_prompt
+    from jaxalign.softprompt import prompt_provenance
 
     prompt, metadata = _read_prompt(args.soft_prompt)  # file errors before the model loads
     sets = ("easy", "hard") if args.bench_set == "both" else (args.bench_set,)
     benches = [load_culturalbench(args.data, set=s).for_country(args.country) for s in sets]
     lm = _load_model(args.model, args.dtype, args.quantize)
-    if prompt is not None:
-        check_soft_prompt(prompt, lm.config.hidden_size)
     out: dict[str, Any] = {"model": lm.name, "country": args.country or "all", "sets": {}}
+    if prompt is not None:  # CulturalBench is not the survey: model and slot are what matter
+        out["soft_prompt_provenance"] = prompt_provenance(
+            prompt, metadata, lm=lm, slot=metadata.get("slot") or "user_start",
+            allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)
     for bench in benches:
         results = {"naive": evaluate_culturalbench(lm, bench, batch_size=args.batch_size)}
         if prompt is not None:
@@ -155,14 +161,17 @@ def run_culturalbench(args: argparse.Namespace) -> int:
 
 def run_robustness(args: argparse.Namespace) -> int:
     _start_distributed()
+    from jaxalign.cli import warn_on_stderr
     from jaxalign.evaluate.robustness import evaluate_robustness
-    from jaxalign.softprompt import check_soft_prompt
+    from jaxalign.softprompt import prompt_provenance
     from jaxalign.survey import vsm13
 
     prompt, metadata = _read_prompt(args.soft_prompt)
     instrument = vsm13(wording=args.wording)
     lm = _load_model(args.model, args.dtype, args.quantize)
-    check_soft_prompt(prompt, lm.config.hidden_size)
+    provenance = prompt_provenance(prompt, metadata, lm=lm, instrument=instrument,
+                                   slot=metadata.get("slot") or "user_start",
+                                   allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)
     target = args.country or args.target
     readout = args.readout or metadata.get("readout") or "expected"
     report = evaluate_robustness(
@@ -170,7 +179,8 @@ def run_robustness(args: argparse.Namespace) -> int:
         system=metadata.get("system") or None, slot=metadata.get("slot") or "user_start",
     )
     if args.json:
-        print(json.dumps({"model": lm.name, **report.to_json()}, indent=2))
+        print(json.dumps({"model": lm.name, **report.to_json(), "soft_prompt_provenance": provenance},
+                         indent=2))
         return 0
     print(f"target {report.target.name}; model {lm.name}; readout {readout}; "
           f"{report.rows[0].n_items} items per condition; held-out wording {report.row('heldout').wording}")

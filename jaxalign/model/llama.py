@@ -526,13 +526,16 @@ class LM:
     Attributes: ``name`` (path, hub id or ``"tiny-random"``), ``config`` (:class:`LlamaConfig`),
     ``dtype`` (numpy dtype of params/activations), ``model`` (:class:`Llama` nnx module),
     ``tokenizer`` (a transformers tokenizer, or ``None`` if the checkpoint has none),
-    ``graphdef`` and ``params`` (``nnx.split(model)``, for the pure functions).
+    ``graphdef`` and ``params`` (``nnx.split(model)``, for the pure functions), ``source``
+    (the local checkpoint folder it was loaded from, or ``None`` for a model built in memory;
+    :func:`jaxalign.fingerprint.model_fingerprint` reads the weights' identity from it).
     """
 
     name: str
     config: LlamaConfig
     model: Llama
     tokenizer: Any = None
+    source: str | None = None
     graphdef: nnx.GraphDef = dataclasses.field(init=False, repr=False)
     params: nnx.State = dataclasses.field(init=False, repr=False)
 

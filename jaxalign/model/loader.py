@@ -160,7 +160,8 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), revision=revision)
-    return LM(name=str(path_or_hub_id), config=config, model=model, tokenizer=tokenizer)
+    return LM(name=str(path_or_hub_id), config=config, model=model, tokenizer=tokenizer,
+              source=str(folder.resolve()))
 
 
 # -- locating files ---------------------------------------------------------------------------

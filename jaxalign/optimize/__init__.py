@@ -3,8 +3,9 @@
 from jaxalign.optimize.evolution import (
     EvolutionConfig,
     EvolutionResult,
+    NonFiniteFitnessError,
     available_strategies,
     evolve,
 )
 
-__all__ = ["EvolutionConfig", "EvolutionResult", "available_strategies", "evolve"]
+__all__ = ["EvolutionConfig", "EvolutionResult", "NonFiniteFitnessError", "available_strategies", "evolve"]

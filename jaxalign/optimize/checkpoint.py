@@ -42,19 +42,33 @@ def _paths_and_leaves(tree: Any) -> tuple[list[str], list[np.ndarray], Any]:
     return paths, leaves, treedef
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a value, with 64-hex-digit digests cut to their first 12 digits."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return repr(value[:12] + "...")
+    return repr(value)
+
+
 def flat_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Describe every key where two nested JSON-like dicts differ, e.g. ``"config.seed: 0 != 1"``."""
+    """Describe every key where two nested JSON-like dicts differ, e.g. ``"config.seed: 0 != 1"``.
+
+    Content digests (64 hex digits) are shown by their first 12 digits.
+    """
     out = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
         if key not in saved:
-            out.append(f"{name}: absent in checkpoint, {current[key]!r} now")
+            out.append(f"{name}: absent in checkpoint, {_short(current[key])} now")
         elif key not in current:
-            out.append(f"{name}: {saved[key]!r} in checkpoint, absent now")
+            out.append(f"{name}: {_short(saved[key])} in checkpoint, absent now")
         elif isinstance(saved[key], Mapping) and isinstance(current[key], Mapping):
             out.extend(flat_differences(saved[key], current[key], prefix=f"{name}."))
         elif saved[key] != current[key]:
-            out.append(f"{name}: {saved[key]!r} in checkpoint != {current[key]!r} now")
+            out.append(f"{name}: {_short(saved[key])} in checkpoint != {_short(current[key])} now")
     return out
 
 

@@ -25,7 +25,11 @@ Non-finite fitness. Losses that are NaN or +-inf count as failures: the best-so-
 selection: DE keeps the parent, a failed trial never becomes the elite; evosax DE would otherwise
 keep a NaN as elite because ``argmin`` returns NaNs first) and the worst finite loss of the
 generation for distribution-based strategies (which do arithmetic on fitness, where ``inf`` would
-turn the mean into NaN; their samples are redrawn every generation anyway).
+turn the mean into NaN; their samples are redrawn every generation anyway). A generation in which
+*no* member has a finite loss leaves the strategy state untouched (for every strategy), so it never
+counts as an improvement. When :data:`NONFINITE_PATIENCE` steps in a row (the initial population
+counts as one) fail entirely, the run stops with :class:`NonFiniteFitnessError` (before
+that chunk's checkpoint is written, so the last checkpoint is the last good state).
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ from jaxalign.optimize.checkpoint import RunCheckpointer, flat_differences, norm
 logger = logging.getLogger(__name__)
 
 FitnessFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
+
+NONFINITE_PATIENCE = 3  # consecutive steps whose every loss is NaN/inf before a run is stopped
+
+
+class NonFiniteFitnessError(ValueError):
+    """Every member's loss stayed NaN/inf: the fitness function cannot be optimised as it is."""
 
 
 def available_strategies() -> list[str]:
@@ -263,6 +273,7 @@ def _build_chunk_fn(strategy: Any, params: Any, fitness_fn: FitnessFn, config: E
         if population_based:
             return jnp.where(finite, losses, jnp.inf)
         worst = jnp.max(jnp.where(finite, losses, -jnp.inf))
+        # with no finite loss at all the strategy's update is discarded (tell_state below)
         return jnp.where(finite, losses, jnp.where(jnp.any(finite), worst, 0.0))
 
     def step(carry, s, fitness_args, z0, base_key):
@@ -287,7 +298,12 @@ def _build_chunk_fn(strategy: Any, params: Any, fitness_fn: FitnessFn, config: E
             return strategy.init(key_tell, z0, params)
 
         def tell_state(_):
-            return strategy.tell(key_tell, population, shaped, state, params)[0]
+            told = strategy.tell(key_tell, population, shaped, state, params)[0]
+            # a generation without one finite loss teaches nothing: keep the state as it was
+            # (DE would otherwise swap +inf parents for +inf trials, and a distribution-based
+            # strategy would rank arbitrary members)
+            any_finite = jnp.any(finite)
+            return jax.tree.map(lambda new, old: jnp.where(any_finite, new, old), told, state)
 
         new_state = jax.lax.cond(is_init, init_state, tell_state, None)
         new_state = _same_types(new_state, state)
@@ -324,6 +340,14 @@ def _build_chunk_fn(strategy: Any, params: Any, fitness_fn: FitnessFn, config: E
         return jax.lax.scan(body, carry, steps)
 
     return chunk
+
+
+def _trailing_failed_steps(num_failed: np.ndarray, pop_size: int, before: int) -> int:
+    """Consecutive steps at the end of a chunk in which every member failed (continuing ``before``)."""
+    count = before
+    for failed in np.asarray(num_failed):
+        count = count + 1 if int(failed) >= pop_size else 0
+    return count
 
 
 def _z0_digest(z0: np.ndarray) -> str:
@@ -421,7 +445,7 @@ def evolve(
                 resumed_from = step - 1
                 logger.info("resumed from generation %d in %s", resumed_from, checkpointer.directory)
 
-        compile_s, loop_s, steps_run = 0.0, 0.0, 0
+        compile_s, loop_s, steps_run, failed_steps = 0.0, 0.0, 0, 0
         if step < total_steps:
             t_compile = time.perf_counter()
             compiled = (
@@ -443,6 +467,18 @@ def evolve(
             chunk_records = jax.tree.map(lambda x: np.asarray(x)[: s_end - step], chunk_records)
             loop_s += time.perf_counter() - t_chunk
             steps_run += s_end - step
+            failed_steps = _trailing_failed_steps(chunk_records["num_failed"], pop_size, failed_steps)
+            if failed_steps >= min(NONFINITE_PATIENCE, total_steps):
+                first = s_end - failed_steps
+                raise NonFiniteFitnessError(
+                    f"every loss of {pop_size} members was NaN or inf in {failed_steps} step(s) in a row "
+                    f"(generations {max(first - 1, 0)}..{s_end - 1}"
+                    + (", the initial population included" if first == 0 else "")
+                    + "): nothing can be optimised. Likely causes: the dtype overflows (e.g. bfloat16 "
+                    "activations; try float32), the model weights hold NaN/inf (a broken checkpoint "
+                    "or conversion), a resumed run's checkpoint is broken, or the target leaves no "
+                    "dimension to compare. The last checkpoint, if any, is the state before these steps."
+                )
             records.append(chunk_records)
             step = s_end
             done = step - 1
@@ -492,7 +528,17 @@ def _save(
     history = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *records)
     tree = {"carry": carry, "history": history, "base_key": base_key}
     record = {"fingerprint": run_fingerprint, "generation": int(generation), "generations_target": config.generations}
-    checkpointer.save(generation, tree, record)
+    try:
+        checkpointer.save(generation, tree, record)
+    except OSError as error:  # disk full, folder removed or read-only: say what is still good
+        good = checkpointer.latest_step()
+        raise OSError(
+            error.errno,
+            f"could not write the checkpoint of generation {generation} into {checkpointer.directory!r} "
+            f"({error.strerror or error}); "
+            + (f"the last good checkpoint is generation {good}: free space or fix the folder, then resume"
+               if good is not None and good != generation else "no earlier checkpoint is kept"),
+        ) from error
 
 
 def _check_resumable(
@@ -504,7 +550,7 @@ def _check_resumable(
     if differences:
         raise ValueError(
             f"refusing to resume from {checkpointer.directory!r}: the checkpoint was made by a different "
-            f"configuration ({'; '.join(differences)})"
+            f"configuration or content ({'; '.join(differences)})"
         )
     if generation > config.generations:
         raise ValueError(

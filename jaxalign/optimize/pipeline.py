@@ -47,6 +47,7 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -64,8 +65,21 @@ from jaxalign.api import (
     search_space,
 )
 from jaxalign.baselines import BaselineResult, run_baselines
+from jaxalign.fingerprint import (
+    instrument_fingerprint,
+    model_fingerprint,
+    prompt_fingerprint,
+    space_fingerprint,
+    target_fingerprint,
+)
 from jaxalign.optimize.checkpoint import RunCheckpointer, flat_differences, normalise_json
-from jaxalign.optimize.evolution import _make_strategy, _same_types, _strong
+from jaxalign.optimize.evolution import (
+    NONFINITE_PATIENCE,
+    NonFiniteFitnessError,
+    _make_strategy,
+    _same_types,
+    _strong,
+)
 from jaxalign.parallel import gather_to_all, replicate
 from jaxalign.scoring import Scorer, make_scorer
 from jaxalign.softprompt import SoftPromptSpace
@@ -122,6 +136,7 @@ class Problem:
     space: SoftPromptSpace
     embedding_std: float
     mesh: Any = None
+    content: Mapping[str, Any] | None = None  # content fingerprints (jaxalign.fingerprint)
 
     @property
     def n_targets(self) -> int:
@@ -155,7 +170,14 @@ class Problem:
             "n": int(self.space.dim),
             **{key: value for key, value in config.items()
                if key not in ("generations", "chunk_size", "checkpoint_every", "baselines")},
+            "content": dict(self.content or {}),
         })
+
+    def fingerprints(self, c: int) -> dict[str, Any]:
+        """Target ``c``'s content fingerprints as ``results.json`` records them."""
+        content = dict(self.content or {})
+        targets = content.pop("targets", [])
+        return {**content, "target": targets[c] if c < len(targets) else None}
 
 
 def setup(
@@ -166,8 +188,16 @@ def setup(
     *,
     mesh: Any = None,
     scorer_options: Mapping[str, Any] | None = None,
+    space_file: Any = None,
+    resume: bool = False,
 ) -> Problem:
-    """Builds the :class:`Problem`: checks targets, renders the items, builds the search space."""
+    """Builds the :class:`Problem`: checks targets, renders the items, builds the search space.
+
+    ``space_file``: where the run keeps ``p0`` and the basis (``search_space.safetensors``): a
+    fresh run writes them, a resume (``resume=True``) reads them back instead of redrawing them.
+    The problem's content fingerprints (model, instrument, targets, rendered prompts, space) are
+    computed here once; checkpoints record them and a resume compares them.
+    """
     targets = tuple(targets)
     if not targets:
         raise ValueError("no target given: pass a country, a custom target, or a list of them")
@@ -196,11 +226,22 @@ def setup(
     else:
         result_scorer = make_scorer(lm, instrument, readout=config.readout, **common)
     space, embedding_std = search_space(lm, config)
+    if space_file is not None:
+        from jaxalign.api import _saved_search_space
+
+        space = _saved_search_space(Path(space_file), space, resume=resume)
+    content = {
+        "model": model_fingerprint(lm),
+        "instrument": instrument_fingerprint(instrument),
+        "targets": [target_fingerprint(t) for t in targets],
+        "prompts": {p: prompt_fingerprint(s.batch) for p, s in zip(presentations, scorers)},
+        "space": space_fingerprint(space),
+    }
     if mesh is not None:
         space = replicate(space, mesh)  # every device decodes its own members' prompts
     return Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
                    presentations=presentations, result_scorer=result_scorer, space=space,
-                   embedding_std=embedding_std, mesh=mesh)
+                   embedding_std=embedding_std, mesh=mesh, content=content)
 
 
 # ----------------------------------------------------------------------------- state and args
@@ -335,8 +376,14 @@ def _evosax_step(problem: Problem, state: RunState, args: RunArgs):
         return jax.vmap(lambda k: strategy.init(k, z0, params))(key_tell)
 
     def tell_state(_):
-        return jax.vmap(lambda k, p, f, st: strategy.tell(k, p, f, st, params)[0])(
+        told = jax.vmap(lambda k, p, f, st: strategy.tell(k, p, f, st, params)[0])(
             key_tell, population, shaped, state.opt)
+        # a generation without one finite loss teaches nothing: that target's state stays as it
+        # was (DE would swap +inf parents for +inf trials; a distribution-based strategy would
+        # rank arbitrary members as if they all had the best loss 0.0)
+        any_finite = jnp.any(finite, axis=1)  # (C,)
+        keep = lambda new, old: jnp.where(any_finite.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+        return jax.tree.map(keep, told, state.opt)
 
     opt = _same_types(jax.lax.cond(is_init, init_state, tell_state, None), state.opt)
     new, record = _update_best(state, population, clean, dims, finite, losses)
@@ -401,7 +448,17 @@ def save_checkpoint(checkpointer: RunCheckpointer, problem: Problem, state: RunS
     record = {"fingerprint": problem.fingerprint(), "generation": done,
               "generations_target": problem.total_steps - 1,
               "targets": [t.name for t in problem.targets], "method": problem.config.method}
-    checkpointer.save(done, {"state": state, "history": history}, record)
+    try:
+        checkpointer.save(done, {"state": state, "history": history}, record)
+    except OSError as error:  # disk full, folder removed or read-only: say what is still good
+        good = checkpointer.latest_step()
+        raise OSError(
+            error.errno,
+            f"could not write the checkpoint of generation {done} into {checkpointer.directory!r} "
+            f"({error.strerror or error}); "
+            + (f"the last good checkpoint is generation {good}: free space or fix the folder, then resume"
+               if good is not None and good != done else "no earlier checkpoint is kept"),
+        ) from error
 
 
 def restore_checkpoint(checkpointer: RunCheckpointer, problem: Problem, template: RunState,
@@ -412,7 +469,7 @@ def restore_checkpoint(checkpointer: RunCheckpointer, problem: Problem, template
     if differences:
         raise ValueError(
             f"refusing to resume from {checkpointer.directory!r}: the checkpoint was made by a different "
-            f"configuration ({'; '.join(differences)})")
+            f"configuration or content ({'; '.join(differences)})")
     if generation > problem.total_steps - 1:
         raise ValueError(
             f"the checkpoint in {checkpointer.directory!r} is at generation {generation}, beyond "
@@ -516,7 +573,7 @@ def _loop(problem: Problem, compiled, state: RunState, args: RunArgs, records: l
     completed chunk's state and history (one assignment updates both, so they always agree)."""
     config, total = problem.config, problem.total_steps
     done_pair = (state, list(records))
-    step, loop_s, steps_run = int(state.step), 0.0, 0
+    step, loop_s, steps_run, failed_steps = int(state.step), 0.0, 0, 0
     try:
         while step < total:
             s_end = min(step + config.chunk_size + (step == 0), total)
@@ -528,6 +585,7 @@ def _loop(problem: Problem, compiled, state: RunState, args: RunArgs, records: l
             chunk = jax.tree.map(lambda x: np.asarray(x)[: s_end - step], chunk)
             loop_s += time.perf_counter() - t0
             steps_run += s_end - step
+            failed_steps = _check_finite(chunk["num_failed"], problem, s_end, failed_steps, total)
             done_pair = (new_state, done_pair[1] + [chunk])
             step = s_end
             done = step - 1
@@ -544,6 +602,26 @@ def _loop(problem: Problem, compiled, state: RunState, args: RunArgs, records: l
         raise RunInterrupted(int(state.step) - 1, total - 1, None, None, state=state,
                              history=_concat(records) if records else None) from None
     return done_pair[0], done_pair[1], compile_s, loop_s, steps_run
+
+
+def _check_finite(num_failed: np.ndarray, problem: Problem, s_end: int, before: int, total: int) -> int:
+    """Counts consecutive steps in which every member of some target failed; raises
+    :class:`~jaxalign.optimize.evolution.NonFiniteFitnessError` after ``NONFINITE_PATIENCE`` of them
+    (before that chunk's checkpoint is written, so the last checkpoint is the last good state)."""
+    members = 1 if problem.config.method == "gradient" else problem.config.population  # per target
+    count = before
+    for failed in np.asarray(num_failed):  # (C,) per step
+        count = count + 1 if np.any(failed >= members) else 0
+    if count >= min(NONFINITE_PATIENCE, total):
+        first = s_end - count
+        raise NonFiniteFitnessError(
+            f"every loss was NaN or inf for a target in {count} step(s) in a row (generations "
+            f"{max(first - 1, 0)}..{s_end - 1}" + (", the initial population included" if first == 0 else "")
+            + "): nothing can be optimised. Likely causes: the dtype overflows (e.g. bfloat16 "
+            "activations; try float32), the model weights hold NaN/inf (a broken checkpoint or "
+            "conversion), a resumed run's checkpoint is broken, or the target leaves no dimension to "
+            "compare. The last checkpoint, if any, is the state before these steps.")
+    return count
 
 
 def _concat(records: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -617,5 +695,6 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
             evaluations=evaluations,
             resumed_from=outcome.resumed_from,
             s_per_generation=outcome.s_per_generation,
+            fingerprints=normalise_json(problem.fingerprints(c)),
         ))
     return out

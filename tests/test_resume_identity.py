@@ -1,0 +1,180 @@
+"""A resume is refused when what the run is made of changed, and names what changed.
+
+One short run is checkpointed; each test then asks to resume it after one kind of change (weights
+behind the same model name, a wording file edited under the same name, other constants, another
+target, an edited search-space file). Refusals happen before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import jaxalign
+from jaxalign import api
+from jaxalign.survey import custom_target, resolve_target, save_wording
+
+CONFIG = api.AlignConfig(k=2, population=4, subspace=4, generations=2, chunk_size=1, seed=5, baselines=())
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return jaxalign.load_model("tiny-random", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def wording(tmp_path_factory):
+    return save_wording(jaxalign.vsm13(), tmp_path_factory.mktemp("wording") / "mine.json", name="mine")
+
+
+@pytest.fixture(scope="module")
+def run(lm, wording, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    result = jaxalign.align(lm, "Japan", instrument=jaxalign.vsm13(wording=wording), config=CONFIG,
+                            out=out, progress=False)
+    return out, result
+
+
+def _copy(run, tmp_path):
+    shutil.copytree(run[0], tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _resume(lm, out, instrument, target="Japan", **changes):
+    config = dataclasses.replace(CONFIG, **{"generations": 3, **changes})
+    return jaxalign.align(lm, target, instrument=instrument, config=config, out=out, resume=True,
+                          progress=False)
+
+
+def test_results_record_the_fingerprints(run, lm, wording):
+    out, result = run
+    saved = json.loads((out / "results.json").read_text())["fingerprints"]
+    assert set(saved) == {"model", "instrument", "target", "prompts", "space"}
+    assert saved == json.loads(json.dumps(result.fingerprints))
+    assert saved["model"]["weights"]["sampled"] == "memory"
+    space = load_file(str(out / api.SPACE_FILE))
+    assert space["p0"].shape == (2, 64) and space["basis"].shape == (4, 128)
+    # the prompt file carries the same provenance, and checks clean against the run's own model
+    prompt, meta = jaxalign.load_soft_prompt(out / "soft_prompt.safetensors")
+    assert meta["wording_fingerprint"] == saved["instrument"]["items"] and meta["hidden_size"] == "64"
+    assert meta["K"] == "2" and meta["slot"] == "user_start" and meta["chat_date"] == ""
+    assert meta["chat_format"] == saved["model"]["chat_template"] and meta["jaxalign_version"]
+    record = jaxalign.prompt_provenance(prompt, meta, lm=lm, instrument=jaxalign.vsm13(wording=wording),
+                                        slot="user_start", warn=pytest.fail)
+    assert record["mismatches"] == [] and record["checked"] == ["model", "wording", "slot"]
+
+
+@pytest.mark.slow
+def test_unchanged_resume_continues(lm, wording, run, tmp_path):
+    out = _copy(run, tmp_path)
+    resumed = _resume(lm, out, jaxalign.vsm13(wording=wording))
+    assert resumed.resumed_from == 2 and len(resumed.history["best_loss"]) == 4
+
+
+def test_other_weights_behind_the_same_name(wording, run, tmp_path):
+    other = jaxalign.load_model("tiny-random", dtype="float32", seed=1)
+    assert other.name == "tiny-random"
+    with pytest.raises(ValueError, match=r"content\.model\.weights") as error:
+        _resume(other, _copy(run, tmp_path), jaxalign.vsm13(wording=wording))
+    assert "(model:" not in str(error.value) and "; model:" not in str(error.value)  # same name
+
+
+def test_wording_edited_under_the_same_name(lm, wording, run, tmp_path):
+    edited = tmp_path / "mine.json"
+    data = json.loads(wording.read_text())
+    data["items"][0]["text"] += " Think of your ideal job."
+    edited.write_text(json.dumps(data))
+    instrument = jaxalign.vsm13(wording=edited)
+    assert instrument.wording == "user:mine"
+    with pytest.raises(ValueError, match=r"content\.instrument\.items") as error:
+        _resume(lm, _copy(run, tmp_path), instrument)
+    message = str(error.value)
+    assert "content.prompts.normal.token_ids" in message  # the rendered tokens differ too
+    assert "; wording:" not in message and "(wording:" not in message  # the name alone is the same
+
+
+def test_other_constants(lm, wording, run, tmp_path):
+    base = jaxalign.vsm13(wording=wording)
+    instrument = dataclasses.replace(base, constants=base.constants + 1.0)
+    with pytest.raises(ValueError, match=r"content\.instrument\.constants"):
+        _resume(lm, _copy(run, tmp_path), instrument)
+
+
+def test_other_target(lm, wording, run, tmp_path):
+    japan = resolve_target("Japan")
+    values = dict(zip(japan.dimensions, japan.values.tolist()))
+    values["PDI"] += 1
+    with pytest.raises(ValueError, match=r"content\.targets"):
+        _resume(lm, _copy(run, tmp_path), jaxalign.vsm13(wording=wording),
+                target=custom_target(values, name="Japan"))
+
+
+def test_edited_search_space(lm, wording, run, tmp_path):
+    out = _copy(run, tmp_path)
+    tensors = load_file(str(out / api.SPACE_FILE))
+    tensors["basis"][0, 0] += 1e-3
+    save_file(tensors, str(out / api.SPACE_FILE))
+    with pytest.raises(ValueError, match=r"content\.space\.basis"):
+        _resume(lm, out, jaxalign.vsm13(wording=wording))
+
+
+@pytest.mark.slow
+def test_resume_reads_the_saved_space_not_the_seed(lm, wording, run, tmp_path, monkeypatch):
+    """Were the basis redrawn differently (another JAX release), the saved one is still used."""
+    out = _copy(run, tmp_path)
+    real = api.search_space
+
+    def redrawn(lm_, config):
+        space, std = real(lm_, config)
+        return dataclasses.replace(space, basis=space.basis * 1.5), std
+
+    from jaxalign.optimize import pipeline
+
+    monkeypatch.setattr(pipeline, "search_space", redrawn)
+    whole = _resume(lm, out, jaxalign.vsm13(wording=wording), generations=2)  # nothing left to run
+    assert whole.resumed_from == 2
+    np.testing.assert_array_equal(whole.soft_prompt, run[1].soft_prompt)
+    # without the saved file, the redrawn space is refused by its digest
+    (out / api.SPACE_FILE).unlink()
+    with pytest.raises(ValueError, match=r"content\.space\.basis"):
+        _resume(lm, out, jaxalign.vsm13(wording=wording))
+
+
+@pytest.mark.slow
+def test_disk_full_keeps_the_last_good_checkpoint(lm, wording, run, tmp_path, monkeypatch):
+    """The checkpoint of generation 3 cannot be written (record fails after the arrays): the error
+    names generation 2 as the last good one, which a later resume reads."""
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    out = _copy(run, tmp_path)
+    real = ocp.JsonCheckpointHandler._save_fn
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
+    with pytest.raises(OSError, match="generation 3.*No space left.*last good checkpoint is generation 2"):
+        _resume(lm, out, jaxalign.vsm13(wording=wording))
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", real)
+    resumed = _resume(lm, out, jaxalign.vsm13(wording=wording))
+    assert resumed.resumed_from == 2 and len(resumed.history["best_loss"]) == 4
+
+
+@pytest.mark.slow
+def test_nan_weights_stop_the_run_with_a_clear_error(tmp_path):
+    from jaxalign.model import LM
+    from jaxalign.optimize import NonFiniteFitnessError
+
+    lm = jaxalign.load_model("tiny-random", dtype="float32")
+    lm.model.norm.value = np.full(lm.model.norm.value.shape, np.nan, np.float32)
+    broken = LM(name=lm.name, config=lm.config, model=lm.model, tokenizer=lm.tokenizer)
+    with pytest.raises(NonFiniteFitnessError, match="NaN or inf.*dtype.*broken"):
+        jaxalign.align(broken, "Japan", config=CONFIG, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "results.json").exists()
