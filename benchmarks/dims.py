@@ -1,23 +1,31 @@
-"""The paper's comparison: L1 loss to each country's Hofstede profile for Naive, Persona, ICL and DE.
+"""The paper's table: L1 loss to each country's Hofstede profile for Naive, Persona, ICL, DE and Adam.
 
-For every country the same methods run with the same budget (population x generations for DE;
-the baselines are single prompts), scored with the same instrument, readout and constants.
-Prints a loss table (method x country) and the six dimensions per row, and writes
-``results.json`` and ``results.md`` into ``--out``.
+Every country runs the same methods with the same budget (population x generations for DE; Adam
+gets the same forward-pass budget; the baselines are single prompts), scored with the same
+instrument, readout and constants. All countries are searched together: one
+``jaxalign.align(lm, [countries...])`` run for DE and one ``gradient_align`` run for Adam (one
+compiled program each, every country's search independent of the others, see
+:mod:`jaxalign.optimize.pipeline`). ``--seeds 0,1,2`` repeats everything per seed and reports
+the mean and the spread (sample standard deviation over seeds).
+
+Writes into ``--out``: ``results.json`` (every number, per seed and aggregated), ``results.md``
+(L1 per country and the mean, one row per method; the six dimensions per country; with
+``--culturalbench`` the Easy/Hard accuracy per country for the plain and the DE-aligned model) and
+``results.png`` (model vs target score per dimension and country).
 
 Examples::
 
-    python benchmarks/dims.py                                   # tiny-random model, a few minutes on a CPU
+    python benchmarks/dims.py                                   # the paper's 4 countries, tiny-random
+    python benchmarks/dims.py --countries all --methods naive,de --seeds 0,1,2
+    python benchmarks/dims.py --culturalbench tests/data/culturalbench
     python benchmarks/dims.py --model meta-llama/Meta-Llama-3-8B-Instruct --dtype bfloat16 \\
-        --population 32 --generations 100 --out runs/dims-llama3
-    python benchmarks/dims.py --countries "Japan,Germany" --methods naive,de --layout after_item
+        --population 32 --generations 100 --subspace 64 --out runs/dims-llama3
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import math
 import sys
@@ -34,7 +42,7 @@ from jaxalign.prompting.layout import SLOTS as LAYOUTS  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 
-DEFAULT_COUNTRIES = ("United States", "China", "India", "Saudi Arabia", "Arab countries")
+DEFAULT_COUNTRIES = ("U.S.A.", "China", "India", "Saudi Arabia")  # the paper's four
 BASELINE_METHODS = ("naive", "persona", "icl")
 SEARCH_METHODS = ("de", "gradient")
 METHODS = BASELINE_METHODS + SEARCH_METHODS
@@ -49,16 +57,29 @@ def _subspace(text: str) -> int | None:
     return value
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must list distinct integers, got {text!r}")
+    return seeds
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="L1 loss to Hofstede country profiles: Naive, Persona, ICL and DE per country.")
+        description="L1 loss to Hofstede country profiles: Naive, Persona, ICL, DE and Adam per country.")
     parser.add_argument("--model", default="tiny-random",
                         help="Hugging Face Hub id, local checkpoint folder, or tiny-random (default)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                         help="model dtype (default: float32 for tiny-random, bfloat16 otherwise)")
     parser.add_argument("--countries", default=",".join(DEFAULT_COUNTRIES),
-                        help="comma-separated country names or codes (default: %(default)s)")
-    parser.add_argument("--methods", default="naive,persona,icl,de",
+                        help="comma-separated country names or codes, or 'all' (every country with "
+                             "all six dimensions; see --min-dims) (default: %(default)s)")
+    parser.add_argument("--min-dims", type=int, default=6,
+                        help="with --countries all: keep countries with at least this many dimensions")
+    parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
     parser.add_argument("--population", type=int, default=16, help="DE population size")
     parser.add_argument("--generations", type=int, default=40, help="DE generations")
@@ -68,16 +89,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readout", choices=("expected", "argmax", "sample"), default="expected")
     parser.add_argument("--layout", choices=LAYOUTS, default="user_start",
                         help="soft-prompt slot (after_item and user_end put the item first)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/dims", help="folder for results.json and results.md")
+    parser.add_argument("--learning-rate", type=float, default=0.1, help="Adam's step size (gradient)")
+    parser.add_argument("--seeds", type=_seeds, default=(0,),
+                        help="comma-separated seeds; several report mean and spread (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    parser.add_argument("--culturalbench", default=None, metavar="PATH",
+                        help="folder with CulturalBench-Easy.csv and CulturalBench-Hard.csv: adds Easy/"
+                             "Hard accuracy per country for the plain and the DE-aligned model")
+    parser.add_argument("--out", default="runs/dims", help="folder for results.json/.md/.png")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.seed is not None:
+        args.seeds = (args.seed,)
     args.methods = tuple(m.strip().lower() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown or not args.methods:
         parser.error(f"unknown method(s) {unknown or args.methods}; choose from {', '.join(METHODS)}")
-    args.countries = tuple(c.strip() for c in args.countries.split(",") if c.strip())
+    if args.culturalbench is not None and "de" not in args.methods:
+        parser.error("--culturalbench compares the plain and the DE-aligned model: add de to --methods")
+    if args.countries.strip().lower() == "all":
+        args.countries = ("all",)
+    else:
+        args.countries = tuple(c.strip() for c in args.countries.split(",") if c.strip())
     if not args.countries:
         parser.error("--countries is empty")
     if args.dtype is None:
@@ -85,71 +119,143 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def gradient_function():
-    """``jaxalign.optimize.gradient.gradient_align`` if the library has it, else a clear error."""
-    try:
-        module = importlib.import_module("jaxalign.optimize.gradient")
-    except ImportError:
-        module = None
-    function = getattr(module, "gradient_align", None)
-    if function is None:
-        raise SystemExit("gradient method not available yet "
-                         "(jaxalign.optimize.gradient.gradient_align is missing)")
-    return function
+def resolve_countries(names: tuple[str, ...], min_dims: int) -> list[Any]:
+    import jaxalign
+
+    if names == ("all",):
+        if not 1 <= min_dims <= 6:
+            raise SystemExit(f"--min-dims must be 1..6, got {min_dims}")
+        return [t for t in jaxalign.countries() if int(t.mask.sum()) >= min_dims]
+    return [jaxalign.resolve_target(name) for name in names]
 
 
 def _values(array: Any) -> list[float | None]:
     return [None if math.isnan(v) else round(float(v), 4) for v in np.asarray(array, np.float64)]
 
 
-def run_country(lm, instrument, target, args, progress: bool) -> dict[str, Any]:
-    """All requested methods for one country -> ``{method: {"loss", "dims", "wall_s", ...}}``."""
+def run_seed(lm, instrument, targets, args, seed: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """Every method for every country with one seed -> ``{country: {method: {...}}}`` plus the
+    DE prompts (``"_prompts"``) for CulturalBench."""
     import jaxalign
+    from jaxalign.optimize.gradient import gradient_align
 
     baselines = tuple(m for m in args.methods if m in BASELINE_METHODS)
     config = jaxalign.AlignConfig(
         k=args.k, subspace=args.subspace, population=args.population,
-        generations=args.generations, readout=args.readout, slot=args.layout, seed=args.seed,
-        baselines=baselines,
+        generations=args.generations, readout=args.readout, slot=args.layout, seed=seed,
+        baselines=baselines, learning_rate=args.learning_rate,
     )
-    methods: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
+    prompts = {}
     if "de" in args.methods:
-        result = jaxalign.align(lm, target, instrument=instrument, config=config, progress=progress)
-        for name, baseline in result.baselines.items():
-            methods[name] = {"loss": float(baseline.loss), "dims": _values(baseline.dims)}
-        methods["de"] = {
-            "loss": float(result.loss), "dims": _values(result.dims),
-            "wall_s": round(result.wall_s, 2), "compile_s": round(result.compile_s, 2),
-            "evaluations": int(result.evaluations),
-            "best_loss_history": [round(float(v), 4) for v in result.history["best_loss"]],
-        }
+        results = jaxalign.align(lm, list(targets), instrument=instrument, config=config, progress=progress)
+        for target, result in zip(targets, results):
+            for name, baseline in result.baselines.items():
+                out[target.name][name] = {"loss": float(baseline.loss), "dims": _values(baseline.dims)}
+            out[target.name]["de"] = {
+                "loss": float(result.loss), "dims": _values(result.dims),
+                "evaluations": int(result.evaluations),
+                "best_loss_history": [round(float(v), 4) for v in result.history["best_loss"]],
+            }
+            prompts[target.name] = result.soft_prompt
+        wall, compile_s = results[0].wall_s, results[0].compile_s
+        for target in targets:
+            out[target.name]["de"].update(wall_s_all_countries=round(wall, 2), compile_s=round(compile_s, 2))
     elif baselines:
-        scored = jaxalign.run_baselines(lm, instrument, target, names=baselines,
-                                        readout=args.readout, seed=args.seed)
-        for name, baseline in scored.items():
-            methods[name] = {"loss": float(baseline.loss), "dims": _values(baseline.dims)}
+        for target in targets:
+            scored = jaxalign.run_baselines(lm, instrument, target, names=baselines,
+                                            readout=args.readout, seed=seed)
+            for name, baseline in scored.items():
+                out[target.name][name] = {"loss": float(baseline.loss), "dims": _values(baseline.dims)}
     if "gradient" in args.methods:
-        gradient_align = gradient_function()
         t0 = time.perf_counter()
-        result = gradient_align(lm, target, instrument=instrument,
-                                config=dataclasses.replace(config, baselines=()), progress=progress)
-        methods["gradient"] = {"loss": float(result.loss), "dims": _values(result.dims),
-                               "wall_s": round(time.perf_counter() - t0, 2)}
-    return {name: methods[name] for name in args.methods}
+        results = gradient_align(lm, list(targets), instrument=instrument, learning_rate=args.learning_rate,
+                                 config=dataclasses.replace(config, baselines=()), progress=progress)
+        for target, result in zip(targets, results):
+            out[target.name]["gradient"] = {
+                "loss": float(result.loss), "dims": _values(result.dims),
+                "evaluations": int(result.evaluations),
+                "wall_s_all_countries": round(time.perf_counter() - t0, 2)}
+    for target in targets:
+        if "persona" in args.methods and "persona" not in out[target.name]:
+            out[target.name]["persona"] = {"loss": float("nan"), "dims": [None] * 6}  # custom target
+    return {"methods": out, "_prompts": prompts}
 
 
-def loss_table(results: dict[str, Any], methods: tuple[str, ...]) -> list[list[str]]:
-    """Rows ``[country, loss per method...]`` plus a mean row (over countries)."""
+def aggregate(per_seed: list[dict[str, Any]], targets, methods) -> dict[str, Any]:
+    """Mean and sample std over seeds of every loss and dimension."""
+    countries = {}
+    for target in targets:
+        entry = {"code": target.code, "target": {"dims": _values(target.values), "source": target.source},
+                 "methods": {}}
+        for m in methods:
+            losses = np.array([run["methods"][target.name][m]["loss"] for run in per_seed], np.float64)
+            dims = np.array([[np.nan if v is None else v for v in run["methods"][target.name][m]["dims"]]
+                             for run in per_seed], np.float64)
+            entry["methods"][m] = {
+                "loss": float(np.mean(losses)),
+                "loss_std": float(np.std(losses, ddof=1)) if len(losses) > 1 else None,
+                "losses": [round(float(v), 4) for v in losses],
+                "dims": _values(np.mean(dims, axis=0)),
+            }
+        countries[target.name] = entry
+    return countries
+
+
+def culturalbench_accuracy(lm, path: str, targets, prompts_per_seed: list[dict[str, Any]], slot: str):
+    """Easy/Hard accuracy per country: plain model and DE-aligned prompt (mean over seeds)."""
+    from jaxalign.evaluate.culturalbench import evaluate_culturalbench, load_culturalbench
+    from jaxalign.survey import resolve_target
+
+    table: dict[str, dict[str, Any]] = {}
+    for set_name in ("easy", "hard"):
+        bench = load_culturalbench(path, set=set_name)
+        by_code: dict[str, str] = {}
+        for country in bench.countries():
+            try:
+                by_code[resolve_target(country).code] = country
+            except ValueError:
+                pass
+        for target in targets:
+            row = table.setdefault(target.name, {})
+            bench_country = by_code.get(target.code)
+            if bench_country is None:
+                row[set_name] = None
+                continue
+            subset = bench.for_country(bench_country)
+            plain = evaluate_culturalbench(lm, subset, slot=slot)
+            aligned = [evaluate_culturalbench(lm, subset, soft_prompt=prompts[target.name], slot=slot)
+                       for prompts in prompts_per_seed]
+            accs = np.array([a.accuracy for a in aligned])
+            row[set_name] = {
+                "questions": subset.n_questions, "plain": plain.accuracy,
+                "aligned": float(np.mean(accs)),
+                "aligned_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+            }
+    return table
+
+
+def _cell(mean: float | None, std: float | None = None, digits: int = 2) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def loss_table(results: dict[str, Any], methods: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows ``[method, L1 per country..., mean]`` (``mean ± std`` over seeds when several)."""
+    header = ["method", *results, "mean"]
     rows = []
-    for country, entry in results.items():
-        rows.append([country] + [f"{entry['methods'][m]['loss']:.2f}" for m in methods])
-    means = [np.mean([entry["methods"][m]["loss"] for entry in results.values()]) for m in methods]
-    rows.append(["mean"] + [f"{v:.2f}" for v in means])
-    return rows
+    for m in methods:
+        cells = [_cell(e["methods"][m]["loss"], e["methods"][m]["loss_std"]) for e in results.values()]
+        per_seed = np.array([e["methods"][m]["losses"] for e in results.values()], np.float64)  # (C, S)
+        means = np.nanmean(per_seed, axis=0)  # the mean over countries, per seed
+        std = float(np.std(means, ddof=1)) if means.size > 1 else None
+        rows.append([m, *cells, _cell(float(np.mean(means)), std)])
+    return header, rows
 
 
 def dims_table(results: dict[str, Any], methods: tuple[str, ...], dimensions) -> list[list[str]]:
-    """Rows ``[country, row name, six dims..., loss]``: the target, then each method."""
+    """Rows ``[country, row name, six dims..., loss]``: the target, then each method (seed means)."""
     def fmt(v):
         return "-" if v is None else f"{v:.1f}"
 
@@ -158,8 +264,20 @@ def dims_table(results: dict[str, Any], methods: tuple[str, ...], dimensions) ->
         rows.append([country, "target"] + [fmt(v) for v in entry["target"]["dims"]] + [""])
         for m in methods:
             method = entry["methods"][m]
-            rows.append([country, m] + [fmt(v) for v in method["dims"]] + [f"{method['loss']:.2f}"])
+            rows.append([country, m] + [fmt(v) for v in method["dims"]] + [_cell(method["loss"])])
     return rows
+
+
+def bench_table(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["country", "questions (easy/hard)", "easy plain", "easy aligned", "hard plain", "hard aligned"]
+    rows = []
+    for country, row in bench.items():
+        cells = [country, "/".join(str(row[s]["questions"]) if row[s] else "0" for s in ("easy", "hard"))]
+        for s in ("easy", "hard"):
+            r = row[s]
+            cells += ["-", "-"] if r is None else [_cell(r["plain"]), _cell(r["aligned"], r["aligned_std"])]
+        rows.append(cells)
+    return header, rows
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -179,6 +297,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     methods = tuple(report["methods"])
     dims = report["dimensions"]
     cfg = report["config"]
+    seeds = cfg["seeds"]
     lines = [
         f"# L1 loss to Hofstede profiles: {report['model']}",
         "",
@@ -187,32 +306,77 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"- device: {report['device']}",
         f"- model: {report['model']} ({report['dtype']}), wording {report['wording']}",
         f"- DE: population {cfg['population']}, generations {cfg['generations']}, K {cfg['k']}, "
-        f"subspace {cfg['subspace']}, readout {cfg['readout']}, layout {cfg['slot']}, seed {cfg['seed']}",
+        f"subspace {cfg['subspace']}, readout {cfg['readout']}, layout {cfg['slot']}; Adam: the same "
+        f"forward-pass budget, learning rate {cfg['learning_rate']}; all countries in one run per method",
+        f"- seeds: {', '.join(map(str, seeds))}"
+        + (" (cells: mean ± sample std over seeds)" if len(seeds) > 1 else ""),
         "- loss: mean absolute difference over the country's available dimensions "
         "(missing ones are masked, shown as -)",
         f"- wall time: {report['wall_s']:.1f} s",
         "",
         "## L1 loss",
         "",
-        markdown_table(["country", *methods], loss_table(report["countries"], methods)),
+        markdown_table(*loss_table(report["countries"], methods)),
         "",
+    ]
+    if report.get("culturalbench"):
+        lines += ["## CulturalBench accuracy (plain model vs DE-aligned prompt)", "",
+                  f"Questions from `{report['culturalbench_path']}`, matched to a country by its Hofstede "
+                  "code; - where the file has no question about it.", "",
+                  markdown_table(*bench_table(report["culturalbench"])), ""]
+    lines += [
         "## Dimensions",
         "",
-        markdown_table(["country", "row", *dims, "L1"],
-                       dims_table(report["countries"], methods, dims)),
+        markdown_table(["country", "row", *dims, "L1"], dims_table(report["countries"], methods, dims)),
+        "",
+        "![model vs target](results.png)",
         "",
     ]
     return "\n".join(lines)
 
 
+def plot(report: dict[str, Any], path: Path) -> None:
+    """One panel per country: target and every method's score per dimension (seed means)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    countries = report["countries"]
+    dims = report["dimensions"]
+    methods = list(report["methods"])
+    n = len(countries)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    series = ["target", *methods]
+    width = 0.8 / len(series)
+    for i, (country, entry) in enumerate(countries.items()):
+        ax = axes[i // cols][i % cols]
+        for j, name in enumerate(series):
+            values = entry["target"]["dims"] if name == "target" else entry["methods"][name]["dims"]
+            values = np.array([np.nan if v is None else v for v in values], np.float64)
+            xs = np.arange(len(dims)) + (j - (len(series) - 1) / 2) * width
+            ok = ~np.isnan(values)
+            ax.bar(xs[ok], values[ok], width, label=name, color="black" if name == "target" else None)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_xticks(np.arange(len(dims)), dims, fontsize=7)
+        title = country + "".join(f", {m} {entry['methods'][m]['loss']:.1f}" for m in methods if m == "de")
+        ax.set_title(title, fontsize=8)
+    for i in range(n, rows * cols):
+        axes[i // cols][i % cols].axis("off")
+    axes[0][0].legend(fontsize=6, ncols=2)
+    fig.suptitle(f"{report['model']}: model vs target per dimension (L1 = DE's)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import jaxalign
-    from tqdm.auto import tqdm
 
-    if "gradient" in args.methods:
-        gradient_function()  # fail before anything runs
-    targets = [jaxalign.resolve_target(name) for name in args.countries]
+    targets = resolve_countries(args.countries, args.min_dims)
     meta = common.run_metadata("benchmarks/dims.py", args.argv)
     progress = not args.no_progress
     out = Path(args.out)
@@ -221,14 +385,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     lm = jaxalign.load_model(args.model, dtype=args.dtype)
     instrument = jaxalign.vsm13()
-    results: dict[str, Any] = {}
-    for target in tqdm(targets, desc="countries", unit="country", disable=not progress):
-        entry = run_country(lm, instrument, target, args, progress)
-        results[target.name] = {
-            "code": target.code,
-            "target": {"dims": _values(target.values), "source": target.source},
-            "methods": entry,
-        }
+    per_seed = [run_seed(lm, instrument, targets, args, seed, progress) for seed in args.seeds]
+    results = aggregate(per_seed, targets, args.methods)
+    bench = None
+    if args.culturalbench is not None:
+        bench = culturalbench_accuracy(lm, args.culturalbench, targets, [r["_prompts"] for r in per_seed],
+                                       args.layout)
     wall = time.perf_counter() - start
 
     report = {
@@ -242,23 +404,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": {
             "population": args.population, "generations": args.generations, "k": args.k,
             "subspace": args.subspace, "readout": args.readout, "slot": args.layout,
-            "seed": args.seed,
+            "seeds": list(args.seeds), "learning_rate": args.learning_rate,
         },
         "loss": "mean absolute difference over the target's available dimensions",
         "wall_s": wall,
         "countries": results,
+        "per_seed": [{"seed": seed, "methods": run["methods"]} for seed, run in zip(args.seeds, per_seed)],
     }
+    if bench is not None:
+        report["culturalbench"] = bench
+        report["culturalbench_path"] = args.culturalbench
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "results.md").write_text(markdown_report(report))
+    plot(report, out / "results.png")
 
     methods = tuple(args.methods)
     print(f"\nL1 loss ({args.model}, P={args.population}, G={args.generations}, K={args.k}, "
-          f"subspace={args.subspace}, layout={args.layout}; wall {wall:.1f}s)")
-    print(text_table(["country", *methods], loss_table(results, methods)))
+          f"subspace={args.subspace}, layout={args.layout}, seeds={','.join(map(str, args.seeds))}; "
+          f"wall {wall:.1f}s)")
+    print(text_table(*loss_table(results, methods)))
+    if bench is not None:
+        print("\nCulturalBench accuracy")
+        print(text_table(*bench_table(bench)))
     print("\nDimensions (- = missing in the target, masked in the loss)")
     print(text_table(["country", "row", *instrument.dimensions, "L1"],
                      dims_table(results, methods, instrument.dimensions)))
-    print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'} and {out / 'results.png'}")
     return report
 
 

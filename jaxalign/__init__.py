@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "run_baselines": "jaxalign.baselines",
     "AlignConfig": "jaxalign.api",
     "AlignResult": "jaxalign.api",
+    "AlignResults": "jaxalign.api",
     "align": "jaxalign.api",
     "score": "jaxalign.api",
     # evaluation beyond the tuned items

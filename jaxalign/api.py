@@ -4,6 +4,12 @@
 >>> result = jaxalign.align(lm, "China", generations=50, population=32)
 >>> result.loss, result.baselines["naive"].loss
 >>> result.save("runs/china")   # results.json, soft_prompt.safetensors, dims.png
+>>> several = jaxalign.align(lm, ["China", "India", "Saudi Arabia"], generations=50)
+>>> several["India"].loss, several.table()
+
+Every entry point (``align``, ``gradient_align``, ``align_both_orders``) runs
+:func:`run_pipeline`, which sets up the problem and runs the one loop of
+:mod:`jaxalign.optimize.pipeline`; this module keeps the configuration, the results and the files.
 """
 
 from __future__ import annotations

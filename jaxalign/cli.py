@@ -46,6 +46,32 @@ def target_argument(text: str):
         raise CommandError(str(error)) from None
 
 
+def countries_argument(text: str):
+    """``type=`` for ``align --country``: one country (a Target), a comma list (a list of
+    Targets), or ``"all"`` (kept as the string; :func:`select_all_countries` resolves it)."""
+    from jaxalign.survey.targets import resolve_target
+
+    if text.strip().lower() == "all":
+        return "all"
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise CommandError("--country is empty; give a country, a comma list, or 'all'")
+    try:
+        targets = [resolve_target(name) for name in names]
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    return targets[0] if len(targets) == 1 and "," not in text else targets
+
+
+def select_all_countries(min_dims: int):
+    """Every Hofstede row with at least ``min_dims`` of the six dimensions (6: the 65 complete rows)."""
+    from jaxalign.survey.targets import countries
+
+    if not 1 <= min_dims <= 6:
+        raise CommandError(f"--min-dims must be 1..6, got {min_dims}")
+    return [t for t in countries() if int(t.mask.sum()) >= min_dims]
+
+
 # ------------------------------------------------------------------------------ countries
 def add_countries_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -149,14 +175,24 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Tune a soft prompt with an evolution strategy (Differential Evolution by default) so "
             "that the frozen model's VSM 2013 answers give the target's six dimension scores. "
-            "Writes results.json, soft_prompt.safetensors and dims.png into --out."
+            "Writes results.json, soft_prompt.safetensors and dims.png into --out. Several countries "
+            "(--country China,India or --country all) run as one compiled program, one independent "
+            "search per country: one sub-folder per country plus summary.md/json/png in --out."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_model_arguments(parser)
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--country", type=target_argument, help="target country or region (name, alias or code)")
+    group.add_argument("--country", type=countries_argument,
+                       help="target country or region (name, alias or code); a comma list; or 'all' "
+                            "(every country with all six dimensions, see --min-dims)")
     group.add_argument("--target", type=target_argument, help="custom target, e.g. 'PDI=80,IDV=20' (others left out)")
+    parser.add_argument("--min-dims", type=int, default=None,
+                        help="with --country all: keep countries with at least this many of the six "
+                             "dimensions (missing ones are masked in the loss; default 6)")
+    parser.add_argument("--baselines", type=_baselines_argument, default=None,
+                        help="baselines scored beside the aligned prompt: a comma list of naive, "
+                             "persona, icl, or 'none' (default: all three)")
     parser.add_argument("--out", required=True, help="output folder (checkpoints and results)")
     parser.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     parser.add_argument("--generations", type=int, default=defaults.generations,
@@ -219,6 +255,18 @@ def _members_per_pass(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
 
 
+def _baselines_argument(text: str) -> tuple[str, ...]:
+    from jaxalign.baselines import BASELINES
+
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)} or 'none'")
+    return names
+
+
 def _float_pair(text: str) -> tuple[float, float] | None:
     if text.strip().lower() == "none":
         return None
@@ -252,15 +300,26 @@ def run_align(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         checkpoint_every=args.checkpoint_every,
         members_per_pass=args.members_per_pass,
+        **({} if args.baselines is None else {"baselines": args.baselines}),
     )
+    target = args.country or args.target
+    if args.min_dims is not None and target != "all":
+        raise CommandError("--min-dims only applies to --country all")
+    if target == "all":
+        target = select_all_countries(6 if args.min_dims is None else args.min_dims)
     check_out_dir(args.out, resume=args.resume)
     instrument = _instrument(args.wording)
     mesh = _mesh(args)
     lm = _load(args.model, args.dtype, mesh, args.quantize)
-    target = args.country or args.target
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
                    resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh,
                    log=args.log)
+    if isinstance(target, list):
+        print(f"{len(result)} targets; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
+        print(result.table())
+        print(f"wall {result[0].wall_s:.1f} s (optimizer compile {result[0].compile_s:.1f} s); "
+              f"wrote {args.out}/<country>/ and summary.md, summary.json, summary.png")
+        return 0
     print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
     print(_dims_table(instrument.dimensions, [("target", target.values)]
                       + [(n, b.dims, b.loss) for n, b in result.baselines.items()]

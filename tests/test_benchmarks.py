@@ -131,6 +131,25 @@ def test_dims_writes_tables(tmp_path, capsys):
     assert "L1 loss" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_dims_seeds_and_culturalbench(tmp_path):
+    report = dims.main(["--countries", "China,Saudi Arabia", "--methods", "naive,de", "--seeds", "0,1",
+                        "--population", "4", "--generations", "1", "--k", "1", "--subspace", "4",
+                        "--culturalbench", "tests/data/culturalbench", "--out", str(tmp_path),
+                        "--no-progress"])
+    china = report["countries"]["China"]["methods"]["de"]
+    runs = [run["methods"]["China"]["de"]["loss"] for run in report["per_seed"]]
+    assert len(runs) == 2 and china["loss"] == pytest.approx(np.mean(runs))
+    assert china["loss_std"] == pytest.approx(np.std(runs, ddof=1))
+    bench = report["culturalbench"]
+    assert bench["Saudi Arabia"]["easy"] is None  # no fixture question about it
+    easy = bench["China"]["easy"]
+    assert easy["questions"] == 3 and 0 <= easy["plain"] <= 1 and 0 <= easy["aligned"] <= 1
+    markdown = (tmp_path / "results.md").read_text()
+    assert "CulturalBench accuracy" in markdown and " ± " in markdown
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_dims_rejects_unknown_method(tmp_path):
     with pytest.raises(SystemExit):
         dims.main(["--methods", "naive,magic", "--out", str(tmp_path)])
