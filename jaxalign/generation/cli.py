@@ -69,6 +69,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
         load_soft_prompt(args.soft_prompt)  # read errors before loading the model
     lm = _load(args.model, args.dtype)
+    _check_provenance(args, lm)
     aligned = as_soft_prompt(args.soft_prompt, lm.config.hidden_size, args.slot)
     soft = [None, aligned] if args.compare else [aligned]
     result = generate(lm, questions, soft, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -156,6 +157,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
         load_soft_prompt(args.soft_prompt)
     lm = _load(args.model, args.dtype)
+    _check_provenance(args, lm)
     interactive = sys.stdin.isatty()
     history: list[dict[str, str]] = []
     turn = 0
@@ -222,3 +224,16 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_peft(args.soft_prompt, args.out, base_model=args.base_model)
     print(f"wrote a PEFT prompt-tuning adapter to {out}")
     return 0
+
+
+def _check_provenance(args: argparse.Namespace, lm) -> None:
+    """Refuses a soft prompt of another width; warns on stderr when it was tuned on another model
+    or for another slot (:func:`jaxalign.softprompt.prompt_provenance`)."""
+    if args.soft_prompt is None:
+        return
+    from jaxalign.cli import warn_on_stderr
+    from jaxalign.softprompt import load_soft_prompt, prompt_provenance
+
+    prompt, metadata = load_soft_prompt(args.soft_prompt)
+    prompt_provenance(prompt, metadata, lm=lm, slot=args.slot or metadata.get("slot") or "user_start",
+                      warn=warn_on_stderr)
