@@ -42,7 +42,7 @@ from jaxalign.softprompt import (
 from jaxalign.survey import Instrument, Target, resolve_target, vsm13
 
 MAX_K = 512
-METHODS: tuple[str, ...] = ("de", "gradient")
+METHODS: tuple[str, ...] = ("de", "gradient", "hybrid")
 MAX_POPULATION = 65536
 CHECKPOINT_FOLDER = "checkpoints"
 
@@ -77,10 +77,14 @@ class AlignConfig:
         divide ``population``; ``None``: the whole population at once).
       scoring_mode: ``"cached"`` (default: shared tokens computed once) or ``"full"``.
       baselines: baselines scored beside the aligned prompt.
-      method: ``"de"`` (the evosax strategy ``strategy``) or ``"gradient"`` (Adam on the
+      method: ``"de"`` (the evosax strategy ``strategy``), ``"gradient"`` (Adam on the
         ``"expected"`` readout with DE's forward-pass budget, see
-        :mod:`jaxalign.optimize.gradient`).
-      learning_rate: Adam's step size (``method="gradient"`` only; units as ``init_scale``).
+        :mod:`jaxalign.optimize.gradient`) or ``"hybrid"`` (the evosax strategy for a
+        ``hybrid_fraction`` share of the budget, then Adam from its best prompt; both phases on
+        the ``"expected"`` readout).
+      learning_rate: Adam's step size (``method="gradient"`` or ``"hybrid"``; units as ``init_scale``).
+      hybrid_fraction: share of the forward-pass budget ``population * (generations + 1)``
+        that ``method="hybrid"`` spends on its evolution phase (0 < f <= 1).
       both_orders: tune on the mean loss of the normal and the reversed option order
         (:func:`jaxalign.evaluate.robustness.align_both_orders`).
     """
@@ -108,10 +112,25 @@ class AlignConfig:
     method: str = "de"
     learning_rate: float = 0.1
     both_orders: bool = False
+    hybrid_fraction: float = 0.25
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
+        """A config with the named preset's optimizer settings (:data:`PRESETS`), then ``overrides``.
+
+        ``AlignConfig.from_preset("paper")`` replicates the paper's optimizer; ``"default"`` is
+        ``AlignConfig()``.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        f = self.hybrid_fraction
+        if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
+            raise ValueError(f"hybrid_fraction must be a number in (0, 1], got {f!r}")
         lr = self.learning_rate
         if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
@@ -159,6 +178,16 @@ class AlignConfig:
         out["baselines"] = list(self.baselines)
         out["dither"] = None if self.dither is None else list(self.dither)
         return out
+
+
+#: Named optimizer settings (``AlignConfig.from_preset``, ``jaxalign align --preset``). ``"paper"``
+#: is plain Differential Evolution as in evosax and the paper's replication in this project
+#: (CR 0.9, fixed F 0.8, initial spread 1 embedding std); ``"default"`` is ``AlignConfig()``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(strategy="DifferentialEvolution", crossover_rate=0.9, differential_weight=0.8,
+                  dither=None, init_scale=1.0),
+    "default": {},
+}
 
 
 def _is_int(x: Any) -> bool:

@@ -81,6 +81,18 @@ def gradient_steps(population: int, generations: int) -> int:
     return max(1, population * (generations + 1) // FORWARDS_PER_STEP)
 
 
+def hybrid_steps(population: int, generations: int, fraction: float) -> tuple[int, int]:
+    """``(evolution steps, Adam steps)`` of a hybrid run with DE's forward-pass budget.
+
+    The evolution phase gets ``round(fraction * (generations + 1))`` steps (at least 2: the
+    initial population and one generation), Adam the rest of ``population * (generations + 1)``
+    forward passes at 3 per step (at least 1).
+    """
+    evolution = min(generations + 1, max(2, round(fraction * (generations + 1))))
+    left = population * (generations + 1 - evolution)
+    return evolution, max(1, left // FORWARDS_PER_STEP)
+
+
 def target_key(seed: int, target: Target) -> jax.Array:
     """The PRNG key of ``target``'s search: ``seed`` folded with a hash of the target's identity.
 
@@ -130,9 +142,28 @@ class Problem:
     def total_steps(self) -> int:
         """Steps of the run: DE ``generations + 1`` (step 0 = initial population); Adam
         :func:`gradient_steps`."""
-        if self.config.method == "gradient":
-            return gradient_steps(self.config.population, self.config.generations)
-        return self.config.generations + 1
+        config = self.config
+        if config.method == "gradient":
+            return gradient_steps(config.population, config.generations)
+        if config.method == "hybrid":
+            return sum(hybrid_steps(config.population, config.generations, config.hybrid_fraction))
+        return config.generations + 1
+
+    @property
+    def evolution_steps(self) -> int:
+        """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
+        config = self.config
+        if config.method == "gradient":
+            return 0
+        if config.method == "hybrid":
+            return hybrid_steps(config.population, config.generations, config.hybrid_fraction)[0]
+        return config.generations + 1
+
+    @property
+    def evaluations(self) -> int:
+        """Forward-pass equivalents of the whole run (a backward pass counted as two forwards)."""
+        evolution = self.evolution_steps
+        return self.config.population * evolution + FORWARDS_PER_STEP * (self.total_steps - evolution)
 
     @property
     def label(self) -> str:
@@ -184,13 +215,13 @@ def setup(
     common = dict(k=config.k, system=config.system, slot=config.slot, n_respondents=config.n_respondents,
                   seed=config.seed, mode=config.scoring_mode, mesh=mesh, **options)
     presentations = PRESENTATIONS if config.both_orders else PRESENTATIONS[:1]
-    if config.method == "gradient":  # Adam trains on the only differentiable readout
+    if config.method in ("gradient", "hybrid"):  # Adam trains on the only differentiable readout
         train = dict(readout="expected", members_per_pass=None)
     else:
         train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
     scorers = tuple(make_scorer(lm, instrument, reverse_options=p == "reversed", **train, **common)
                     for p in presentations)
-    if config.method != "gradient" and config.members_per_pass is None:
+    if config.method == "de" and config.members_per_pass is None:
         result_scorer = scorers[0]  # same readout: reuse its compiled function
     else:
         result_scorer = make_scorer(lm, instrument, readout=config.readout, **common)
@@ -260,9 +291,10 @@ def initialise(problem: Problem, args: RunArgs) -> RunState:
     """The state before step 0 (the optimizer state is a template that step 0 replaces)."""
     c, n, d = problem.n_targets, problem.space.dim, len(problem.instrument.dimensions)
     z0 = jnp.zeros((n,), jnp.float32)
+    z = jnp.zeros((c, n), jnp.float32)
+    adam = (z, _optimizer(problem).init(z))
     if problem.config.method == "gradient":
-        z = jnp.zeros((c, n), jnp.float32)
-        opt = (z, _optimizer(problem).init(z))
+        opt = adam
     else:
         strategy, params = _strategy(problem)
         pop = problem.config.population
@@ -271,6 +303,8 @@ def initialise(problem: Problem, args: RunArgs) -> RunState:
                 k, jnp.zeros((pop, n), jnp.float32), jnp.zeros((pop,), jnp.float32), params))(args.keys)
         else:
             opt = jax.vmap(lambda k: strategy.init(k, z0, params))(args.keys)
+        if problem.config.method == "hybrid":
+            opt = (opt, adam)
     return _strong(RunState(
         step=np.int32(0), opt=opt, best_z=np.zeros((c, n), np.float32),
         best_loss=np.full((c,), np.inf, np.float32), best_dims=np.zeros((c, d), np.float32),
@@ -300,7 +334,26 @@ def generation(problem: Problem, state: RunState, args: RunArgs) -> tuple[RunSta
     """Runs step ``state.step`` for every target: ``(new state, record)``; record leaves (C, ...)."""
     if problem.config.method == "gradient":
         return _adam_step(problem, state, args)
+    if problem.config.method == "hybrid":
+        return _hybrid_step(problem, state, args)
     return _evosax_step(problem, state, args)
+
+
+def _hybrid_step(problem: Problem, state: RunState, args: RunArgs):
+    """An evosax step before ``problem.evolution_steps``, then Adam from the best prompt found."""
+    switch = problem.evolution_steps
+    evolution_opt, (z, adam_opt) = state.opt
+
+    def evolve(_):
+        new, record = _evosax_step(problem, dataclasses.replace(state, opt=evolution_opt), args)
+        return dataclasses.replace(new, opt=(new.opt, (z, adam_opt))), record
+
+    def descend(_):
+        start = jnp.where(state.step == switch, state.best_z, z)  # Adam starts at the best member
+        new, record = _adam_step(problem, dataclasses.replace(state, opt=(start, adam_opt)), args)
+        return dataclasses.replace(new, opt=(evolution_opt, new.opt)), record
+
+    return jax.lax.cond(state.step < switch, evolve, descend, None)
 
 
 def _evosax_step(problem: Problem, state: RunState, args: RunArgs):
@@ -458,7 +511,7 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
     records: list[dict[str, np.ndarray]] = []
     resumed_from = None
     checkpointer = RunCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
-    unit = "step" if config.method == "gradient" else "gen"
+    unit = "gen" if config.method == "de" else "step"
     bar = _progress_bar(total - 1, enabled=progress, unit=unit)
     try:
         if checkpointer is not None:
@@ -556,10 +609,7 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
         scorer = dataclasses.replace(scorer, members_per_pass=None)
     final = scorer(prompts)
     losses = np.asarray(jax.vmap(l1_loss)(final.dims, jnp.asarray(problem.target_values())))
-    if config.method == "gradient":
-        evaluations = FORWARDS_PER_STEP * problem.total_steps
-    else:
-        evaluations = config.population * problem.total_steps
+    evaluations = problem.evaluations
     history = outcome.history
     out = []
     wall_s = time.perf_counter() - t_start
