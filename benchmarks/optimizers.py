@@ -23,7 +23,9 @@ An equal-budget study of the soft-prompt optimizers on one model::
                CulturalBench accuracy with --culturalbench; the naive model's figures;
                loss-vs-forward-passes curves (best-so-far, mean over replicates) in one figure
 
-Writes ``optimizers.json``, ``optimizers.md`` and ``optimizers.png`` into ``--out``.
+Writes ``optimizers.json``, ``optimizers.md``, ``optimizers.png`` and ``prompts.npz`` (every
+search's best prompt, key ``method|option|country|seed``) into ``--out``, after each method (a
+stopped run leaves its finished methods, marked ``"complete": false``).
 
 Examples::
 
@@ -51,7 +53,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 
-METHODS = ("de-paper", "de", "CMA_ES", "Sep_CMA_ES", "SNES", "gradient", "hybrid")
+METHODS = ("de-paper", "SNES", "gradient", "de", "hybrid", "CMA_ES", "Sep_CMA_ES")
 OPTIONS = ("normal", "both-orders")
 CONDITIONS = ("tuned", "heldout", "reversed")
 DEFAULT_COUNTRIES = ("China", "U.S.A.", "India")
@@ -172,35 +174,43 @@ def run_method(lm, instrument, name: str, option: str, countries, args) -> list[
     return out
 
 
-def score_conditions(lm, instrument, records: list[dict[str, Any]], countries, args) -> dict[str, Any]:
-    """Tuned, held-out and reversed L1 of every record's prompt, and of the naive model.
+def make_condition_scorers(lm, instrument, args) -> dict[str, Any]:
+    """Per condition, the scorer of a tuned prompt and the naive model's dims, built once.
 
-    All prompts are scored in one pass per condition, with the same scorers as
-    :func:`jaxalign.evaluate_robustness` (same readout, slot, reverse flag and held-out wording).
+    The scorers are those of :func:`jaxalign.evaluate_robustness` (same readout, slot, reverse
+    flag and held-out wording); each scores many prompts in one pass.
     """
-    import jax
-    import jax.numpy as jnp
-
     from jaxalign.evaluate.robustness import heldout_for
     from jaxalign.scoring import make_scorer
-    from jaxalign.survey import l1_loss
 
     heldout = heldout_for(instrument)
     settings = {"tuned": (instrument, False), "reversed": (instrument, True), "heldout": (heldout, False)}
-    prompts = np.stack([r["soft_prompt"] for r in records])  # (R, K, d)
-    targets = {c.name: c for c in countries}
-    values = jnp.asarray(np.stack([np.asarray(targets[r["country"]].values, np.float32) for r in records]))
     empty = np.zeros((1, 0, lm.config.hidden_size), np.float32)
-    naive = {}
+    out = {}
     for condition in CONDITIONS:
         inst, reverse = settings[condition]
         scorer = make_scorer(lm, inst, k=args.k, readout=args.readout, seed=0, reverse_options=reverse)
-        dims = scorer(prompts).dims  # (R, D)
-        losses = np.asarray(jax.vmap(l1_loss)(dims, values))
+        plain = make_scorer(lm, inst, k=0, readout=args.readout, seed=0, reverse_options=reverse)
+        out[condition] = (scorer, np.asarray(plain(empty).dims[0]))
+    return out
+
+
+def score_conditions(scorers: dict[str, Any], records: list[dict[str, Any]], countries) -> dict[str, Any]:
+    """Writes the tuned, held-out and reversed L1 of each record's prompt into it (one pass per
+    condition); returns the naive model's L1 per condition and country."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxalign.survey import l1_loss
+
+    prompts = np.stack([r["soft_prompt"] for r in records])  # (R, K, d)
+    targets = {c.name: c for c in countries}
+    values = jnp.asarray(np.stack([np.asarray(targets[r["country"]].values, np.float32) for r in records]))
+    naive = {}
+    for condition, (scorer, plain_dims) in scorers.items():
+        losses = np.asarray(jax.vmap(l1_loss)(scorer(prompts).dims, values))  # (R,)
         for r, loss in zip(records, losses):
             r[condition] = float(loss)
-        plain = make_scorer(lm, inst, k=0, readout=args.readout, seed=0, reverse_options=reverse)
-        plain_dims = plain(empty).dims[0]
         naive[condition] = {c.name: float(l1_loss(plain_dims, c.values)) for c in countries}
     return naive
 
@@ -282,6 +292,7 @@ def _cell(entry: Any) -> str:
 
 
 def markdown_report(report: dict[str, Any]) -> str:
+    """The report as Markdown: the summary table, the per-country table."""
     metrics = [m for m in ("tuned", "heldout", "reversed", "culturalbench") if any(m in r for r in report["rows"])]
     names = {"tuned": "tuned L1", "heldout": "held-out wording L1", "reversed": "reversed order L1",
              "culturalbench": "CulturalBench acc."}
@@ -314,6 +325,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines.append("| naive | - | " + " | ".join(
         " / ".join(f"{naive[m][c]:.2f}" for m in ("tuned", "heldout", "reversed")) for c in setup["countries"]) + " |")
     lines += ["", "Curves: `optimizers.png` (best-so-far training L1 against forward passes).", ""]
+    if not report.get("complete", True):
+        lines += ["**Partial**: the run was stopped before every method had run.", ""]
     return "\n".join(lines)
 
 
@@ -331,23 +344,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     lm = jaxalign.load_model(args.model, dtype=args.dtype)
     instrument = jaxalign.vsm13()
+    scorers = make_condition_scorers(lm, instrument, args)
     records: list[dict[str, Any]] = []
-    for name in args.methods:
-        for option in args.options:
-            if option != "normal" and name not in args.option_methods:
-                continue
-            t0 = time.perf_counter()
-            records += run_method(lm, instrument, name, option, countries, args)
-            print(f"{name} ({option}): {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    naive = score_conditions(lm, instrument, records, countries, args)
-    metrics = CONDITIONS
-    if args.culturalbench:
-        naive["culturalbench"] = culturalbench_accuracy(lm, records, countries, args)
-        metrics = CONDITIONS + ("culturalbench",)
-    rows = summarise(records, metrics)
+    report: dict[str, Any] = {}
+    runs = [(name, option) for name in args.methods for option in args.options
+            if option == "normal" or name in args.option_methods]
+    for i, (name, option) in enumerate(runs):
+        t0 = time.perf_counter()
+        found = run_method(lm, instrument, name, option, countries, args)
+        naive = score_conditions(scorers, found, countries)
+        if args.culturalbench:
+            naive["culturalbench"] = culturalbench_accuracy(lm, found, countries, args)
+        records += found
+        print(f"{name} ({option}): {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        report = write_report(out, meta, lm, countries, records, naive, args, start,
+                              complete=i == len(runs) - 1)
+    print(markdown_report(report))
+    return report
+
+
+def prompt_key(record: dict[str, Any]) -> str:
+    """The key of a search's best soft prompt ``(K, d)`` in ``prompts.npz``."""
+    return f"{record['method']}|{record['option']}|{record['country']}|{record['seed']}"
+
+
+def write_report(out: Path, meta, lm, countries, records, naive, args, start, *, complete: bool):
+    """Writes optimizers.json/.md (and the figure) for the searches done so far."""
+    metrics = CONDITIONS + (("culturalbench",) if args.culturalbench else ())
     budget = args.population * (args.generations + 1)
     report = {
         **meta,
+        "complete": complete,
         "device": common.describe_device(),
         "model": lm.name,
         "setup": {"countries": [c.name for c in countries], "seeds": args.seeds, "k": args.k,
@@ -357,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy,
                   "configs": {f"{r['method']}/{r['option']}": r["config"].to_dict()
                               for r in records if r["seed"] == 0 and r["country"] == countries[0].name}},
-        "rows": rows,
+        "rows": summarise(records, metrics),
         "naive": naive,
         "searches": [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()
                       if k not in ("soft_prompt", "config", "curve")} | {"curve": r["curve"].tolist()}
@@ -366,9 +393,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     (out / "optimizers.json").write_text(json.dumps(_clean(report), indent=1) + "\n")
     (out / "optimizers.md").write_text(markdown_report(report))
+    np.savez_compressed(out / "prompts.npz", **{prompt_key(r): r["soft_prompt"] for r in records})
     if not args.no_figure:
-        curves_figure(records, out / "optimizers.png", f"{lm.name}: {len(countries)} countries x {args.seeds} seeds")
-    print(markdown_report(report))
+        curves_figure(records, out / "optimizers.png",
+                      f"{lm.name}: {len(countries)} countries x {args.seeds} seeds")
     return report
 
 

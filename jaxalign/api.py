@@ -83,6 +83,10 @@ class AlignConfig:
         ``hybrid_fraction`` share of the budget, then Adam from its best prompt; both phases on
         the ``"expected"`` readout).
       learning_rate: Adam's step size (``method="gradient"`` or ``"hybrid"``; units as ``init_scale``).
+      extra_wordings: JSON wording files (:func:`jaxalign.survey.load_wording`) tuned on beside
+        the instrument: the loss is the mean over every presentation (the normal order, the
+        reversed one with ``both_orders``, each extra wording). The project's held-out wording
+        is refused.
       hybrid_fraction: share of the forward-pass budget ``population * (generations + 1)``
         that ``method="hybrid"`` spends on its evolution phase (0 < f <= 1).
       both_orders: tune on the mean loss of the normal and the reversed option order
@@ -113,6 +117,7 @@ class AlignConfig:
     learning_rate: float = 0.1
     both_orders: bool = False
     hybrid_fraction: float = 0.25
+    extra_wordings: tuple[str, ...] = ()
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
@@ -128,6 +133,9 @@ class AlignConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if isinstance(self.extra_wordings, (str, os.PathLike)):
+            raise ValueError("extra_wordings must be a list of wording files, not one string")
+        object.__setattr__(self, "extra_wordings", tuple(str(p) for p in self.extra_wordings))
         f = self.hybrid_fraction
         if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
             raise ValueError(f"hybrid_fraction must be a number in (0, 1], got {f!r}")
@@ -176,6 +184,7 @@ class AlignConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["baselines"] = list(self.baselines)
+        out["extra_wordings"] = list(self.extra_wordings)
         out["dither"] = None if self.dither is None else list(self.dither)
         return out
 

@@ -185,6 +185,11 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              f"(default: {defaults.init_scale})")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                         help="Adam's step size for --method gradient/hybrid (units of --init-scale)")
+    parser.add_argument("--both-orders", action="store_true",
+                        help="tune on the mean loss of the normal and the reversed answer order")
+    parser.add_argument("--extra-wording", action="append", default=[], metavar="FILE",
+                        help="also tune on this JSON wording file (repeatable; the loss is the mean over "
+                             "all presentations); the project's held-out wording is refused")
     parser.add_argument("--hybrid-fraction", type=float, default=defaults.hybrid_fraction,
                         help="share of the forward-pass budget --method hybrid spends on --strategy")
     parser.add_argument("--init-text", default=None, help="initialise the soft prompt from this text's embeddings")
@@ -248,6 +253,8 @@ def run_align(args: argparse.Namespace) -> int:
         method=args.method,
         learning_rate=args.learning_rate,
         hybrid_fraction=args.hybrid_fraction,
+        both_orders=args.both_orders,
+        extra_wordings=tuple(args.extra_wording),
         readout=args.readout,
         n_respondents=args.respondents,
         slot=args.slot,

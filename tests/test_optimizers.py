@@ -159,3 +159,48 @@ def test_gradient_resume_equals_uninterrupted(lm, tmp_path):
     assert resumed.resumed_from == 4
     np.testing.assert_array_equal(resumed.soft_prompt, whole.soft_prompt)
     assert resumed.history["best_loss"] == whole.history["best_loss"]
+
+
+# ---------------------------------------------------------------------------- extra wordings
+def _wording_file(path, items, name):
+    path.write_text(json.dumps({"name": name, "items": [
+        {"id": item.id, "text": item.text, "options": list(item.options)} for item in items]}))
+    return str(path)
+
+
+def test_heldout_wording_is_refused_for_tuning(lm, tmp_path):
+    from jaxalign.survey.paraphrase import HELDOUT_WORDING, heldout_vsm13
+
+    with pytest.raises(ValueError, match="held-out wording"):
+        jaxalign.align(lm, "China", extra_wordings=[HELDOUT_WORDING], progress=False, **SMALL)
+    copy = _wording_file(tmp_path / "copy.json", heldout_vsm13().items, "my-wording")
+    with pytest.raises(ValueError, match="repeats the project's held-out wording"):
+        jaxalign.align(lm, "China", extra_wordings=[copy], progress=False, **SMALL)
+    with pytest.raises(ValueError, match="list of wording files"):
+        api.AlignConfig(extra_wordings=copy)
+
+
+def test_extra_wording_loss_is_the_mean_over_presentations(lm, tmp_path):
+    """Tuning on normal + reversed + a user wording: the fitness is the mean of the three L1s."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxalign.optimize import pipeline
+    from jaxalign.survey.vsm13 import load_wording
+
+    base = jaxalign.vsm13()
+    items = [dataclasses.replace(item, text="Please answer: " + item.text) for item in base.items]
+    path = _wording_file(tmp_path / "mine.json", items, "mine")
+    config = api.AlignConfig(both_orders=True, extra_wordings=(path,), **SMALL)
+    target = jaxalign.resolve_target("China")
+    problem = pipeline.setup(lm, [target], base, config)
+    assert problem.presentations == ("normal", "reversed", "wording:user:mine")
+    z = np.random.default_rng(0).normal(size=(1, 3, problem.space.dim)).astype(np.float32)
+    fitness = jax.jit(lambda z_, args: pipeline.fitness(problem, z_, args))
+    losses, _ = fitness(jnp.asarray(z), pipeline.run_args(problem))
+    prompts = np.asarray(problem.space.decode(jnp.asarray(z[0])))  # (3, K, d)
+    expected = []
+    for inst, reverse in ((base, False), (base, True), (load_wording(path, base), False)):
+        scorer = make_scorer(lm, inst, k=SMALL["k"], reverse_options=reverse, target=target)
+        expected.append(np.asarray(scorer(prompts).loss))
+    np.testing.assert_allclose(np.asarray(losses[0]), np.mean(expected, axis=0), rtol=1e-4, atol=1e-4)

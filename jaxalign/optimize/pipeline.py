@@ -116,7 +116,8 @@ class Problem:
       config: the :class:`~jaxalign.AlignConfig` (``method``, ``both_orders``, budget...).
       scorers: one scorer per presentation (``presentations``), with the training readout
         (``config.readout`` for DE, ``"expected"`` for Adam); targets are applied here, not in them.
-      presentations: ``("normal",)`` or ``("normal", "reversed")`` (both-orders tuning).
+      presentations: ``("normal",)``, ``("normal", "reversed")`` (both-orders tuning), then one
+        ``"wording:<name>"`` per ``config.extra_wordings`` file; the loss is their mean.
       result_scorer: scores the best prompts for the results (``config.readout``, normal order).
       space: the soft-prompt search space (shared by all targets).
       embedding_std: the embedding std the space and init_scale are scaled by.
@@ -215,11 +216,16 @@ def setup(
     common = dict(k=config.k, system=config.system, slot=config.slot, n_respondents=config.n_respondents,
                   seed=config.seed, mode=config.scoring_mode, mesh=mesh, **options)
     presentations = PRESENTATIONS if config.both_orders else PRESENTATIONS[:1]
+    wordings = {p: (instrument, p == "reversed") for p in presentations}
+    for path in config.extra_wordings:  # user wordings tuned on beside the main one
+        extra = tuning_wording(path, instrument)
+        wordings[f"wording:{extra.wording}"] = (extra, False)
+    presentations = tuple(wordings)
     if config.method in ("gradient", "hybrid"):  # Adam trains on the only differentiable readout
         train = dict(readout="expected", members_per_pass=None)
     else:
         train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
-    scorers = tuple(make_scorer(lm, instrument, reverse_options=p == "reversed", **train, **common)
+    scorers = tuple(make_scorer(lm, wordings[p][0], reverse_options=wordings[p][1], **train, **common)
                     for p in presentations)
     if config.method == "de" and config.members_per_pass is None:
         result_scorer = scorers[0]  # same readout: reuse its compiled function
@@ -231,6 +237,29 @@ def setup(
     return Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
                    presentations=presentations, result_scorer=result_scorer, space=space,
                    embedding_std=embedding_std, mesh=mesh)
+
+
+def tuning_wording(path: str, instrument: Instrument) -> Instrument:
+    """An extra wording to tune on (a JSON wording file, :func:`jaxalign.survey.load_wording`).
+
+    The project's held-out wording is refused: it exists to measure generalisation, so a prompt
+    tuned on it would make the held-out figures meaningless.
+    """
+    from jaxalign.survey.paraphrase import HELDOUT_WORDING, heldout_items
+    from jaxalign.survey.vsm13 import load_wording
+
+    if str(path) == HELDOUT_WORDING:
+        raise ValueError(f"{HELDOUT_WORDING!r} is the held-out wording, kept out of tuning so that "
+                         "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
+    extra = load_wording(path, instrument)
+    held = {item.id: item.text.strip() for item in heldout_items()}
+    same = [item.id for item in extra.items if held.get(item.id) == item.text.strip()]
+    if same:
+        raise ValueError(
+            f"wording file {str(path)!r} repeats the project's held-out wording (items {', '.join(same[:5])}"
+            f"{'...' if len(same) > 5 else ''}); the held-out wording is kept out of tuning so that "
+            "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
+    return extra
 
 
 # ----------------------------------------------------------------------------- state and args
