@@ -180,6 +180,7 @@ def test_heldout_wording_is_refused_for_tuning(lm, tmp_path):
         api.AlignConfig(extra_wordings=copy)
 
 
+@pytest.mark.slow
 def test_extra_wording_loss_is_the_mean_over_presentations(lm, tmp_path):
     """Tuning on normal + reversed + a user wording: the fitness is the mean of the three L1s."""
     import jax
