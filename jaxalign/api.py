@@ -49,7 +49,7 @@ from jaxalign.softprompt import (
 from jaxalign.survey import Instrument, Target, resolve_target, vsm13
 
 MAX_K = 512
-METHODS: tuple[str, ...] = ("de", "gradient")
+METHODS: tuple[str, ...] = ("de", "gradient", "hybrid")
 MAX_POPULATION = 65536
 CHECKPOINT_FOLDER = "checkpoints"
 SPACE_FILE = "search_space.safetensors"  # p0 and the subspace basis, so a resume never redraws them
@@ -86,10 +86,18 @@ class AlignConfig:
         slice that fits the device's free memory, see :mod:`jaxalign.memory`).
       scoring_mode: ``"cached"`` (default: shared tokens computed once) or ``"full"``.
       baselines: baselines scored beside the aligned prompt.
-      method: ``"de"`` (the evosax strategy ``strategy``) or ``"gradient"`` (Adam on the
+      method: ``"de"`` (the evosax strategy ``strategy``), ``"gradient"`` (Adam on the
         ``"expected"`` readout with DE's forward-pass budget, see
-        :mod:`jaxalign.optimize.gradient`).
-      learning_rate: Adam's step size (``method="gradient"`` only; units as ``init_scale``).
+        :mod:`jaxalign.optimize.gradient`) or ``"hybrid"`` (the evosax strategy for a
+        ``hybrid_fraction`` share of the budget, then Adam from its best prompt; both phases on
+        the ``"expected"`` readout).
+      learning_rate: Adam's step size (``method="gradient"`` or ``"hybrid"``; units as ``init_scale``).
+      extra_wordings: JSON wording files (:func:`jaxalign.survey.load_wording`) tuned on beside
+        the instrument: the loss is the mean over every presentation (the normal order, the
+        reversed one with ``both_orders``, each extra wording). The project's held-out wording
+        is refused.
+      hybrid_fraction: share of the forward-pass budget ``population * (generations + 1)``
+        that ``method="hybrid"`` spends on its evolution phase (0 < f <= 1).
       both_orders: tune on the mean loss of the normal and the reversed option order
         (:func:`jaxalign.evaluate.robustness.align_both_orders`).
     """
@@ -117,10 +125,29 @@ class AlignConfig:
     method: str = "de"
     learning_rate: float = 0.1
     both_orders: bool = False
+    hybrid_fraction: float = 0.25
+    extra_wordings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
+        """A config with the named preset's optimizer settings (:data:`PRESETS`), then ``overrides``.
+
+        ``AlignConfig.from_preset("paper")`` replicates the paper's optimizer; ``"default"`` is
+        ``AlignConfig()``.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if isinstance(self.extra_wordings, (str, os.PathLike)):
+            raise ValueError("extra_wordings must be a list of wording files, not one string")
+        object.__setattr__(self, "extra_wordings", tuple(str(p) for p in self.extra_wordings))
+        f = self.hybrid_fraction
+        if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
+            raise ValueError(f"hybrid_fraction must be a number in (0, 1], got {f!r}")
         lr = self.learning_rate
         if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
@@ -166,8 +193,19 @@ class AlignConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["baselines"] = list(self.baselines)
+        out["extra_wordings"] = list(self.extra_wordings)
         out["dither"] = None if self.dither is None else list(self.dither)
         return out
+
+
+#: Named optimizer settings (``AlignConfig.from_preset``, ``jaxalign align --preset``). ``"paper"``
+#: is plain Differential Evolution as in evosax and the paper's replication in this project
+#: (CR 0.9, fixed F 0.8, initial spread 1 embedding std); ``"default"`` is ``AlignConfig()``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(strategy="DifferentialEvolution", crossover_rate=0.9, differential_weight=0.8,
+                  dither=None, init_scale=1.0),
+    "default": {},
+}
 
 
 def _is_int(x: Any) -> bool:
@@ -492,7 +530,7 @@ def run_pipeline(
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
-    unit = "step" if config.method == "gradient" else "gen"
+    unit = "gen" if config.method == "de" else "step"
     if log is not None and out_dir is None:
         raise ValueError("log= needs out= (the logs are written under out/logs)")
     run_log = None

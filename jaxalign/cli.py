@@ -163,8 +163,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 ALIGN_DEFAULTS = argparse.Namespace(
     k=10, subspace=64, population=32, generations=50, strategy="DifferentialEvolution",
     crossover_rate=0.9, differential_weight=0.8, dither=(0.5, 1.0), init_scale=1.0, readout="expected",
-    n_respondents=100, slot="user_start", seed=0, chunk_size=10,
+    n_respondents=100, slot="user_start", seed=0, chunk_size=10, method="de", learning_rate=0.1,
+    hybrid_fraction=0.25,
 )
+ALIGN_PRESETS = ("paper", "default")  # jaxalign.api.PRESETS' names (tests check they agree)
 
 
 def add_align_command(subparsers: argparse._SubParsersAction) -> None:
@@ -205,17 +207,38 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
         "--subspace", type=int, default=defaults.subspace,
         help="search a random subspace of this dimension (0: the full K x d space)",
     )
-    parser.add_argument("--strategy", default=defaults.strategy, help="evosax algorithm name")
-    parser.add_argument("--crossover-rate", type=float, default=defaults.crossover_rate,
-                        help="DE's crossover probability CR per coordinate")
-    parser.add_argument("--differential-weight", type=float, default=defaults.differential_weight,
-                        help="DE's differential weight F (used when --dither is 'none')")
     parser.add_argument(
-        "--dither", type=_float_pair, default=defaults.dither, metavar="FMIN,FMAX",
-        help="draw the differential weight uniformly in [FMIN, FMAX] each generation; 'none' keeps it fixed",
+        "--method", default=defaults.method, choices=("de", "gradient", "hybrid"),
+        help="de: the evosax --strategy; gradient: Adam on the expected-readout loss with the same "
+             "forward-pass budget (a backward pass counted as two forwards); hybrid: the --strategy "
+             "for --hybrid-fraction of the budget, then Adam from its best prompt")
+    parser.add_argument(
+        "--preset", default=None, choices=ALIGN_PRESETS,
+        help="named optimizer settings (strategy, crossover rate, differential weight, dither, "
+             "init scale): 'paper' replicates the paper's plain DE; options given explicitly win")
+    parser.add_argument("--strategy", default=argparse.SUPPRESS,
+                        help=f"evosax algorithm name (default: {defaults.strategy})")
+    parser.add_argument("--crossover-rate", type=float, default=argparse.SUPPRESS,
+                        help=f"DE's CR (default: {defaults.crossover_rate})")
+    parser.add_argument("--differential-weight", type=float, default=argparse.SUPPRESS,
+                        help=f"DE's F when --dither is none (default: {defaults.differential_weight})")
+    parser.add_argument(
+        "--dither", type=_float_pair, default=argparse.SUPPRESS, metavar="FMIN,FMAX",
+        help="draw the differential weight uniformly in [FMIN, FMAX] each generation; 'none' keeps it "
+             f"fixed (default: {_pair_text(defaults.dither)})",
     )
-    parser.add_argument("--init-scale", type=float, default=defaults.init_scale,
-                        help="spread of the initial population, in embedding standard deviations")
+    parser.add_argument("--init-scale", type=float, default=argparse.SUPPRESS,
+                        help="spread of the initial population, in embedding standard deviations "
+                             f"(default: {defaults.init_scale})")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help="Adam's step size for --method gradient/hybrid (units of --init-scale)")
+    parser.add_argument("--both-orders", action="store_true",
+                        help="tune on the mean loss of the normal and the reversed answer order")
+    parser.add_argument("--extra-wording", action="append", default=[], metavar="FILE",
+                        help="also tune on this JSON wording file (repeatable; the loss is the mean over "
+                             "all presentations); the project's held-out wording is refused")
+    parser.add_argument("--hybrid-fraction", type=float, default=defaults.hybrid_fraction,
+                        help="share of the forward-pass budget --method hybrid spends on --strategy")
     parser.add_argument("--init-text", default=None, help="initialise the soft prompt from this text's embeddings")
     parser.add_argument("--readout", default=defaults.readout, choices=("expected", "argmax", "sample"),
                         help="how an item's answer distribution becomes its score: the expected "
@@ -267,6 +290,24 @@ def _baselines_argument(text: str) -> tuple[str, ...]:
     return names
 
 
+def _pair_text(pair: tuple[float, float] | None) -> str:
+    return "none" if pair is None else f"{pair[0]},{pair[1]}"
+
+
+def preset_settings(args: argparse.Namespace) -> dict:
+    """The optimizer fields of ``align``'s config: ``--preset``'s values (or the defaults), then
+    the options given explicitly."""
+    from jaxalign.api import PRESETS
+
+    settings = dict(strategy=ALIGN_DEFAULTS.strategy, crossover_rate=ALIGN_DEFAULTS.crossover_rate,
+                    differential_weight=ALIGN_DEFAULTS.differential_weight, dither=ALIGN_DEFAULTS.dither,
+                    init_scale=ALIGN_DEFAULTS.init_scale)
+    settings.update(PRESETS[args.preset or "default"])
+    # these options default to argparse.SUPPRESS: present in args only when given
+    settings.update({k: getattr(args, k) for k in settings if hasattr(args, k)})
+    return settings
+
+
 def _float_pair(text: str) -> tuple[float, float] | None:
     if text.strip().lower() == "none":
         return None
@@ -286,11 +327,12 @@ def run_align(args: argparse.Namespace) -> int:
         subspace=None if args.subspace == 0 else args.subspace,
         population=args.population,
         generations=args.generations,
-        strategy=args.strategy,
-        crossover_rate=args.crossover_rate,
-        differential_weight=args.differential_weight,
-        dither=args.dither,
-        init_scale=args.init_scale,
+        **preset_settings(args),
+        method=args.method,
+        learning_rate=args.learning_rate,
+        hybrid_fraction=args.hybrid_fraction,
+        both_orders=args.both_orders,
+        extra_wordings=tuple(args.extra_wording),
         readout=args.readout,
         n_respondents=args.respondents,
         slot=args.slot,

@@ -191,7 +191,9 @@ class Llama(nnx.Module):
         def layer(hidden: Array, weights: dict[str, Array]) -> tuple[Array, None]:
             return decoder_layer(config, weights, hidden, cos, sin, mask), None
 
-        hidden, _ = jax.lax.scan(layer, inputs_embeds.astype(self.dtype), self.layers.stacked())
+        # remat: a backward pass (gradient tuning) keeps only each layer's input, not its internals
+        hidden, _ = jax.lax.scan(jax.checkpoint(layer, prevent_cse=False), inputs_embeds.astype(self.dtype),
+                                 self.layers.stacked())
         return rms_norm(hidden, self.norm[...], config.rms_norm_eps)
 
     def prefill(self, inputs_embeds: Array, attention_mask: Array) -> tuple[Array, "KVCache"]:
@@ -246,8 +248,9 @@ class Llama(nnx.Module):
                 config, weights, hidden, cos, sin, mask_new, past_keys, past_values, cached_real, groups)
             return hidden, (keys, values)
 
-        hidden, (keys, values) = jax.lax.scan(
-            layer, inputs_embeds.astype(self.dtype), (self.layers.stacked(), cache.keys, cache.values))
+        hidden, (keys, values) = jax.lax.scan(  # remat as in __call__
+            jax.checkpoint(layer, prevent_cse=False), inputs_embeds.astype(self.dtype),
+            (self.layers.stacked(), cache.keys, cache.values))
         new_cache = KVCache(keys=keys, values=values, mask=attention_mask.astype(jnp.int32))
         return rms_norm(hidden, self.norm[...], config.rms_norm_eps), new_cache
 

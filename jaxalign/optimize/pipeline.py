@@ -96,6 +96,18 @@ def gradient_steps(population: int, generations: int) -> int:
     return max(1, population * (generations + 1) // FORWARDS_PER_STEP)
 
 
+def hybrid_steps(population: int, generations: int, fraction: float) -> tuple[int, int]:
+    """``(evolution steps, Adam steps)`` of a hybrid run with DE's forward-pass budget.
+
+    The evolution phase gets ``round(fraction * (generations + 1))`` steps (at least 2: the
+    initial population and one generation), Adam the rest of ``population * (generations + 1)``
+    forward passes at 3 per step (at least 1).
+    """
+    evolution = min(generations + 1, max(2, round(fraction * (generations + 1))))
+    left = population * (generations + 1 - evolution)
+    return evolution, max(1, left // FORWARDS_PER_STEP)
+
+
 def target_key(seed: int, target: Target) -> jax.Array:
     """The PRNG key of ``target``'s search: ``seed`` folded with a hash of the target's identity.
 
@@ -119,7 +131,8 @@ class Problem:
       config: the :class:`~jaxalign.AlignConfig` (``method``, ``both_orders``, budget...).
       scorers: one scorer per presentation (``presentations``), with the training readout
         (``config.readout`` for DE, ``"expected"`` for Adam); targets are applied here, not in them.
-      presentations: ``("normal",)`` or ``("normal", "reversed")`` (both-orders tuning).
+      presentations: ``("normal",)``, ``("normal", "reversed")`` (both-orders tuning), then one
+        ``"wording:<name>"`` per ``config.extra_wordings`` file; the loss is their mean.
       result_scorer: scores the best prompts for the results (``config.readout``, normal order).
       space: the soft-prompt search space (shared by all targets).
       embedding_std: the embedding std the space and init_scale are scaled by.
@@ -146,9 +159,28 @@ class Problem:
     def total_steps(self) -> int:
         """Steps of the run: DE ``generations + 1`` (step 0 = initial population); Adam
         :func:`gradient_steps`."""
-        if self.config.method == "gradient":
-            return gradient_steps(self.config.population, self.config.generations)
-        return self.config.generations + 1
+        config = self.config
+        if config.method == "gradient":
+            return gradient_steps(config.population, config.generations)
+        if config.method == "hybrid":
+            return sum(hybrid_steps(config.population, config.generations, config.hybrid_fraction))
+        return config.generations + 1
+
+    @property
+    def evolution_steps(self) -> int:
+        """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
+        config = self.config
+        if config.method == "gradient":
+            return 0
+        if config.method == "hybrid":
+            return hybrid_steps(config.population, config.generations, config.hybrid_fraction)[0]
+        return config.generations + 1
+
+    @property
+    def evaluations(self) -> int:
+        """Forward-pass equivalents of the whole run (a backward pass counted as two forwards)."""
+        evolution = self.evolution_steps
+        return self.config.population * evolution + FORWARDS_PER_STEP * (self.total_steps - evolution)
 
     @property
     def label(self) -> str:
@@ -215,13 +247,18 @@ def setup(
     common = dict(k=config.k, system=config.system, slot=config.slot, n_respondents=config.n_respondents,
                   seed=config.seed, mode=config.scoring_mode, mesh=mesh, **options)
     presentations = PRESENTATIONS if config.both_orders else PRESENTATIONS[:1]
-    if config.method == "gradient":  # Adam trains on the only differentiable readout
+    wordings = {p: (instrument, p == "reversed") for p in presentations}
+    for path in config.extra_wordings:  # user wordings tuned on beside the main one
+        extra = tuning_wording(path, instrument)
+        wordings[f"wording:{extra.wording}"] = (extra, False)
+    presentations = tuple(wordings)
+    if config.method in ("gradient", "hybrid"):  # Adam trains on the only differentiable readout
         train = dict(readout="expected", members_per_pass=None)
     else:
         train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
-    scorers = tuple(make_scorer(lm, instrument, reverse_options=p == "reversed", **train, **common)
+    scorers = tuple(make_scorer(lm, wordings[p][0], reverse_options=wordings[p][1], **train, **common)
                     for p in presentations)
-    if config.method != "gradient" and config.members_per_pass is None:
+    if config.method == "de" and config.members_per_pass is None:
         result_scorer = scorers[0]  # same readout: reuse its compiled function
     else:
         result_scorer = make_scorer(lm, instrument, readout=config.readout, **common)
@@ -242,6 +279,29 @@ def setup(
     return Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
                    presentations=presentations, result_scorer=result_scorer, space=space,
                    embedding_std=embedding_std, mesh=mesh, content=content)
+
+
+def tuning_wording(path: str, instrument: Instrument) -> Instrument:
+    """An extra wording to tune on (a JSON wording file, :func:`jaxalign.survey.load_wording`).
+
+    The project's held-out wording is refused: it exists to measure generalisation, so a prompt
+    tuned on it would make the held-out figures meaningless.
+    """
+    from jaxalign.survey.paraphrase import HELDOUT_WORDING, heldout_items
+    from jaxalign.survey.vsm13 import load_wording
+
+    if str(path) == HELDOUT_WORDING:
+        raise ValueError(f"{HELDOUT_WORDING!r} is the held-out wording, kept out of tuning so that "
+                         "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
+    extra = load_wording(path, instrument)
+    held = {item.id: item.text.strip() for item in heldout_items()}
+    same = [item.id for item in extra.items if held.get(item.id) == item.text.strip()]
+    if same:
+        raise ValueError(
+            f"wording file {str(path)!r} repeats the project's held-out wording (items {', '.join(same[:5])}"
+            f"{'...' if len(same) > 5 else ''}); the held-out wording is kept out of tuning so that "
+            "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
+    return extra
 
 
 # ----------------------------------------------------------------------------- state and args
@@ -302,9 +362,10 @@ def initialise(problem: Problem, args: RunArgs) -> RunState:
     """The state before step 0 (the optimizer state is a template that step 0 replaces)."""
     c, n, d = problem.n_targets, problem.space.dim, len(problem.instrument.dimensions)
     z0 = jnp.zeros((n,), jnp.float32)
+    z = jnp.zeros((c, n), jnp.float32)
+    adam = (z, _optimizer(problem).init(z))
     if problem.config.method == "gradient":
-        z = jnp.zeros((c, n), jnp.float32)
-        opt = (z, _optimizer(problem).init(z))
+        opt = adam
     else:
         strategy, params = _strategy(problem)
         pop = problem.config.population
@@ -313,6 +374,8 @@ def initialise(problem: Problem, args: RunArgs) -> RunState:
                 k, jnp.zeros((pop, n), jnp.float32), jnp.zeros((pop,), jnp.float32), params))(args.keys)
         else:
             opt = jax.vmap(lambda k: strategy.init(k, z0, params))(args.keys)
+        if problem.config.method == "hybrid":
+            opt = (opt, adam)
     return _strong(RunState(
         step=np.int32(0), opt=opt, best_z=np.zeros((c, n), np.float32),
         best_loss=np.full((c,), np.inf, np.float32), best_dims=np.zeros((c, d), np.float32),
@@ -342,7 +405,26 @@ def generation(problem: Problem, state: RunState, args: RunArgs) -> tuple[RunSta
     """Runs step ``state.step`` for every target: ``(new state, record)``; record leaves (C, ...)."""
     if problem.config.method == "gradient":
         return _adam_step(problem, state, args)
+    if problem.config.method == "hybrid":
+        return _hybrid_step(problem, state, args)
     return _evosax_step(problem, state, args)
+
+
+def _hybrid_step(problem: Problem, state: RunState, args: RunArgs):
+    """An evosax step before ``problem.evolution_steps``, then Adam from the best prompt found."""
+    switch = problem.evolution_steps
+    evolution_opt, (z, adam_opt) = state.opt
+
+    def evolve(_):
+        new, record = _evosax_step(problem, dataclasses.replace(state, opt=evolution_opt), args)
+        return dataclasses.replace(new, opt=(new.opt, (z, adam_opt))), record
+
+    def descend(_):
+        start = jnp.where(state.step == switch, state.best_z, z)  # Adam starts at the best member
+        new, record = _adam_step(problem, dataclasses.replace(state, opt=(start, adam_opt)), args)
+        return dataclasses.replace(new, opt=(evolution_opt, new.opt)), record
+
+    return jax.lax.cond(state.step < switch, evolve, descend, None)
 
 
 def _evosax_step(problem: Problem, state: RunState, args: RunArgs):
@@ -520,7 +602,7 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
     records: list[dict[str, np.ndarray]] = []
     resumed_from = None
     checkpointer = RunCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
-    unit = "step" if config.method == "gradient" else "gen"
+    unit = "gen" if config.method == "de" else "step"
     bar = progress if isinstance(progress, RunProgress) else RunProgress(total - 1, enabled=progress, unit=unit)
     try:
         if checkpointer is not None:
@@ -667,10 +749,7 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
         scorer = dataclasses.replace(scorer, members_per_pass=None)
     final = scorer(prompts)
     losses = np.asarray(jax.vmap(l1_loss)(final.dims, jnp.asarray(problem.target_values())))
-    if config.method == "gradient":
-        evaluations = FORWARDS_PER_STEP * problem.total_steps
-    else:
-        evaluations = config.population * problem.total_steps
+    evaluations = problem.evaluations
     history = outcome.history
     out = []
     wall_s = time.perf_counter() - t_start

@@ -1,0 +1,414 @@
+"""Which optimizer aligns best per unit of compute, and does the prompt generalise?
+
+An equal-budget study of the soft-prompt optimizers on one model::
+
+    methods    de-paper (plain DE, AlignConfig.from_preset("paper")), de (jaxalign's defaults),
+               CMA_ES, Sep_CMA_ES, SNES (evosax strategies), gradient (Adam on the expected
+               readout), hybrid (an evolution phase, then Adam from its best prompt)
+    options    normal (tune on the normal option order), both-orders (mean loss of the normal
+               and reversed orders), each applied to --option-methods
+    budget     population * (generations + 1) forward-pass equivalents for every method: a DE
+               generation scores P prompts; an Adam step costs 3 (one forward, one backward
+               counted as two forwards); hybrid spends --hybrid-fraction of it on evolution
+    replicates C countries x S seeds = C*S independent searches in ONE compiled program per
+               method (``jaxalign.align`` with a list of targets); replicate s of a country is
+               that country's target named "<country> #s", so it draws its own PRNG stream.
+               The soft-prompt space (p0, subspace basis) comes from --space-seed and is shared;
+               for deterministic Adam, whose search has no randomness given the space, replicate
+               s runs with config seed --space-seed + s instead (its own p0 and subspace;
+               one program per seed).
+    reports    per method: tuned L1 (the wording and order tuned on), held-out-wording L1 and
+               reversed-order L1 (the scorers of ``jaxalign.evaluate_robustness``), as the mean
+               over countries of each seed, then mean and std over seeds; per country means;
+               CulturalBench accuracy with --culturalbench; the naive model's figures;
+               loss-vs-forward-passes curves (best-so-far, mean over replicates) in one figure
+
+Writes ``optimizers.json``, ``optimizers.md``, ``optimizers.png`` and ``prompts.npz`` (every
+search's best prompt, key ``method|option|country|seed``) into ``--out``, after each method (a
+stopped run leaves its finished methods, marked ``"complete": false``).
+
+Examples::
+
+    nice python benchmarks/optimizers.py --out benchmarks/results/optimizers_tiny     # tiny model
+    python benchmarks/optimizers.py --model meta-llama/Meta-Llama-3-8B-Instruct --dtype bfloat16 \\
+        --population 32 --generations 100 --subspace 64 --out runs/optimizers-llama3 \\
+        --culturalbench path/to/CulturalBench-Hard.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+
+METHODS = ("de-paper", "SNES", "gradient", "de", "hybrid", "CMA_ES", "Sep_CMA_ES")
+OPTIONS = ("normal", "both-orders")
+CONDITIONS = ("tuned", "heldout", "reversed")
+DEFAULT_COUNTRIES = ("China", "U.S.A.", "India")
+FORWARDS_PER_STEP = 3
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Equal-budget comparison of the soft-prompt optimizers (L1, held-out wording, "
+                    "reversed order, CulturalBench).")
+    parser.add_argument("--model", default="tiny-random",
+                        help="Hugging Face Hub id, local checkpoint folder, or tiny-random (default)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="model dtype (default: float32 for tiny-random, bfloat16 otherwise)")
+    parser.add_argument("--countries", type=_list, default=DEFAULT_COUNTRIES,
+                        help="comma-separated countries (default: China,U.S.A.,India)")
+    parser.add_argument("--seeds", type=int, default=3, help="replicates per country (default: 3)")
+    parser.add_argument("--space-seed", type=int, default=0, help="seed of p0 and the subspace")
+    parser.add_argument("--methods", type=_list, default=METHODS,
+                        help=f"comma-separated, from {','.join(METHODS)}")
+    parser.add_argument("--options", type=_list, default=OPTIONS,
+                        help="tuning presentations: normal, both-orders (default: both)")
+    parser.add_argument("--option-methods", type=_list, default=("de", "gradient"),
+                        help="methods also run with the non-normal --options (default: de,gradient)")
+    parser.add_argument("--population", type=int, default=16)
+    parser.add_argument("--generations", type=int, default=40)
+    parser.add_argument("-k", "--k", type=int, default=10)
+    parser.add_argument("--subspace", type=int, default=32, help="0: the full K x d space")
+    parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument("--hybrid-fraction", type=float, default=0.25)
+    parser.add_argument("--hybrid-strategy", default="SNES",
+                        help="evosax strategy of hybrid's evolution phase (default: SNES)")
+    parser.add_argument("--readout", default="expected", choices=("expected", "argmax"))
+    parser.add_argument("--culturalbench", default=None, metavar="PATH",
+                        help="CulturalBench csv/jsonl/parquet file or folder: accuracy per prompt")
+    parser.add_argument("--culturalbench-set", default="hard", choices=("easy", "hard"))
+    parser.add_argument("--out", default="runs/optimizers")
+    parser.add_argument("--no-figure", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    bad = [o for o in args.options if o not in OPTIONS]
+    if bad or "normal" not in args.options:
+        parser.error(f"--options must include normal and be from {', '.join(OPTIONS)}")
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
+    if args.dtype is None:
+        args.dtype = "float32" if args.model == "tiny-random" else "bfloat16"
+    return args
+
+
+def method_config(name: str, option: str, args: argparse.Namespace):
+    """The :class:`jaxalign.AlignConfig` of a method under an option (same space and budget)."""
+    from jaxalign import AlignConfig
+
+    common_fields = dict(k=args.k, subspace=None if args.subspace == 0 else args.subspace,
+                         population=args.population, generations=args.generations,
+                         readout=args.readout, seed=args.space_seed, baselines=(),
+                         chunk_size=args.generations + 1, learning_rate=args.learning_rate,
+                         hybrid_fraction=args.hybrid_fraction, both_orders=option == "both-orders")
+    if name == "de-paper":
+        return AlignConfig.from_preset("paper", **common_fields)
+    if name == "de":
+        return AlignConfig(**common_fields)
+    if name == "gradient":
+        return AlignConfig(method="gradient", **common_fields)
+    if name == "hybrid":
+        return AlignConfig(method="hybrid", strategy=args.hybrid_strategy, **common_fields)
+    return AlignConfig(strategy=name, **common_fields)
+
+
+def forward_passes(config, steps: int) -> np.ndarray:
+    """Cumulative forward-pass equivalents after each of ``steps`` steps of ``config``'s run."""
+    from jaxalign.optimize.pipeline import hybrid_steps
+
+    s = np.arange(1, steps + 1)
+    if config.method == "gradient":
+        return FORWARDS_PER_STEP * s
+    if config.method == "hybrid":
+        evolution, _ = hybrid_steps(config.population, config.generations, config.hybrid_fraction)
+        return np.where(s <= evolution, config.population * s,
+                        config.population * evolution + FORWARDS_PER_STEP * (s - evolution))
+    return config.population * s
+
+
+def run_method(lm, instrument, name: str, option: str, countries, args) -> list[dict[str, Any]]:
+    """Runs one method/option over countries x seeds; one record per search."""
+    import jaxalign
+
+    config = method_config(name, option, args)
+    runs = []
+    if config.method == "gradient":  # deterministic given the space: seeds change the space
+        for s in range(args.seeds):
+            found = jaxalign.align(lm, list(countries), instrument=instrument,
+                                   config=dataclasses.replace(config, seed=args.space_seed + s),
+                                   progress=not args.no_progress)
+            runs += [(s, c, r) for c, r in zip(countries, found)]
+    else:
+        replicas = [dataclasses.replace(c, name=f"{c.name} #{s}") for s in range(args.seeds) for c in countries]
+        found = jaxalign.align(lm, replicas, instrument=instrument, config=config,
+                               progress=not args.no_progress)
+        runs = [(s, c, found[s * len(countries) + i]) for s in range(args.seeds)
+                for i, c in enumerate(countries)]
+    out = []
+    for seed, country, result in runs:
+        out.append({"method": name, "option": option, "seed": seed, "country": country.name,
+                    "evaluations": int(result.evaluations), "train_loss": float(result.loss),
+                    "soft_prompt": result.soft_prompt, "config": result.config,
+                    "curve": np.asarray(result.history["best_loss"], np.float64),
+                    "wall_s": float(result.wall_s), "compile_s": float(result.compile_s)})
+    return out
+
+
+def make_condition_scorers(lm, instrument, args) -> dict[str, Any]:
+    """Per condition, the scorer of a tuned prompt and the naive model's dims, built once.
+
+    The scorers are those of :func:`jaxalign.evaluate_robustness` (same readout, slot, reverse
+    flag and held-out wording); each scores many prompts in one pass.
+    """
+    from jaxalign.evaluate.robustness import heldout_for
+    from jaxalign.scoring import make_scorer
+
+    heldout = heldout_for(instrument)
+    settings = {"tuned": (instrument, False), "reversed": (instrument, True), "heldout": (heldout, False)}
+    empty = np.zeros((1, 0, lm.config.hidden_size), np.float32)
+    out = {}
+    for condition in CONDITIONS:
+        inst, reverse = settings[condition]
+        scorer = make_scorer(lm, inst, k=args.k, readout=args.readout, seed=0, reverse_options=reverse)
+        plain = make_scorer(lm, inst, k=0, readout=args.readout, seed=0, reverse_options=reverse)
+        out[condition] = (scorer, np.asarray(plain(empty).dims[0]))
+    return out
+
+
+def score_conditions(scorers: dict[str, Any], records: list[dict[str, Any]], countries) -> dict[str, Any]:
+    """Writes the tuned, held-out and reversed L1 of each record's prompt into it (one pass per
+    condition); returns the naive model's L1 per condition and country."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxalign.survey import l1_loss
+
+    prompts = np.stack([r["soft_prompt"] for r in records])  # (R, K, d)
+    targets = {c.name: c for c in countries}
+    values = jnp.asarray(np.stack([np.asarray(targets[r["country"]].values, np.float32) for r in records]))
+    naive = {}
+    for condition, (scorer, plain_dims) in scorers.items():
+        losses = np.asarray(jax.vmap(l1_loss)(scorer(prompts).dims, values))  # (R,)
+        for r, loss in zip(records, losses):
+            r[condition] = float(loss)
+        naive[condition] = {c.name: float(l1_loss(plain_dims, c.values)) for c in countries}
+    return naive
+
+
+def culturalbench_accuracy(lm, records, countries, args) -> dict[str, Any]:
+    """CulturalBench accuracy per record (on its country's questions) and of the naive model."""
+    from jaxalign.evaluate.culturalbench import evaluate_culturalbench, load_culturalbench
+
+    bench = load_culturalbench(args.culturalbench, set=args.culturalbench_set)
+    naive = {}
+    for country in countries:
+        subset = bench.for_country(country.name)
+        naive[country.name] = evaluate_culturalbench(lm, subset).accuracy
+        for r in records:
+            if r["country"] == country.name:
+                r["culturalbench"] = evaluate_culturalbench(lm, subset, soft_prompt=r["soft_prompt"]).accuracy
+    return naive
+
+
+def summarise(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per (method, option): per metric the mean over countries of each seed, then the
+    mean and sample std over seeds; per country the mean over seeds."""
+    rows = []
+    keys = list(dict.fromkeys((r["method"], r["option"]) for r in records))
+    for method, option in keys:
+        mine = [r for r in records if (r["method"], r["option"]) == (method, option)]
+        seeds = sorted({r["seed"] for r in mine})
+        countries = list(dict.fromkeys(r["country"] for r in mine))
+        row: dict[str, Any] = {"method": method, "option": option, "evaluations": mine[0]["evaluations"],
+                               "n_seeds": len(seeds), "countries": countries}
+        for metric in metrics:
+            if any(metric not in r or r[metric] is None for r in mine):
+                continue
+            per_seed = [float(np.mean([r[metric] for r in mine if r["seed"] == s])) for s in seeds]
+            row[metric] = {
+                "mean": float(np.mean(per_seed)),
+                "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
+                "per_seed": per_seed,
+                "per_country": {c: float(np.mean([r[metric] for r in mine if r["country"] == c]))
+                                for c in countries},
+            }
+        row["wall_s"] = float(np.sum([r["wall_s"] for r in mine]) / max(1, len(mine)))
+        rows.append(row)
+    return rows
+
+
+def curves_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Best-so-far training L1 against forward-pass equivalents, one line per (method, option):
+    the mean over replicates, shaded between the replicates' min and max."""
+    from matplotlib.figure import Figure
+
+    from jaxalign.plots import save_figure
+
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    keys = list(dict.fromkeys((r["method"], r["option"]) for r in records))
+    for method, option in keys:
+        mine = [r for r in records if (r["method"], r["option"]) == (method, option)]
+        x = forward_passes(mine[0]["config"], len(mine[0]["curve"]))
+        y = np.stack([r["curve"] for r in mine])
+        label = method if option == "normal" else f"{method} ({option})"
+        line, = ax.plot(x, y.mean(0), label=label, linestyle="-" if option == "normal" else "--")
+        ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.12)
+    ax.set_xlabel("forward-pass equivalents (backward = 2 forwards)")
+    ax.set_ylabel("best-so-far training L1 (mean over replicates)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _cell(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return "-"
+    if entry.get("std") is None:
+        return f"{entry['mean']:.2f}"
+    return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The report as Markdown: the summary table, the per-country table."""
+    metrics = [m for m in ("tuned", "heldout", "reversed", "culturalbench") if any(m in r for r in report["rows"])]
+    names = {"tuned": "tuned L1", "heldout": "held-out wording L1", "reversed": "reversed order L1",
+             "culturalbench": "CulturalBench acc."}
+    setup = report["setup"]
+    lines = [
+        f"# Optimizers at equal budget: {report['model']}", "",
+        f"Date {report['date']}; command `{report['command']}`; device {report['device']}.", "",
+        f"Countries {', '.join(setup['countries'])}; {setup['seeds']} seeds each; K = {setup['k']}, "
+        f"subspace {setup['subspace']}, population {setup['population']}, {setup['generations']} generations "
+        f"= {setup['budget']} forward-pass equivalents per search (an Adam step counted as 3); readout "
+        f"{setup['readout']}. Each cell: mean over seeds of the mean over countries, ± the std over seeds.", "",
+        "| method | tuned on | " + " | ".join(names[m] for m in metrics) + " | forward passes |",
+        "|---|---|" + "---:|" * (len(metrics) + 1),
+    ]
+    for row in report["rows"]:
+        lines.append(f"| {row['method']} | {row['option']} | "
+                     + " | ".join(_cell(row.get(m)) for m in metrics) + f" | {row['evaluations']} |")
+    naive = report["naive"]
+    lines.append("| naive (plain model) | - | " + " | ".join(
+        f"{np.mean(list(naive[m].values())):.2f}" if m in naive else "-" for m in metrics) + " | 0 |")
+    lines += ["", "Per country (mean over seeds), tuned / held-out / reversed L1:", "",
+              "| method | tuned on | " + " | ".join(setup["countries"]) + " |",
+              "|---|---|" + "---|" * len(setup["countries"])]
+    for row in report["rows"]:
+        cells = []
+        for c in setup["countries"]:
+            cells.append(" / ".join(f"{row[m]['per_country'][c]:.2f}" if m in row else "-"
+                                    for m in ("tuned", "heldout", "reversed")))
+        lines.append(f"| {row['method']} | {row['option']} | " + " | ".join(cells) + " |")
+    lines.append("| naive | - | " + " | ".join(
+        " / ".join(f"{naive[m][c]:.2f}" for m in ("tuned", "heldout", "reversed")) for c in setup["countries"]) + " |")
+    lines += ["", "Curves: `optimizers.png` (best-so-far training L1 against forward passes).", ""]
+    if not report.get("complete", True):
+        lines += ["**Partial**: the run was stopped before every method had run.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    import jaxalign
+
+    meta = common.run_metadata("benchmarks/optimizers.py", args.argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    countries = [jaxalign.resolve_target(c) for c in args.countries]
+    for name in args.methods:  # every config checked before anything runs
+        for option in args.options:
+            method_config(name, option, args)
+    start = time.perf_counter()
+    lm = jaxalign.load_model(args.model, dtype=args.dtype)
+    instrument = jaxalign.vsm13()
+    scorers = make_condition_scorers(lm, instrument, args)
+    records: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    runs = [(name, option) for name in args.methods for option in args.options
+            if option == "normal" or name in args.option_methods]
+    for i, (name, option) in enumerate(runs):
+        t0 = time.perf_counter()
+        found = run_method(lm, instrument, name, option, countries, args)
+        naive = score_conditions(scorers, found, countries)
+        if args.culturalbench:
+            naive["culturalbench"] = culturalbench_accuracy(lm, found, countries, args)
+        records += found
+        print(f"{name} ({option}): {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        report = write_report(out, meta, lm, countries, records, naive, args, start,
+                              complete=i == len(runs) - 1)
+    print(markdown_report(report))
+    return report
+
+
+def prompt_key(record: dict[str, Any]) -> str:
+    """The key of a search's best soft prompt ``(K, d)`` in ``prompts.npz``."""
+    return f"{record['method']}|{record['option']}|{record['country']}|{record['seed']}"
+
+
+def write_report(out: Path, meta, lm, countries, records, naive, args, start, *, complete: bool):
+    """Writes optimizers.json/.md (and the figure) for the searches done so far."""
+    metrics = CONDITIONS + (("culturalbench",) if args.culturalbench else ())
+    budget = args.population * (args.generations + 1)
+    report = {
+        **meta,
+        "complete": complete,
+        "device": common.describe_device(),
+        "model": lm.name,
+        "setup": {"countries": [c.name for c in countries], "seeds": args.seeds, "k": args.k,
+                  "subspace": args.subspace or None, "population": args.population,
+                  "generations": args.generations, "budget": budget, "readout": args.readout,
+                  "space_seed": args.space_seed, "learning_rate": args.learning_rate,
+                  "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy,
+                  "configs": {f"{r['method']}/{r['option']}": r["config"].to_dict()
+                              for r in records if r["seed"] == 0 and r["country"] == countries[0].name}},
+        "rows": summarise(records, metrics),
+        "naive": naive,
+        "searches": [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()
+                      if k not in ("soft_prompt", "config", "curve")} | {"curve": r["curve"].tolist()}
+                     for r in records],
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    (out / "optimizers.json").write_text(json.dumps(_clean(report), indent=1) + "\n")
+    (out / "optimizers.md").write_text(markdown_report(report))
+    np.savez_compressed(out / "prompts.npz", **{prompt_key(r): r["soft_prompt"] for r in records})
+    if not args.no_figure:
+        curves_figure(records, out / "optimizers.png",
+                      f"{lm.name}: {len(countries)} countries x {args.seeds} seeds")
+    return report
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+if __name__ == "__main__":
+    main()

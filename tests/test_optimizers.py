@@ -1,0 +1,207 @@
+"""Gradient and hybrid tuning as alignment methods, the DE presets, and benchmarks/optimizers.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import jaxalign
+from jaxalign import api
+from jaxalign.cli import ALIGN_DEFAULTS, ALIGN_PRESETS, build_parser, preset_settings
+from jaxalign.optimize.pipeline import FORWARDS_PER_STEP, hybrid_steps
+from jaxalign.scoring import make_scorer
+from jaxalign.survey import DIMENSIONS, custom_target
+
+SMALL = dict(k=2, population=8, subspace=8, baselines=())
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return jaxalign.load_model("tiny-random", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def planted(lm):
+    """A target some 4-token prompt reaches exactly (as in tests/test_align.py)."""
+    embedding = np.asarray(lm.embedding_matrix)
+    prompt = embedding[np.random.default_rng(123).integers(0, embedding.shape[0], 4)]
+    dims = np.asarray(make_scorer(lm, jaxalign.vsm13(), k=4)(prompt[None]).dims[0])
+    return custom_target(dict(zip(DIMENSIONS, dims.tolist())), name="planted")
+
+
+# ---------------------------------------------------------------------------- presets (no compile)
+def test_paper_preset_sets_exactly_the_paper_values():
+    config = api.AlignConfig.from_preset("paper")
+    assert (config.strategy, config.crossover_rate, config.differential_weight, config.dither,
+            config.init_scale) == ("DifferentialEvolution", 0.9, 0.8, None, 1.0)
+    # everything else is AlignConfig's default
+    rest = {f.name for f in dataclasses.fields(api.AlignConfig)} - set(api.PRESETS["paper"])
+    for name in rest:
+        assert getattr(config, name) == getattr(api.AlignConfig(), name), name
+    assert api.AlignConfig.from_preset("paper", population=12).population == 12
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        api.AlignConfig.from_preset("fast")
+
+
+def test_cli_preset_and_explicit_options():
+    parser = build_parser()
+    base = ["align", "--country", "China", "--out", "x"]
+    assert set(ALIGN_PRESETS) == set(api.PRESETS)
+    paper = preset_settings(parser.parse_args(base + ["--preset", "paper"]))
+    assert paper == {k: v for k, v in api.PRESETS["paper"].items()}
+    default = preset_settings(parser.parse_args(base))
+    assert default == {k: getattr(api.AlignConfig(), k) for k in default}
+    # an explicit option wins over the preset, the others keep the preset's values
+    mixed = preset_settings(parser.parse_args(base + ["--preset", "paper", "--crossover-rate", "0.3",
+                                                      "--dither", "0.4,0.9"]))
+    assert mixed == {**api.PRESETS["paper"], "crossover_rate": 0.3, "dither": (0.4, 0.9)}
+    args = parser.parse_args(base + ["--method", "hybrid", "--learning-rate", "0.05"])
+    assert (args.method, args.learning_rate, args.hybrid_fraction) == ("hybrid", 0.05, 0.25)
+    for name in ("method", "learning_rate", "hybrid_fraction"):
+        assert getattr(ALIGN_DEFAULTS, name) == getattr(api.AlignConfig(), name), name
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(method="adam"), "unknown method"),
+    (dict(hybrid_fraction=0.0), "hybrid_fraction"),
+    (dict(hybrid_fraction=1.5), "hybrid_fraction"),
+    (dict(learning_rate=-1.0), "learning_rate"),
+])
+def test_bad_method_settings_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        api.AlignConfig(**bad)
+
+
+def test_hybrid_budget_never_exceeds_de():
+    for population, generations, fraction in [(8, 6, 0.25), (16, 40, 0.25), (32, 50, 0.5), (4, 1, 1.0)]:
+        evolution, adam = hybrid_steps(population, generations, fraction)
+        assert evolution >= 2 and adam >= 1
+        spent = population * evolution + FORWARDS_PER_STEP * adam
+        assert spent <= population * (generations + 1) or adam == 1, (population, generations, fraction)
+
+
+# ---------------------------------------------------------------------------- planted target
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gradient", "hybrid"])
+def test_gradient_and_hybrid_recover_a_planted_target(lm, planted, method):
+    """Same space and budget as DE's planted-target test (K=4, 16-d subspace, P=16, 40
+    generations = 656 forward passes); Adam reaches far below the start."""
+    result = jaxalign.align(lm, planted, k=4, subspace=16, population=16, generations=40, seed=1,
+                            method=method, progress=False, baselines=("naive",))
+    history = np.asarray(result.history["best_loss"])
+    start = history[0]
+    assert np.isfinite(start) and start > 5.0, start
+    assert result.loss < 0.3 * start, (start, result.loss)
+    assert result.loss < result.baselines["naive"].loss
+    assert np.all(np.diff(history) <= 1e-6)
+    assert result.method == method
+    assert result.evaluations <= 16 * 41
+    evolution = 0 if method == "gradient" else hybrid_steps(16, 40, 0.25)[0]
+    assert len(history) == evolution + (16 * (41 - evolution)) // FORWARDS_PER_STEP
+
+
+# ---------------------------------------------------------------------------- resume + outputs
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_hybrid_cli_outputs_and_resume_equal_uninterrupted(lm, tmp_path, monkeypatch):
+    """``jaxalign align --method hybrid`` writes DE's files; a run killed in its Adam phase and
+    resumed equals the uninterrupted run (the checkpoint holds both optimizers' states)."""
+    from jaxalign.cli import main
+
+    argv = ["align", "--country", "China", "--method", "hybrid", "--k", "2", "--population", "8",
+            "--subspace", "8", "--generations", "6", "--chunk-size", "3", "--checkpoint-every", "3",
+            "--seed", "3", "--no-progress"]
+    assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    for name in ("soft_prompt.safetensors", "dims.png", "checkpoints"):
+        assert (tmp_path / "whole" / name).exists(), name
+    evolution, adam = hybrid_steps(8, 6, 0.25)
+    assert whole["config"]["method"] == "hybrid" and whole["methods"]["optimized"]["method"] == "hybrid"
+    assert len(whole["history"]["best_loss"]) == evolution + adam
+    assert whole["evaluations"] == 8 * evolution + FORWARDS_PER_STEP * adam
+
+    config = api.AlignConfig(method="hybrid", generations=6, chunk_size=3, checkpoint_every=3, seed=3,
+                             **{**SMALL, "baselines": api.AlignConfig().baselines})
+    real_update = api._progress_bar.update
+
+    def update_then_die(self, done, best):
+        real_update(self, done, best)
+        if done >= 6:  # past the switch to Adam (step 2)
+            raise _Killed
+
+    monkeypatch.setattr(api._progress_bar, "update", update_then_die)
+    with pytest.raises(_Killed):
+        jaxalign.align(lm, "China", config=config, out=tmp_path / "cut", progress=True)
+    monkeypatch.setattr(api._progress_bar, "update", real_update)
+    resumed = jaxalign.align(lm, "China", config=config, out=tmp_path / "cut", resume=True, progress=False)
+    assert resumed.resumed_from == 6
+    cut = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert cut["history"] == whole["history"]
+    assert cut["methods"] == whole["methods"]
+
+
+@pytest.mark.slow
+def test_gradient_resume_equals_uninterrupted(lm, tmp_path):
+    """A gradient run stopped at a checkpoint and resumed to the end equals the whole run."""
+    config = api.AlignConfig(method="gradient", generations=2, chunk_size=3, checkpoint_every=3,
+                             seed=2, **SMALL)
+    whole = jaxalign.align(lm, "India", config=config, progress=False)
+    # first a shorter run in the folder (generations=1: 8*2//3 = 5 steps), then resumed to 8 steps
+    short = dataclasses.replace(config, generations=1)
+    jaxalign.align(lm, "India", config=short, out=tmp_path / "run", progress=False)
+    resumed = jaxalign.align(lm, "India", config=config, out=tmp_path / "run", resume=True, progress=False)
+    assert resumed.resumed_from == 4
+    np.testing.assert_array_equal(resumed.soft_prompt, whole.soft_prompt)
+    assert resumed.history["best_loss"] == whole.history["best_loss"]
+
+
+# ---------------------------------------------------------------------------- extra wordings
+def _wording_file(path, items, name):
+    path.write_text(json.dumps({"name": name, "items": [
+        {"id": item.id, "text": item.text, "options": list(item.options)} for item in items]}))
+    return str(path)
+
+
+def test_heldout_wording_is_refused_for_tuning(lm, tmp_path):
+    from jaxalign.survey.paraphrase import HELDOUT_WORDING, heldout_vsm13
+
+    with pytest.raises(ValueError, match="held-out wording"):
+        jaxalign.align(lm, "China", extra_wordings=[HELDOUT_WORDING], progress=False, **SMALL)
+    copy = _wording_file(tmp_path / "copy.json", heldout_vsm13().items, "my-wording")
+    with pytest.raises(ValueError, match="repeats the project's held-out wording"):
+        jaxalign.align(lm, "China", extra_wordings=[copy], progress=False, **SMALL)
+    with pytest.raises(ValueError, match="list of wording files"):
+        api.AlignConfig(extra_wordings=copy)
+
+
+@pytest.mark.slow
+def test_extra_wording_loss_is_the_mean_over_presentations(lm, tmp_path):
+    """Tuning on normal + reversed + a user wording: the fitness is the mean of the three L1s."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxalign.optimize import pipeline
+    from jaxalign.survey.vsm13 import load_wording
+
+    base = jaxalign.vsm13()
+    items = [dataclasses.replace(item, text="Please answer: " + item.text) for item in base.items]
+    path = _wording_file(tmp_path / "mine.json", items, "mine")
+    config = api.AlignConfig(both_orders=True, extra_wordings=(path,), **SMALL)
+    target = jaxalign.resolve_target("China")
+    problem = pipeline.setup(lm, [target], base, config)
+    assert problem.presentations == ("normal", "reversed", "wording:user:mine")
+    z = np.random.default_rng(0).normal(size=(1, 3, problem.space.dim)).astype(np.float32)
+    fitness = jax.jit(lambda z_, args: pipeline.fitness(problem, z_, args))
+    losses, _ = fitness(jnp.asarray(z), pipeline.run_args(problem))
+    prompts = np.asarray(problem.space.decode(jnp.asarray(z[0])))  # (3, K, d)
+    expected = []
+    for inst, reverse in ((base, False), (base, True), (load_wording(path, base), False)):
+        scorer = make_scorer(lm, inst, k=SMALL["k"], reverse_options=reverse, target=target)
+        expected.append(np.asarray(scorer(prompts).loss))
+    np.testing.assert_allclose(np.asarray(losses[0]), np.mean(expected, axis=0), rtol=1e-4, atol=1e-4)
