@@ -28,6 +28,7 @@ from jaxalign.model import LM
 from jaxalign.parallel import gather_to_all, is_main_process, replicate, sync_processes
 from jaxalign.optimize import EvolutionConfig, evolve
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
+from jaxalign.prompting.chat_formats import bind_run_date, chat_template_name, check_date
 from jaxalign.softprompt import (
     SoftPromptSpace,
     check_soft_prompt,
@@ -75,6 +76,10 @@ class AlignConfig:
         divide ``population``; ``None``: the whole population at once).
       scoring_mode: ``"cached"`` (default: shared tokens computed once) or ``"full"``.
       baselines: baselines scored beside the aligned prompt.
+      chat_date: ``YYYY-MM-DD``, the date a chat template that reads today's date (Llama-3.2's
+        ``strftime_now``) renders in every prompt of the run; ``None``: today, or on resume the
+        date the run started with (see :mod:`jaxalign.prompting.chat_formats`). Not used (and left
+        ``None``) when the template does not read the date.
     """
 
     k: int = 10
@@ -97,8 +102,11 @@ class AlignConfig:
     members_per_pass: int | None = None
     scoring_mode: str = "cached"
     baselines: tuple[str, ...] = BASELINES
+    chat_date: str | None = None
 
     def __post_init__(self) -> None:
+        if self.chat_date is not None:
+            check_date(self.chat_date)
         if not _is_int(self.k) or not 1 <= self.k <= MAX_K:
             raise ValueError(f"k (soft-prompt length) must be an integer in 1..{MAX_K}, got {self.k!r}")
         if not _is_int(self.population) or not 4 <= self.population <= MAX_POPULATION:
@@ -189,6 +197,7 @@ class AlignResult:
     resumed_from: int | None = None
     method: str = "de"
     s_per_generation: float = float("nan")
+    chat_template: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -206,6 +215,8 @@ class AlignResult:
             "jaxalign_version": _version(),
             "model": self.model,
             "wording": self.wording,
+            "chat_template": self.chat_template,
+            "chat_date": self.config.chat_date,
             "target": {
                 "name": self.target.name,
                 "code": self.target.code,
@@ -248,6 +259,8 @@ class AlignResult:
             "readout": self.config.readout,
             "slot": self.config.slot,
             "system": self.config.system or "",
+            "chat_template": self.chat_template or "",
+            "chat_date": self.config.chat_date or "",
             "target": self.target.name,
             "loss": f"{self.loss:.6g}",
         }
@@ -365,6 +378,7 @@ def result_from_evolution(
         evaluations=int(evo.evaluations),
         resumed_from=evo.resumed_from,
         s_per_generation=float(evo.s_per_generation),
+        chat_template=chat_template_name(lm.tokenizer),
     )
 
 
@@ -411,6 +425,7 @@ def align(
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
+    lm, config = fix_chat_date(lm, config, out_dir if resume else None)
 
     scorer = make_scorer(
         lm, instrument, k=config.k, target=target, system=config.system, slot=config.slot,
@@ -437,8 +452,11 @@ def align(
         "wording": instrument.wording,
         "target": [_num(v) for v in np.asarray(target.values, np.float64)],
         **{key: value for key, value in config.to_dict().items()
-           if key not in ("generations", "chunk_size", "checkpoint_every", "baselines")},
+           if key not in ("generations", "chunk_size", "checkpoint_every", "baselines")
+           and not (key == "chat_date" and value is None)},
     }
+    if chat_template_name(lm.tokenizer) not in (None, "model"):  # chosen with --chat-template
+        fingerprint["chat_template"] = chat_template_name(lm.tokenizer)
     bar = _progress_bar(config.generations, enabled=progress and is_main_process())
     try:
         evo = evolve(
@@ -462,6 +480,35 @@ def align(
     if out_dir is not None and is_main_process():
         result.save(out_dir)
     return result
+
+
+def fix_chat_date(lm: LM, config: AlignConfig, resume_from: Path | None = None) -> tuple[LM, AlignConfig]:
+    """Binds one date for the whole run when ``lm``'s chat template reads today's date.
+
+    The date is ``config.chat_date`` if set, else (resuming from ``resume_from``) the date the
+    checkpointed run recorded, else today; the returned config records it. A template that does
+    not read the date leaves both unchanged.
+    """
+    date = config.chat_date or (_checkpointed_chat_date(resume_from) if resume_from else None)
+    lm, date = bind_run_date(lm, date)
+    return lm, config if date is None else dataclasses.replace(config, chat_date=date)
+
+
+def _checkpointed_chat_date(out_dir: Path) -> str | None:
+    """The ``chat_date`` in the latest checkpoint's fingerprint under ``out_dir`` (None if none)."""
+    from jaxalign.optimize.checkpoint import RunCheckpointer
+
+    folder = Path(out_dir) / CHECKPOINT_FOLDER
+    if not folder.is_dir():
+        return None
+    checkpointer = RunCheckpointer(str(folder.resolve()))
+    try:
+        latest = checkpointer.latest_step()
+        if latest is None:
+            return None
+        return checkpointer.read_record(latest).get("fingerprint", {}).get("user", {}).get("chat_date")
+    finally:
+        checkpointer.close()
 
 
 class _progress_bar:
@@ -497,6 +544,7 @@ def score(
     slot: str | None = None,
     seed: int = 0,
     mesh: Any = None,
+    chat_date: str | None = None,
 ) -> Scores:
     """Scores one prompt: the plain model, a system text, a soft prompt, or both.
 
@@ -505,6 +553,8 @@ def score(
         readout and slot are used unless given here.
       system: system text (e.g. a persona) before the soft prompt.
       target: computes the loss against it (a Target, a country, or ``"PDI=..."``).
+      chat_date: the date a chat template that reads today's date renders (``YYYY-MM-DD``);
+        default: the one stored with the soft prompt, else the one bound to ``lm``, else today.
 
     Returns:
       :class:`~jaxalign.scoring.Scores` for a population of one: ``probs (1, Q, 5)``,
@@ -524,6 +574,7 @@ def score(
         target = resolve_target(target)
     if system is None and metadata.get("system"):
         system = metadata["system"]
+    lm, _ = bind_run_date(lm, chat_date or metadata.get("chat_date") or None)
     scorer = make_scorer(
         lm, instrument, k=prompt.shape[0], target=target, system=system,
         slot=slot or metadata.get("slot", "user_start"),

@@ -122,6 +122,18 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--wording", default=None,
         help="JSON file with your own (e.g. the official) VSM 2013 wording; default: jaxalign's own",
     )
+    add_chat_template_argument(parser)
+
+
+CHAT_TEMPLATE_HELP = (
+    "chat format: the checkpoint's own by default; 'plain' for base models (no chat markup), a "
+    "format name (llama3, llama3.1, llama3.2, qwen2.5, mistral) or a Jinja file"
+)
+
+
+def add_chat_template_argument(parser: argparse.ArgumentParser) -> None:
+    """``--chat-template NAME|FILE`` (see :mod:`jaxalign.prompting.chat_formats`)."""
+    parser.add_argument("--chat-template", default=None, metavar="NAME|FILE", help=CHAT_TEMPLATE_HELP)
 
 
 # AlignConfig's defaults, repeated here so that building the parser does not import jax
@@ -176,6 +188,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "after_item (before the answer instruction) or user_end (after it, the "
                              "fastest to score)")
     parser.add_argument("--system", default=None, help="system text placed before the soft prompt")
+    parser.add_argument("--chat-date", default=None, metavar="YYYY-MM-DD",
+                        help="date rendered by a chat template that writes today's date (Llama-3.2); "
+                             "default: today, or the resumed run's date")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
                         help="generations per on-device chunk (progress and checkpoints in between)")
@@ -220,15 +235,18 @@ def run_align(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         checkpoint_every=args.checkpoint_every,
         members_per_pass=args.members_per_pass,
+        chat_date=args.chat_date,
     )
     check_out_dir(args.out, resume=args.resume)
     instrument = _instrument(args.wording)
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh)
+    lm = _load(args.model, args.dtype, mesh, args.chat_template)
     target = args.country or args.target
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
                    resume=args.resume, progress=not args.no_progress, mesh=mesh)
-    print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
+    print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}"
+          + (f"; chat template {result.chat_template}" if result.chat_template else "")
+          + (f"; chat date {result.config.chat_date}" if result.config.chat_date else ""))
     print(_dims_table(instrument.dimensions, [("target", target.values)]
                       + [(n, b.dims, b.loss) for n, b in result.baselines.items()]
                       + [("aligned", result.dims, result.loss)]))
@@ -278,12 +296,16 @@ def _mesh(args: argparse.Namespace):
     return mesh
 
 
-def _load(model: str, dtype: str, mesh=None):
+def _load(model: str, dtype: str, mesh=None, chat_template: str | None = None):
     from jaxalign.model import load_model
+    from jaxalign.prompting.chat_formats import resolve_chat_template, with_chat_format
 
+    if chat_template is not None:
+        resolve_chat_template(chat_template)  # a bad name or file fails before the weights load
     if dtype == "auto":
         dtype = "float32" if model == "tiny-random" else "bfloat16"
-    return load_model(model, dtype=dtype, mesh=mesh)
+    lm = load_model(model, dtype=dtype, mesh=mesh)
+    return lm if chat_template is None else with_chat_format(lm, chat_template)
 
 
 def _dims_table(dimensions, rows) -> str:
@@ -324,14 +346,16 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
 def run_score(args: argparse.Namespace) -> int:
     _start_distributed(args)
     from jaxalign.api import score
+    from jaxalign.prompting.chat_formats import bind_run_date, chat_template_name
     from jaxalign.softprompt import check_soft_prompt, load_soft_prompt
 
     instrument = _instrument(args.wording)
-    prompt = None
+    prompt, metadata = None, {}
     if args.soft_prompt is not None:
-        prompt, _ = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
+        prompt, metadata = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh)
+    lm = _load(args.model, args.dtype, mesh, args.chat_template)
+    lm, chat_date = bind_run_date(lm, metadata.get("chat_date") or None)  # the prompt's own date
     if prompt is not None:
         check_soft_prompt(prompt, lm.config.hidden_size)
     target = args.country or args.target
@@ -343,6 +367,8 @@ def run_score(args: argparse.Namespace) -> int:
         out = {
             "model": lm.name,
             "wording": instrument.wording,
+            "chat_template": chat_template_name(lm.tokenizer),
+            "chat_date": chat_date,
             "dims": dict(zip(instrument.dimensions, dims)),
             "item_means": dict(zip(instrument.item_ids, (float(v) for v in scores.item_means[0]))),
             "answers": probs,

@@ -32,3 +32,31 @@ def sentencepiece_tokenizer_dir():
     from real_tokenizers import sentencepiece_tokenizer_folder
 
     return sentencepiece_tokenizer_folder()
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer():
+    """``get(family, chat_template=True)``: the family's transformers tokenizer (llama3, llama3.1,
+    llama3.2, qwen2.5, mistral, llama2), loaded once per vocabulary per session; each call returns
+    a shallow copy carrying the family's Instruct chat format (or none)."""
+    pytest.importorskip("tiktoken")
+    pytest.importorskip("quicktok")
+    pytest.importorskip("sentencepiece")
+    import copy
+
+    import transformers
+    from real_tokenizers import FAMILY_TOKENIZERS
+
+    from jaxalign.prompting.chat_formats import CHAT_FORMATS
+
+    loaded: dict[object, object] = {}
+
+    def get(family: str, chat_template: bool = True):
+        build, format_name = FAMILY_TOKENIZERS[family]
+        if build not in loaded:
+            loaded[build] = transformers.AutoTokenizer.from_pretrained(build())
+        tok = copy.copy(loaded[build])
+        tok.chat_template = CHAT_FORMATS[format_name].template if chat_template and format_name else None
+        return tok
+
+    return get

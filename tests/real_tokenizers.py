@@ -235,3 +235,35 @@ def sentencepiece_tokenizer_folder(vocab_size: int = 400) -> Path:
         tok.save_pretrained(str(folder))  # adds tokenizer.json
 
     return _cached_folder(f"sentencepiece{vocab_size}", build, SENTENCEPIECE_CORPUS)
+
+
+# family -> (tokenizer folder builder, chat format name shipped as chat_template)
+FAMILY_TOKENIZERS = {
+    "llama3": (llama3_tokenizer_folder, "llama3"),
+    "llama3.1": (llama3_tokenizer_folder, "llama3.1"),
+    "llama3.2": (llama3_tokenizer_folder, "llama3.2"),
+    "qwen2.5": (qwen25_tokenizer_folder, "qwen2.5"),
+    "mistral": (sentencepiece_tokenizer_folder, "mistral"),
+    "llama2": (sentencepiece_tokenizer_folder, None),
+}
+
+
+def write_tokenizer(folder: str | os.PathLike, family: str, *, chat_template: bool = True) -> Path:
+    """Copy the family's tokenizer files into a checkpoint ``folder``; with ``chat_template``
+    (default) its Instruct chat format (jaxalign's :data:`CHAT_FORMATS` entry) is written as
+    ``chat_template`` in ``tokenizer_config.json``, as Instruct checkpoints ship it. Llama-3.1/3.2
+    also get the Instruct EOS ``<|eot_id|>``; a base model (``chat_template=False``) keeps none."""
+    from jaxalign.prompting.chat_formats import CHAT_FORMATS
+
+    build, format_name = FAMILY_TOKENIZERS[family]
+    source, folder = build(), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy(path, folder / path.name)
+    if chat_template and format_name is not None:
+        path = folder / "tokenizer_config.json"
+        config = json.loads(path.read_text())
+        config["chat_template"] = CHAT_FORMATS[format_name].template
+        path.write_text(json.dumps(config, indent=2) + "\n")
+    return folder

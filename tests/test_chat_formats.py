@@ -51,13 +51,13 @@ QWEN_TEXT_NO_SYSTEM = (
 
 
 @pytest.fixture(scope="module")
-def llama3_tok(llama3_tokenizer_dir):
-    return transformers.AutoTokenizer.from_pretrained(llama3_tokenizer_dir)
+def llama3_tok(real_tokenizer):
+    return real_tokenizer("llama3", chat_template=False)
 
 
 @pytest.fixture(scope="module")
-def qwen_tok(qwen25_tokenizer_dir):
-    return transformers.AutoTokenizer.from_pretrained(qwen25_tokenizer_dir)
+def qwen_tok(real_tokenizer):
+    return real_tokenizer("qwen2.5", chat_template=False)
 
 
 def _render(tok, name, messages, date=None, **kwargs):

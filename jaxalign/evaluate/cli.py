@@ -75,6 +75,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint folder, Hugging Face Hub id, or 'tiny-random'")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="auto: float32 for tiny-random, bfloat16 otherwise")
+    from jaxalign.cli import add_chat_template_argument
+
+    add_chat_template_argument(parser)
 
 
 def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
@@ -84,12 +87,14 @@ def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _load_model(name: str, dtype: str):
-    from jaxalign.model import load_model
+def _load_model(args: argparse.Namespace, metadata: dict[str, str]):
+    """The model of ``--model``/``--dtype`` in the ``--chat-template`` format, with the date the
+    soft prompt was tuned with bound (for templates that read today's date)."""
+    from jaxalign.cli import _load
+    from jaxalign.prompting.chat_formats import bind_run_date
 
-    if dtype == "auto":
-        dtype = "float32" if name == "tiny-random" else "bfloat16"
-    return load_model(name, dtype=dtype)
+    lm = _load(args.model, args.dtype, None, args.chat_template)
+    return bind_run_date(lm, metadata.get("chat_date") or None)[0]
 
 
 def _read_prompt(path: str | None) -> tuple[Any, dict[str, str]]:
@@ -119,7 +124,7 @@ def run_culturalbench(args: argparse.Namespace) -> int:
     prompt, metadata = _read_prompt(args.soft_prompt)  # file errors before the model loads
     sets = ("easy", "hard") if args.bench_set == "both" else (args.bench_set,)
     benches = [load_culturalbench(args.data, set=s).for_country(args.country) for s in sets]
-    lm = _load_model(args.model, args.dtype)
+    lm = _load_model(args, metadata)
     if prompt is not None:
         check_soft_prompt(prompt, lm.config.hidden_size)
     out: dict[str, Any] = {"model": lm.name, "country": args.country or "all", "sets": {}}
@@ -157,7 +162,7 @@ def run_robustness(args: argparse.Namespace) -> int:
 
     prompt, metadata = _read_prompt(args.soft_prompt)
     instrument = vsm13(wording=args.wording)
-    lm = _load_model(args.model, args.dtype)
+    lm = _load_model(args, metadata)
     check_soft_prompt(prompt, lm.config.hidden_size)
     target = args.country or args.target
     readout = args.readout or metadata.get("readout") or "expected"

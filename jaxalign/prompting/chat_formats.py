@@ -297,3 +297,16 @@ def with_chat_format(lm: Any, chat_template: str | os.PathLike | None = None, *,
     if (chat_template is None and date is None and not isinstance(tokenizer, ChatTokenizer)):
         return lm
     return dataclasses.replace(lm, tokenizer=ChatTokenizer(tokenizer, template, name or MODEL_TEMPLATE, date))
+
+
+def bind_run_date(lm: Any, date: str | None = None) -> tuple[Any, str | None]:
+    """``(lm, date)``: when ``lm``'s chat template reads today's date, ``lm`` with ONE date bound.
+
+    The date is ``date`` when given (e.g. the one recorded with a saved run or prompt), else
+    the one already bound, else today (UTC). A template that does not read the date gets none:
+    ``(lm, None)``. Call it once at the start of a run and record the date it returns.
+    """
+    if lm.tokenizer is None or not reads_date(lm.tokenizer):
+        return lm, None
+    date = check_date(date) if date else (chat_date(lm.tokenizer) or today())
+    return with_chat_format(lm, date=date), date
