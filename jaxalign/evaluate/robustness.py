@@ -215,7 +215,7 @@ def align_both_orders(
     normal order (``dims``, ``loss``), like ``align``; ``history["best_loss"]`` is the averaged
     objective. ``scorer_options`` go to :func:`jaxalign.scoring.make_scorer` (e.g. ``n_buckets``).
     """
-    from jaxalign.api import AlignConfig, resolve_problem, result_from_evolution, search_space
+    from jaxalign.api import AlignConfig, fix_chat_date, resolve_problem, result_from_evolution, search_space
     from jaxalign.baselines import run_baselines
     from jaxalign.optimize import evolve
     from jaxalign.scoring import make_scorer
@@ -223,6 +223,7 @@ def align_both_orders(
     t_start = time.perf_counter()
     config = dataclasses.replace(config or AlignConfig(), **overrides)
     target, instrument = resolve_problem(lm, target, instrument)
+    lm, config = fix_chat_date(lm, config)  # one date for a template that writes today's
     common = dict(k=config.k, target=target, system=config.system, slot=config.slot,
                   readout=config.readout, n_respondents=config.n_respondents, seed=config.seed,
                   members_per_pass=config.members_per_pass, mode=config.scoring_mode,

@@ -95,8 +95,9 @@ def gradient_align(
       (best-so-far training loss), ``mean_loss`` (the training loss of that step's iterate),
       ``best_dims``; ``evaluations = 3 * steps`` forward-pass equivalents.
     """
-    from jaxalign.api import AlignConfig, AlignResult, resolve_problem, search_space
+    from jaxalign.api import AlignConfig, AlignResult, fix_chat_date, resolve_problem, search_space
     from jaxalign.baselines import run_baselines
+    from jaxalign.prompting.chat_formats import chat_template_name
     from jaxalign.scoring import make_scorer, readout_means
     from jaxalign.survey import l1_loss
 
@@ -105,6 +106,7 @@ def gradient_align(
     if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     target, instrument = resolve_problem(lm, target, instrument)
+    lm, config = fix_chat_date(lm, config)  # one date for a template that writes today's
 
     common = dict(k=config.k, target=target, system=config.system, slot=config.slot, seed=config.seed,
                   mode=config.scoring_mode)
@@ -182,6 +184,7 @@ def gradient_align(
             "best_dims": best_dims.tolist(),
         },
         model=lm.name,
+        chat_template=chat_template_name(lm.tokenizer),
         wording=instrument.wording,
         dimensions=tuple(instrument.dimensions),
         config=config,
