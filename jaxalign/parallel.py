@@ -61,6 +61,10 @@ _PARAM_SPECS: dict[str, tuple[str | None, ...]] = {
     "gate_proj": (None, None, MODEL_AXIS),          # (L, d, F): MLP hidden
     "up_proj": (None, None, MODEL_AXIS),            # (L, d, F): MLP hidden
     "down_proj": (None, MODEL_AXIS, None),          # (L, F, d): MLP hidden
+    "q_bias": (None, MODEL_AXIS),                   # (L, N*hd): query heads (Qwen2)
+    "k_bias": (None, MODEL_AXIS),                   # (L, K*hd): KV heads
+    "v_bias": (None, MODEL_AXIS),                   # (L, K*hd): KV heads
+    "o_bias": (None, None),                         # (L, d): added after the o_proj all-reduce
 }
 
 

@@ -115,16 +115,40 @@ def test_config_save_pretrained_form():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model_type": "mistral"}, "unsupported model_type 'mistral'"),
+    ({"model_type": "gemma"}, "unsupported model_type 'gemma'.*'llama'.*'qwen2'.*'mistral'"),
+    ({"model_type": None}, "unsupported model_type None"),
     ({"architectures": ["LlamaForSequenceClassification"]}, "LlamaForCausalLM only"),
+    ({"model_type": "qwen2", "architectures": ["LlamaForCausalLM"]}, "Qwen2ForCausalLM only"),
+    ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "use_sliding_window": True},
+     "Qwen2 sliding-window attention"),
+    ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
+      "layer_types": ["full_attention", "sliding_attention"]}, "Qwen2 sliding-window"),
     ({"rope_parameters": {"rope_type": "yarn", "factor": 2.0}}, "unsupported rope scaling type 'yarn'"),
     ({"hidden_act": "gelu"}, "hidden_act"),
-    ({"attention_bias": True}, "attention_bias"),
+    ({"mlp_bias": True}, "mlp_bias"),
+    ({"model_type": "mistral", "architectures": ["MistralForCausalLM"], "sliding_window": 0}, "sliding_window"),
     ({"num_key_value_heads": 3}, "multiple of num_key_value_heads"),
 ])
 def test_config_errors(change, message):
     with pytest.raises(ValueError, match=message):
         LlamaConfig.from_hf({**TINY_HF_CONFIG, **change})
+
+
+def test_config_family_fields():
+    """Biases and sliding window follow each family's config.json (transformers' defaults when absent)."""
+    llama = LlamaConfig.from_hf(TINY_HF_CONFIG)
+    assert (llama.model_type, llama.qkv_bias, llama.o_bias, llama.sliding_window) == ("llama", False, False, None)
+    biased = LlamaConfig.from_hf({**TINY_HF_CONFIG, "attention_bias": True})  # Llama: q, k, v and o biases
+    assert biased.qkv_bias and biased.o_bias
+    assert biased.num_parameters == llama.num_parameters + 2 * (16 + 2 * 8 + 16)
+    qwen = LlamaConfig.from_hf({**TINY_HF_CONFIG, "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
+                                "use_sliding_window": False, "sliding_window": 32768})
+    assert (qwen.model_type, qwen.qkv_bias, qwen.o_bias, qwen.sliding_window) == ("qwen2", True, False, None)
+    mistral = {**TINY_HF_CONFIG, "model_type": "mistral", "architectures": ["MistralForCausalLM"]}
+    assert LlamaConfig.from_hf({**mistral, "sliding_window": None}).sliding_window is None
+    assert LlamaConfig.from_hf({**mistral, "sliding_window": 4096}).sliding_window == 4096
+    assert LlamaConfig.from_hf(mistral).sliding_window == 4096  # transformers' MistralConfig default
+    assert not LlamaConfig.from_hf(mistral).qkv_bias
 
 
 def test_config_missing_field():
@@ -222,11 +246,36 @@ def test_missing_config(tmp_path):
         _load(folder)
 
 
-def test_unsupported_architecture(tmp_path):
-    folder = _write(tmp_path / "mistral", {**TINY_HF_CONFIG, "model_type": "mistral",
-                                            "architectures": ["MistralForCausalLM"]}, _tensors(TINY_HF_CONFIG))
-    with pytest.raises(ValueError, match="model_type 'mistral'"):
+@pytest.mark.parametrize("model_type, architecture", [
+    ("gemma", "GemmaForCausalLM"), ("phi3", "Phi3ForCausalLM"), ("llava", "LlavaForConditionalGeneration")])
+def test_unsupported_model_type_refused_before_weights(tmp_path, model_type, architecture):
+    """The model_type error comes first: the (corrupt) safetensors file is never opened."""
+    folder = _write(tmp_path / model_type, {**TINY_HF_CONFIG, "model_type": model_type,
+                                             "architectures": [architecture]}, None)
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)  # not a safetensors file
+    with pytest.raises(ValueError, match=f"unsupported model_type '{model_type}'.*supported.*'llama'.*"
+                                         "'qwen2'.*'mistral'"):
         _load(folder)
+    (folder / "config.json").write_text(json.dumps(TINY_HF_CONFIG))  # a supported model reads the file
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        _load(folder)
+
+
+def test_unsupported_hub_model_downloads_only_its_config(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    folder = _write(tmp_path / "gemma", {**TINY_HF_CONFIG, "model_type": "gemma",
+                                          "architectures": ["GemmaForCausalLM"]}, None)
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kwargs):
+        calls.append(allow_patterns)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    with pytest.raises(ValueError, match="unsupported model_type 'gemma'"):
+        jaxalign.load_model("google/gemma-2b")
+    assert calls == [["config.json"]]
 
 
 def test_mismatched_shape_names_tensor(tmp_path):
@@ -308,7 +357,8 @@ def test_hub_id_goes_through_snapshot_download(checkpoint, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     lm = _load("meta-llama/Meta-Llama-3-8B-Instruct", dtype="float32", revision="main")
     assert lm.name == "meta-llama/Meta-Llama-3-8B-Instruct"
-    (repo_id, revision, patterns), = calls
+    (config_call, (repo_id, revision, patterns)) = calls
+    assert config_call == ("meta-llama/Meta-Llama-3-8B-Instruct", "main", ["config.json"])  # checked first
     assert repo_id == "meta-llama/Meta-Llama-3-8B-Instruct" and revision == "main"
     assert {"config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json"} <= set(patterns)
     assert not any(p.endswith((".bin", ".pth", "*")) and p != "*.safetensors" for p in patterns)

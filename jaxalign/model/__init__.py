@@ -1,4 +1,4 @@
-"""The model room: a Flax NNX Llama, its safetensors loader and the tiny random preset.
+"""The model room: a Flax NNX Llama (also Qwen2/Qwen2.5 and Mistral), its safetensors loader and the tiny preset.
 
 Public surface: :func:`load_model` -> :class:`LM`; :class:`LlamaConfig`; the nnx module
 :class:`Llama`; pure functions over ``(graphdef, params)`` for use under an outer ``jax.jit``:

@@ -1,4 +1,9 @@
-"""The Llama configuration: a small frozen dataclass read from a Hugging Face ``config.json``."""
+"""The decoder configuration: a small frozen dataclass read from a Hugging Face ``config.json``.
+
+One configuration (and one model, :class:`jaxalign.model.Llama`) covers the supported families:
+Llama 2/3/3.1/3.2, Qwen2/Qwen2.5 (q/k/v biases) and Mistral (sliding-window attention); they
+differ only in the fields ``qkv_bias``, ``o_bias`` and ``sliding_window``.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,22 @@ import numpy as np
 
 _SUPPORTED_ROPE_TYPES = ("default", "llama3")
 
+# model_type -> (the causal-LM class in ``architectures``, the families it covers).
+SUPPORTED_MODEL_TYPES = {
+    "llama": ("LlamaForCausalLM", "Llama 2, 3, 3.1, 3.2"),
+    "qwen2": ("Qwen2ForCausalLM", "Qwen2, Qwen2.5"),
+    "mistral": ("MistralForCausalLM", "Mistral"),
+}
+# Mistral's sliding window when config.json does not give one (transformers' MistralConfig default).
+_MISTRAL_DEFAULT_WINDOW = 4096
+
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-    """Shape and numerics of a Llama decoder (hashable, so it can live in a static graph definition).
+    """Shape and numerics of a Llama-style decoder (hashable, so it can live in a static graph definition).
 
-    Field names follow Hugging Face's ``LlamaConfig``. RoPE scaling is flattened into
+    Field names follow Hugging Face's ``LlamaConfig``; :meth:`from_hf` also reads Qwen2 and
+    Mistral configs into it. RoPE scaling is flattened into
     ``rope_type`` plus the four ``llama3`` fields (unused when ``rope_type == "default"``).
     """
 
@@ -35,6 +50,10 @@ class LlamaConfig:
     rope_original_max_position_embeddings: int = 8192
     max_position_embeddings: int = 8192
     tie_word_embeddings: bool = False
+    qkv_bias: bool = False                # q/k/v projections carry biases (Qwen2; Llama attention_bias)
+    o_bias: bool = False                  # the output projection carries a bias (Llama attention_bias)
+    sliding_window: int | None = None     # each token sees itself and the window - 1 tokens before it
+    model_type: str = "llama"             # the checkpoint's family: one of SUPPORTED_MODEL_TYPES
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -55,6 +74,11 @@ class LlamaConfig:
             )
         if self.rope_type == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
             raise ValueError("llama3 rope scaling needs high_freq_factor > low_freq_factor")
+        if self.sliding_window is not None and (
+                not isinstance(self.sliding_window, (int, np.integer)) or self.sliding_window < 1):
+            raise ValueError(f"sliding_window must be a positive integer or None, got {self.sliding_window!r}")
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(_unsupported_message(self.model_type, []))
 
     @classmethod
     def from_hf(cls, config: Mapping[str, Any]) -> "LlamaConfig":
@@ -63,25 +87,17 @@ class LlamaConfig:
         Accepts both forms: Hub checkpoints with top-level ``rope_theta`` / ``rope_scaling``
         (``rope_scaling`` null, absent, ``{"rope_type": "default"}`` or ``{"rope_type": "llama3", ...}``;
         the legacy key ``type`` is read too), and transformers 5 ``save_pretrained`` output that
-        nests them in ``rope_parameters``. Raises ``ValueError`` for a non-Llama model, a missing
-        field or an unsupported RoPE type, naming what was wrong.
+        nests them in ``rope_parameters``. Families (``model_type``): ``"llama"`` (Llama 2/3/3.1/3.2;
+        ``attention_bias`` gives q/k/v/o biases), ``"qwen2"`` (Qwen2/Qwen2.5: q/k/v biases, no o
+        bias; ``use_sliding_window: true`` is refused) and ``"mistral"`` (``sliding_window``, default
+        4096 as in transformers, applied by the attention mask; ``null`` for none). Raises
+        ``ValueError`` for another ``model_type`` (listing the supported ones), a missing field or
+        an unsupported RoPE type, naming what was wrong.
         """
-        model_type = config.get("model_type")
-        architectures = config.get("architectures") or []
-        if model_type != "llama":
-            raise ValueError(
-                f"unsupported model_type {model_type!r} (architectures {architectures}); "
-                "jaxalign loads Llama checkpoints only (model_type 'llama', LlamaForCausalLM)"
-            )
-        if architectures and "LlamaForCausalLM" not in architectures:
-            raise ValueError(
-                f"unsupported architectures {architectures}; jaxalign loads LlamaForCausalLM only"
-            )
+        model_type = check_model_type(config)
         if config.get("hidden_act", "silu") != "silu":
-            raise ValueError(f"unsupported hidden_act {config['hidden_act']!r}; Llama uses 'silu'")
-        for flag in ("attention_bias", "mlp_bias"):
-            if config.get(flag):
-                raise ValueError(f"unsupported {flag}=true; jaxalign's Llama has no linear biases")
+            raise ValueError(f"unsupported hidden_act {config['hidden_act']!r}; {model_type} uses 'silu'")
+        family_fields = _family_fields(model_type, config)
         missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads") if k not in config]
         if missing:
@@ -94,7 +110,7 @@ class LlamaConfig:
 
         rope = dict(config.get("rope_scaling") or config.get("rope_parameters") or {})
         if any(isinstance(v, Mapping) for v in rope.values()):
-            raise ValueError("per-layer-type rope parameters are not supported for Llama")
+            raise ValueError(f"per-layer-type rope parameters are not supported ({model_type})")
         rope_theta = float(rope.get("rope_theta", config.get("rope_theta", 10_000.0)))
         rope_type = rope.get("rope_type", rope.get("type", "default")) or "default"
         fields: dict[str, Any] = {}
@@ -127,6 +143,8 @@ class LlamaConfig:
             rope_type=str(rope_type),
             max_position_embeddings=max_positions,
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            model_type=model_type,
+            **family_fields,
             **fields,
         )
 
@@ -156,6 +174,55 @@ class LlamaConfig:
         """Number of weights (embeddings, layers, final norm and untied LM head)."""
         d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * hd * (2 * self.num_attention_heads + 2 * self.num_key_value_heads)
+        attn += hd * (self.num_attention_heads + 2 * self.num_key_value_heads) if self.qkv_bias else 0
+        attn += d if self.o_bias else 0
         per_layer = attn + 3 * d * f + 2 * d
         head = 0 if self.tie_word_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.num_hidden_layers * per_layer + d + head
+
+
+# -- families --------------------------------------------------------------------------------
+
+def _supported_list() -> str:
+    return ", ".join(f"{name!r} ({arch}: {families})" for name, (arch, families) in SUPPORTED_MODEL_TYPES.items())
+
+
+def _unsupported_message(model_type: Any, architectures: Any) -> str:
+    return (f"unsupported model_type {model_type!r} (architectures {list(architectures)}); "
+            f"supported model_type values: {_supported_list()}")
+
+
+def check_model_type(config: Mapping[str, Any]) -> str:
+    """The ``model_type`` of a ``config.json`` dict if jaxalign supports it, else ``ValueError``.
+
+    The message lists the supported types; the loader calls this before any weight is read.
+    """
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(_unsupported_message(model_type, architectures))
+    expected = SUPPORTED_MODEL_TYPES[model_type][0]
+    if architectures and expected not in architectures:
+        raise ValueError(f"unsupported architectures {list(architectures)} for model_type {model_type!r}; "
+                         f"jaxalign loads {expected} only (a causal language model)")
+    return model_type
+
+
+def _family_fields(model_type: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Biases and sliding window of one family, from its ``config.json`` fields."""
+    if config.get("mlp_bias"):
+        raise ValueError("unsupported mlp_bias=true; jaxalign's MLP has no biases")
+    if model_type == "llama":  # transformers' LlamaAttention: attention_bias puts biases on q, k, v and o
+        bias = bool(config.get("attention_bias", False))
+        return {"qkv_bias": bias, "o_bias": bias}
+    if model_type == "qwen2":  # transformers' Qwen2Attention: q/k/v biases always, o without
+        layer_types = config.get("layer_types") or []
+        if config.get("use_sliding_window") or any(t != "full_attention" for t in layer_types):
+            raise ValueError(
+                "unsupported Qwen2 sliding-window attention (use_sliding_window=true or sliding_attention "
+                "layer_types); jaxalign runs Qwen2 with full attention only, as every published Qwen2/Qwen2.5 "
+                "checkpoint does (use_sliding_window: false)")
+        return {"qkv_bias": True, "o_bias": False}
+    # mistral: no biases; a sliding window unless config.json says null
+    window = config.get("sliding_window", _MISTRAL_DEFAULT_WINDOW)
+    return {"sliding_window": None if window is None else int(window)}

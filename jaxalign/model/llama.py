@@ -6,6 +6,11 @@ split-halves order), grouped-query attention, SwiGLU MLP, optional tied embeddin
 activations use the model dtype (float32 or bfloat16); attention softmax runs in float32 and the
 logits are returned as float32.
 
+The same module runs Qwen2/Qwen2.5 and Mistral (``Qwen2ForCausalLM``, ``MistralForCausalLM``): the
+config's ``qkv_bias`` / ``o_bias`` add stacked ``(L, ...)`` biases to the attention projections
+(:func:`attention_projections`, :func:`attention_output`, used by every attention path), and
+``sliding_window`` narrows the attention mask (:func:`window_mask`) in the full pass and the cached one.
+
 Two ways in:
 
 * ``LM`` (what :func:`jaxalign.load_model` returns): jitted convenience methods
@@ -44,12 +49,24 @@ LAYER_PARAM_NAMES = (
 )
 
 
+# Optional stacked biases (present when the config asks for them: ``qkv_bias``, ``o_bias``).
+LAYER_BIAS_NAMES = (
+    "q_bias",                    # (L, N*hd)
+    "k_bias",                    # (L, K*hd)
+    "v_bias",                    # (L, K*hd)
+    "o_bias",                    # (L, d)
+)
+
+
 def layer_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
-    """Shape of each stacked layer parameter, ``(L, in, out)`` for linear weights, ``(L, d)`` for norms."""
+    """Shape of each stacked layer parameter, ``(L, in, out)`` for linear weights, ``(L, d)`` for norms.
+
+    The biases of :data:`LAYER_BIAS_NAMES` are included only when the config has them.
+    """
     L, d, f = config.num_hidden_layers, config.hidden_size, config.intermediate_size
     q_dim = config.num_attention_heads * config.head_dim
     kv_dim = config.num_key_value_heads * config.head_dim
-    return {
+    shapes = {
         "input_layernorm": (L, d),
         "q_proj": (L, d, q_dim),
         "k_proj": (L, d, kv_dim),
@@ -60,6 +77,11 @@ def layer_param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
         "up_proj": (L, d, f),
         "down_proj": (L, f, d),
     }
+    if config.qkv_bias:
+        shapes |= {"q_bias": (L, q_dim), "k_bias": (L, kv_dim), "v_bias": (L, kv_dim)}
+    if config.o_bias:
+        shapes["o_bias"] = (L, d)
+    return shapes
 
 
 def _canonical_dtype(dtype: Any) -> np.dtype:
@@ -77,20 +99,23 @@ class DecoderLayers(nnx.Module):
     """All decoder layers' weights, each stacked along a leading layer axis ``(L, ...)``.
 
     Linear weights are stored ``(in, out)`` (HF stores ``(out, in)``; the loader transposes).
+    Biases (:data:`LAYER_BIAS_NAMES`, zeros at init) exist only when the config has them.
     """
 
     def __init__(self, config: LlamaConfig, *, dtype: Any, rngs: nnx.Rngs, init_std: float):
-        shapes = layer_param_shapes(config)
-        for name in LAYER_PARAM_NAMES:
+        for name, shape in layer_param_shapes(config).items():
             if name.endswith("layernorm"):
-                value = jnp.ones(shapes[name], dtype)
+                value = jnp.ones(shape, dtype)
+            elif name in LAYER_BIAS_NAMES:
+                value = jnp.zeros(shape, dtype)
             else:
-                value = (init_std * jax.random.normal(rngs.params(), shapes[name], jnp.float32)).astype(dtype)
+                value = (init_std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
             setattr(self, name, nnx.Param(value))
 
     def stacked(self) -> dict[str, Array]:
-        """The stacked weights as a plain dict (the ``xs`` of the layer scan)."""
-        return {name: getattr(self, name)[...] for name in LAYER_PARAM_NAMES}
+        """The stacked weights (and biases, if any) as a plain dict (the ``xs`` of the layer scan)."""
+        names = LAYER_PARAM_NAMES + tuple(n for n in LAYER_BIAS_NAMES if hasattr(self, n))
+        return {name: getattr(self, name)[...] for name in names}
 
 
 class Llama(nnx.Module):
@@ -143,6 +168,8 @@ class Llama(nnx.Module):
         positions = jnp.maximum(jnp.cumsum(key_is_real.astype(jnp.int32), axis=1) - 1, 0)  # (B, T)
         cos, sin = rotary_cos_sin(config, positions, self.dtype)                   # (B, T, hd)
         mask = attention_mask_4d(key_is_real, length)                             # (B, 1, T, T)
+        if config.sliding_window is not None:
+            mask &= window_mask(positions, positions, config.sliding_window)[:, None]
 
         def layer(hidden: Array, weights: dict[str, Array]) -> tuple[Array, None]:
             return decoder_layer(config, weights, hidden, cos, sin, mask), None
@@ -188,6 +215,13 @@ class Llama(nnx.Module):
         cos, sin = rotary_cos_sin(config, positions, self.dtype)                   # (B, T, hd)
         mask_new = attention_mask_4d(key_is_real, length)[:, 0]                    # (B, T, T)
         cached_real = cache.mask.astype(bool)                                       # (C, S)
+        if config.sliding_window is not None:  # per query: (C, S) -> (G, C, T, S)
+            window = config.sliding_window
+            mask_new &= window_mask(positions, positions, window)
+            past_positions = jnp.maximum(jnp.cumsum(cache.mask.astype(jnp.int32), axis=1) - 1, 0)
+            query_positions = positions.reshape(groups, cache_batch, length)
+            cached_real = cached_real[None, :, None, :] & window_mask(
+                query_positions, past_positions[None], window)
 
         def layer(hidden: Array, xs: tuple[dict[str, Array], Array, Array]):
             weights, past_keys, past_values = xs
@@ -243,21 +277,48 @@ def attention_mask_4d(key_is_real: Array, query_length: int) -> Array:
     return causal[None, None] & (key_is_real[:, None, None, :] | own[None, None])
 
 
+def window_mask(query_positions: Array, key_positions: Array, window: int) -> Array:
+    """Sliding-window visibility ``(..., Tq, Tk)``: the key is one of the ``window`` latest positions.
+
+    ``query_positions (..., Tq)``, ``key_positions (..., Tk)`` are token positions (real tokens
+    counted, padding not), so a query sees keys with ``q - window < k`` (AND the causal mask).
+    """
+    return key_positions[..., None, :] > query_positions[..., :, None] - window
+
+
+def attention_projections(config: LlamaConfig, weights: dict[str, Array],
+                          x: Array) -> tuple[Array, Array, Array]:
+    """Queries ``(B, T, N, hd)``, keys and values ``(B, T, K, hd)`` of normed ``x (B, T, d)``, before RoPE.
+
+    Adds the q/k/v biases when the config has them (Qwen2; Llama with ``attention_bias``).
+    """
+    batch, length, _ = x.shape
+    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    query, key, value = x @ weights["q_proj"], x @ weights["k_proj"], x @ weights["v_proj"]
+    if config.qkv_bias:
+        query, key, value = query + weights["q_bias"], key + weights["k_bias"], value + weights["v_bias"]
+    return (query.reshape(batch, length, heads, head_dim), key.reshape(batch, length, kv_heads, head_dim),
+            value.reshape(batch, length, kv_heads, head_dim))
+
+
+def attention_output(config: LlamaConfig, weights: dict[str, Array], attended: Array) -> Array:
+    """The output projection of attended values ``(B, T, N*hd) -> (B, T, d)`` (+ its bias, if any)."""
+    out = attended @ weights["o_proj"]
+    return out + weights["o_bias"] if config.o_bias else out
+
+
 def decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
                   cos: Array, sin: Array, mask: Array) -> Array:
     """One pre-norm decoder layer on ``hidden (B, T, d)`` with this layer's (unstacked) ``weights``."""
     batch, length, _ = hidden.shape
-    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    heads, head_dim = config.num_attention_heads, config.head_dim
 
     x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
-    query = (x @ weights["q_proj"]).reshape(batch, length, heads, head_dim)
-    key = (x @ weights["k_proj"]).reshape(batch, length, kv_heads, head_dim)
-    value = (x @ weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
+    query, key, value = attention_projections(config, weights, x)
     query = apply_rotary(query, cos, sin)
     key = apply_rotary(key, cos, sin)
-    # A key/value prefix cache would concatenate cached (B, S, K, hd) keys/values here.
     attended = jax.nn.dot_product_attention(query, key, value, mask=mask)     # (B, T, N, hd)
-    hidden = hidden + attended.reshape(batch, length, heads * head_dim) @ weights["o_proj"]
+    hidden = hidden + attention_output(config, weights, attended.reshape(batch, length, heads * head_dim))
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
     gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])
@@ -312,8 +373,9 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     """One decoder layer whose new tokens also attend to cached keys/values shared over groups.
 
     ``hidden (B, T, d)`` with ``B = G * C``; ``mask_new (B, T, T)``; ``past_keys/values
-    (C, S, K, hd)``; ``past_real (C, S)``. Returns the new hidden states and the new tokens'
-    keys and values ``(B, T, K, hd)``.
+    (C, S, K, hd)``; ``past_real (C, S)``, or ``(G, C, T, S)`` when what each query may see of the
+    cache differs (a sliding window). Returns the new hidden states and the new tokens' keys and
+    values ``(B, T, K, hd)``.
     """
     batch, length, _ = hidden.shape
     heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
@@ -321,9 +383,8 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     cache_batch = past_keys.shape[0]
 
     x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
-    query = apply_rotary((x @ weights["q_proj"]).reshape(batch, length, heads, head_dim), cos, sin)
-    key = apply_rotary((x @ weights["k_proj"]).reshape(batch, length, kv_heads, head_dim), cos, sin)
-    value = (x @ weights["v_proj"]).reshape(batch, length, kv_heads, head_dim)
+    query, key, value = attention_projections(config, weights, x)
+    query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
 
     scale = 1.0 / np.sqrt(head_dim)
     q = query.reshape(groups, cache_batch, length, kv_heads, rep, head_dim)          # (G, C, T, K, R, hd)
@@ -333,7 +394,8 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     scores_past = jnp.einsum("gctkrh,cskh->gckrts", q, past_keys, preferred_element_type=f32)
     scores_new = jnp.einsum("gctkrh,gcukh->gckrtu", q, k_new, preferred_element_type=f32)
     big_negative = jnp.finfo(f32).min
-    scores_past = jnp.where(past_real[None, :, None, None, None, :], scores_past * scale, big_negative)
+    past_visible = past_real[None, :, None, :] if past_real.ndim == 2 else past_real     # (G|1, C, T|1, S)
+    scores_past = jnp.where(past_visible[:, :, None, None], scores_past * scale, big_negative)
     mask_new = mask_new.reshape(groups, cache_batch, 1, 1, length, length)
     scores_new = jnp.where(mask_new, scores_new * scale, big_negative)
     weights_all = jax.nn.softmax(jnp.concatenate([scores_past, scores_new], axis=-1), axis=-1)
@@ -344,7 +406,7 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
         jnp.einsum("gckrts,cskh->gctkrh", p_past, past_values, preferred_element_type=f32)
         + jnp.einsum("gckrtu,gcukh->gctkrh", p_new, v_new, preferred_element_type=f32)
     ).astype(hidden.dtype)                                                             # (G, C, T, K, R, hd)
-    hidden = hidden + attended.reshape(batch, length, heads * head_dim) @ weights["o_proj"]
+    hidden = hidden + attention_output(config, weights, attended.reshape(batch, length, heads * head_dim))
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
     gated = jax.nn.silu(x @ weights["gate_proj"]) * (x @ weights["up_proj"])

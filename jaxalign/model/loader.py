@@ -1,20 +1,27 @@
-"""Load a Hugging Face Llama checkpoint (safetensors) into the JAX :class:`Llama`, without PyTorch.
+"""Load a Hugging Face checkpoint (safetensors) into the JAX :class:`Llama`, without PyTorch.
 
-Memory: the loader never holds two copies of the model in host memory. It reads each
-safetensors header itself, then streams the tensors one at a time: ONE tensor is memory-mapped
-(``np.memmap``, file-backed, unmapped right after), copied to the device, and written (cast to the target dtype, linear weights
-transposed from HF's ``(out, in)`` to ``(in, out)``) into a preallocated stacked ``(L, ...)``
-device buffer by a jitted update that donates the buffer (in place). Peak host memory beyond the
-finished model is therefore about one tensor (on a CPU backend, where device memory is host
-memory) - for Llama-3-8B in bfloat16 about 16 GB plus ~1 GB for the largest tensor (the embedding).
+Families: Llama 2/3/3.1/3.2, Qwen2/Qwen2.5 and Mistral (``model_type`` ``llama``, ``qwen2``,
+``mistral``; see :meth:`LlamaConfig.from_hf`). ``config.json`` is read and checked first, so an
+unsupported ``model_type`` is refused before any weight is read (for a Hub id: before any weight
+is downloaded).
+
+Memory: the loader never holds two copies of the model in host memory. The ``safetensors``
+library (``safe_open``, numpy framework) lists each file's tensors from its header, then the
+tensors are streamed one at a time: the file is opened, ONE tensor read into a numpy array, the
+file closed again (its mapped pages leave this process), and the tensor copied to the device and
+written (cast to the target dtype, linear weights transposed from HF's ``(out, in)`` to
+``(in, out)``) into a preallocated stacked ``(L, ...)`` device buffer by a jitted update that
+donates the buffer (in place). Peak host memory beyond the finished model is therefore a few
+copies of one tensor (on a CPU backend, where device memory is host memory) - for Llama-3-8B in
+bfloat16 about 16 GB plus ~1-2 GB for the largest tensor (the embedding). bfloat16 tensors come
+through numpy as ``ml_dtypes.bfloat16``: safetensors asks numpy for the dtype name ``"bfloat16"``,
+which numpy knows once ``ml_dtypes`` (a jax dependency) is imported, as this module does.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +29,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
+import ml_dtypes  # registers numpy's "bfloat16" dtype name, which safetensors' numpy reader uses
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError, safe_open
 
 from jaxalign.model.config import LlamaConfig
-from jaxalign.model.llama import LAYER_PARAM_NAMES, LM, Llama, _canonical_dtype, layer_param_shapes
+from jaxalign.model.llama import (
+    LAYER_BIAS_NAMES, LAYER_PARAM_NAMES, LM, Llama, _canonical_dtype, layer_param_shapes,
+)
 
 TINY_RANDOM = "tiny-random"
 
@@ -58,18 +68,26 @@ _HF_LAYER_TENSORS = {
     "mlp.up_proj.weight": ("up_proj", True),
     "mlp.down_proj.weight": ("down_proj", True),
 }
+# Biases, expected only when the config has them (Qwen2: q/k/v; Llama attention_bias: q/k/v/o).
+_HF_LAYER_BIASES = {
+    "self_attn.q_proj.bias": ("q_bias", False),
+    "self_attn.k_proj.bias": ("k_bias", False),
+    "self_attn.v_proj.bias": ("v_bias", False),
+    "self_attn.o_proj.bias": ("o_bias", False),
+}
 assert {v[0] for v in _HF_LAYER_TENSORS.values()} == set(LAYER_PARAM_NAMES)
+assert {v[0] for v in _HF_LAYER_BIASES.values()} == set(LAYER_BIAS_NAMES)
 
 
 @dataclass(frozen=True)
 class _TensorEntry:
-    """Where one tensor's bytes live in a safetensors file."""
+    """One tensor of a safetensors file, as its header describes it."""
 
     file: Path
+    name: str
     dtype: np.dtype
     shape: tuple[int, ...]
-    start: int   # absolute byte offset in the file
-    nbytes: int
+    order: int   # rank of the tensor's data offset in its file (sequential reads)
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,7 @@ class _Target:
 def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
                revision: str | None = None, seed: int = 0, tokenizer: Any = None,
                mesh: Any = None) -> LM:
-    """Load a Llama checkpoint as a frozen :class:`LM`.
+    """Load a Llama, Qwen2/Qwen2.5 or Mistral checkpoint as a frozen :class:`LM`.
 
     Args:
       path_or_hub_id: a local folder with ``config.json`` and ``*.safetensors`` (single or sharded
@@ -104,8 +122,10 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
         MLP size or vocabulary does not divide by the model axis is refused (ValueError).
 
     Raises:
-      ValueError: bad dtype, unsupported architecture or config, wrong/missing/unexpected tensor,
-        unsupported tensor dtype (messages name the file and tensor).
+      ValueError: bad dtype, unsupported ``model_type`` (the message lists the supported ones;
+        raised before any weight is read), unsupported architecture or config,
+        wrong/missing/unexpected tensor, unsupported tensor dtype, unreadable safetensors file
+        (messages name the file and tensor).
       FileNotFoundError: no such folder, no ``config.json``, no safetensors weights.
     """
     dtype = _canonical_dtype(dtype)
@@ -114,8 +134,11 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
 
         return tiny_model(dtype=dtype, seed=seed, mesh=mesh)
 
-    folder = _resolve_folder(path_or_hub_id, revision)
+    # config.json alone first: an unsupported model is refused before any weight is read or downloaded
+    folder = _resolve_folder(path_or_hub_id, revision, patterns=["config.json"])
     config = LlamaConfig.from_hf(_read_config_json(folder))
+    if not Path(path_or_hub_id).expanduser().is_dir():  # a Hub id: now the weights and tokenizer
+        folder = _resolve_folder(path_or_hub_id, revision)
     tensors = _index_safetensors(folder)
     targets = _expected_tensors(config)
     _check_tensors(tensors, targets)
@@ -136,7 +159,9 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
 
 # -- locating files ---------------------------------------------------------------------------
 
-def _resolve_folder(path_or_hub_id: str | os.PathLike, revision: str | None) -> Path:
+def _resolve_folder(path_or_hub_id: str | os.PathLike, revision: str | None,
+                    patterns: list[str] = _HUB_PATTERNS) -> Path:
+    """The local folder, or the Hub snapshot folder holding the files that match ``patterns``."""
     path = Path(path_or_hub_id).expanduser()
     if path.is_dir():
         return path
@@ -149,7 +174,7 @@ def _resolve_folder(path_or_hub_id: str | os.PathLike, revision: str | None) -> 
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(text, revision=revision, allow_patterns=_HUB_PATTERNS))
+        return Path(snapshot_download(text, revision=revision, allow_patterns=patterns))
     except Exception as error:  # network, auth, missing repo: one clear message
         raise FileNotFoundError(
             f"{text!r} is not an existing folder, and downloading it as a Hugging Face Hub id failed: "
@@ -180,36 +205,28 @@ def _load_tokenizer(folder: Path) -> Any:
 
 # -- safetensors headers ----------------------------------------------------------------------
 
+def _unreadable(file: Path, error: Exception) -> ValueError:
+    return ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {error}")
+
+
 def _read_header(file: Path) -> dict[str, _TensorEntry]:
-    """Parse one safetensors file's JSON header (no tensor data is read)."""
-    size = file.stat().st_size
-    with open(file, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) != 8:
-            raise ValueError(f"{file} is not a safetensors file (shorter than 8 bytes)")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(size - 8, 100_000_000):
-            raise ValueError(f"{file} is not a safetensors file (header length {header_len} > file size)")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{file} has a corrupt safetensors header: {error}") from error
-    data_start = 8 + header_len
+    """List one safetensors file's tensors (names, dtypes, shapes) with ``safe_open``; no data is read."""
+    try:
+        with safe_open(str(file), framework="np") as handle:
+            names = getattr(handle, "offset_keys", handle.keys)()  # data order where available
+            described = {name: handle.get_slice(name) for name in names}
+            infos = {name: (part.get_dtype(), tuple(int(n) for n in part.get_shape()))
+                     for name, part in described.items()}
+    except SafetensorError as error:
+        raise _unreadable(file, error) from error
     entries = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+    for order, (name, (dtype_code, shape)) in enumerate(infos.items()):
+        dtype = _SAFETENSORS_DTYPES.get(dtype_code)
         if dtype is None:
             raise ValueError(
-                f"tensor {name!r} in {file.name} has unsupported dtype {info['dtype']}; "
+                f"tensor {name!r} in {file.name} has unsupported dtype {dtype_code}; "
                 f"supported: {', '.join(_SAFETENSORS_DTYPES)} (quantised checkpoints are not supported)")
-        shape = tuple(int(s) for s in info["shape"])
-        begin, end = (int(o) for o in info["data_offsets"])
-        if end - begin != math.prod(shape) * dtype.itemsize or data_start + end > size:
-            raise ValueError(f"tensor {name!r} in {file.name}: byte range {begin}..{end} does not match "
-                             f"shape {shape} {info['dtype']} or the file size (truncated file?)")
-        entries[name] = _TensorEntry(file, dtype, shape, data_start + begin, end - begin)
+        entries[name] = _TensorEntry(file, name, dtype, shape, order)
     return entries
 
 
@@ -248,8 +265,10 @@ def _expected_tensors(config: LlamaConfig) -> dict[str, _Target]:
     if not config.tie_word_embeddings:
         targets["lm_head.weight"] = _Target(("lm_head",), None, (vocab, d), False)
     shapes = layer_param_shapes(config)
+    layer_tensors = {**_HF_LAYER_TENSORS,
+                     **{k: v for k, v in _HF_LAYER_BIASES.items() if v[0] in shapes}}
     for layer in range(config.num_hidden_layers):
-        for hf_name, (param, transpose) in _HF_LAYER_TENSORS.items():
+        for hf_name, (param, transpose) in layer_tensors.items():
             shape = shapes[param][1:]
             hf_shape = shape[::-1] if transpose else shape
             targets[f"model.layers.{layer}.{hf_name}"] = _Target(("layers", param), layer, hf_shape, transpose)
@@ -266,8 +285,8 @@ def _check_tensors(tensors: dict[str, _TensorEntry], targets: dict[str, _Target]
                   and not name.endswith(_IGNORED_SUFFIXES)
                   and not (tied_head and name == "lm_head.weight")]
     if unexpected:
-        raise ValueError(f"checkpoint has {len(unexpected)} unexpected tensor(s) for a Llama with this "
-                         f"config (wrong architecture or num_hidden_layers?), e.g. {unexpected[:5]} "
+        raise ValueError(f"checkpoint has {len(unexpected)} unexpected tensor(s) for a model with "
+                         f"this config (wrong architecture or num_hidden_layers?), e.g. {unexpected[:5]} "
                          f"in {tensors[unexpected[0]].file.name}")
     for name, target in targets.items():
         entry = tensors[name]
@@ -294,9 +313,23 @@ def _cast_to(tensor: jax.Array, dtype: np.dtype) -> jax.Array:
 _cast_jit = jax.jit(_cast_to, static_argnums=1)
 
 
-def _map_tensor(entry: _TensorEntry) -> np.ndarray:
-    """Memory-map one tensor's bytes (read-only, file-backed: no anonymous host copy)."""
-    return np.memmap(entry.file, dtype=entry.dtype, mode="r", offset=entry.start, shape=entry.shape)
+def _read_tensor(entry: _TensorEntry) -> np.ndarray:
+    """Read one tensor into a host numpy array.
+
+    The file is opened for this tensor alone: ``safe_open`` memory-maps the whole file, and the
+    pages a read touches stay in this process's resident memory while the file is open, so
+    keeping one file open across its tensors would bring the whole file into memory alongside
+    the model.
+    """
+    try:
+        with safe_open(str(entry.file), framework="np") as handle:
+            array = handle.get_tensor(entry.name)
+    except SafetensorError as error:
+        raise _unreadable(entry.file, error) from error
+    if array.dtype != entry.dtype or array.shape != entry.shape:
+        raise ValueError(f"tensor {entry.name!r} in {entry.file.name} read as {array.dtype} {array.shape}, "
+                         f"its header says {entry.dtype} {entry.shape}")
+    return array
 
 
 def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _TensorEntry],
@@ -318,18 +351,18 @@ def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _Tenso
     for name in targets:
         by_file.setdefault(tensors[name].file, []).append(name)
     for names in by_file.values():
-        names.sort(key=lambda n: tensors[n].start)  # sequential reads
+        names.sort(key=lambda n: tensors[n].order)  # sequential reads
         for name in names:
             target = targets[name]
-            mapped = _map_tensor(tensors[name])
+            mapped = _read_tensor(tensors[name])
             if mesh is None:
                 placement = None
             elif target.layer is None:
                 placement = parallel.param_sharding(target.param[0], len(target.hf_shape), mesh)
             else:
                 placement = parallel.layer_slice_sharding(target.param[1], mesh, transposed=target.transpose)
-            raw = jax.block_until_ready(jax.device_put(mapped, placement))  # the one transient copy
-            del mapped  # unmap: its file pages leave this process
+            raw = jax.block_until_ready(jax.device_put(mapped, placement))  # the transient device copy
+            del mapped  # the host copy goes
             if target.layer is None:
                 pure[target.param[0]] = raw if raw.dtype == dtype else _cast_jit(raw, dtype)
             else:
