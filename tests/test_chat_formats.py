@@ -7,6 +7,8 @@ published BPE ranks), never by the tokenizer under test.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jaxalign.prompting.chat_formats import (
@@ -247,3 +249,16 @@ def test_with_chat_format_binds_template_and_date(llama3_tok):
         with_chat_format(SimpleNamespace(name="x", tokenizer=None), "llama3")
     with pytest.raises(AttributeError, match="read-only"):
         lm32.tokenizer.chat_template = "x"
+
+
+def test_cli_refuses_an_unknown_chat_template_before_loading(capsys, tmp_path):
+    from jaxalign.cli import main
+
+    assert main(["score", "--model", str(tmp_path / "no-such-model"), "--chat-template", "llama4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown chat template 'llama4'" in err and "qwen2.5" in err  # not "no such model": checked first
+    data = Path(__file__).parent / "data" / "culturalbench"
+    assert main(["eval", "culturalbench", "--data", str(data), "--chat-template", str(tmp_path / "x.jinja")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["align", "--country", "Japan", "--out", str(tmp_path / "o"), "--chat-date", "1 Dec"]) == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err
