@@ -35,6 +35,7 @@ from jaxalign.model import LM
 from jaxalign.parallel import is_main_process, sync_processes
 from jaxalign.optimize import EvolutionConfig
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
+from jaxalign.prompting.chat_formats import bind_run_date, chat_template_name, check_date
 from jaxalign.softprompt import (
     SoftPromptSpace,
     check_soft_prompt,
@@ -100,6 +101,10 @@ class AlignConfig:
         that ``method="hybrid"`` spends on its evolution phase (0 < f <= 1).
       both_orders: tune on the mean loss of the normal and the reversed option order
         (:func:`jaxalign.evaluate.robustness.align_both_orders`).
+      chat_date: ``YYYY-MM-DD``, the date a chat template that reads today's date (Llama-3.2's
+        ``strftime_now``) renders in every prompt of the run; ``None``: today, or on resume the
+        date the run started with (see :mod:`jaxalign.prompting.chat_formats`). Not used (and left
+        ``None``) when the template does not read the date.
     """
 
     k: int = 10
@@ -127,6 +132,7 @@ class AlignConfig:
     both_orders: bool = False
     hybrid_fraction: float = 0.25
     extra_wordings: tuple[str, ...] = ()
+    chat_date: str | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
@@ -140,6 +146,8 @@ class AlignConfig:
         return cls(**{**PRESETS[name], **overrides})
 
     def __post_init__(self) -> None:
+        if self.chat_date is not None:
+            check_date(self.chat_date)
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if isinstance(self.extra_wordings, (str, os.PathLike)):
@@ -254,6 +262,7 @@ class AlignResult:
     s_per_generation: float = float("nan")
     partial: bool = False
     fingerprints: dict[str, Any] | None = None
+    chat_template: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -272,6 +281,8 @@ class AlignResult:
             "jaxalign_version": _version(),
             "model": self.model,
             "wording": self.wording,
+            "chat_template": self.chat_template,
+            "chat_date": self.config.chat_date,
             "target": {
                 "name": self.target.name,
                 "code": self.target.code,
@@ -317,10 +328,11 @@ class AlignResult:
             "readout": self.config.readout,
             "slot": self.config.slot,
             "system": self.config.system or "",
+            "chat_template": self.chat_template or "",
+            "chat_date": self.config.chat_date or "",
             "target": self.target.name,
             "loss": f"{self.loss:.6g}",
             "hidden_size": str(self.soft_prompt.shape[1]),
-            "chat_date": "",  # reserved for a fixed chat date (Llama 3.1+ system turn)
         }
         if self.fingerprints:
             from jaxalign.fingerprint import model_digest
@@ -530,6 +542,7 @@ def run_pipeline(
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
+    lm, config = fix_chat_date(lm, config, out_dir if resume else None)
     unit = "gen" if config.method == "de" else "step"
     if log is not None and out_dir is None:
         raise ValueError("log= needs out= (the logs are written under out/logs)")
@@ -583,6 +596,36 @@ def target_folder(target: Target) -> str:
     """The sub-folder name of a target in a several-target run (its name, filesystem-safe)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", target.name).strip("._-")
     return name or (target.code or "target")
+
+
+def fix_chat_date(lm: LM, config: AlignConfig, resume_from: Path | None = None) -> tuple[LM, AlignConfig]:
+    """Binds one date for the whole run when ``lm``'s chat template reads today's date.
+
+    The date is ``config.chat_date`` if set, else (resuming from ``resume_from``) the date the
+    checkpointed run recorded, else today; the returned config records it. A template that does
+    not read the date leaves both unchanged.
+    """
+    date = config.chat_date or (_checkpointed_chat_date(resume_from) if resume_from else None)
+    lm, date = bind_run_date(lm, date)
+    return lm, config if date is None else dataclasses.replace(config, chat_date=date)
+
+
+def _checkpointed_chat_date(out_dir: Path) -> str | None:
+    """The ``chat_date`` in the latest checkpoint's fingerprint under ``out_dir`` (None if none)."""
+    from jaxalign.optimize.checkpoint import RunCheckpointer
+
+    folder = Path(out_dir) / CHECKPOINT_FOLDER
+    if not folder.is_dir():
+        return None
+    checkpointer = RunCheckpointer(str(folder.resolve()))
+    try:
+        latest = checkpointer.latest_step()
+        if latest is None:
+            return None
+        return checkpointer.read_record(latest).get("fingerprint", {}).get("chat_date")
+    finally:
+        checkpointer.close()
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -838,6 +881,7 @@ def score(
     seed: int = 0,
     mesh: Any = None,
     allow_mismatch: bool = False,
+    chat_date: str | None = None,
 ) -> Scores:
     """Scores one prompt: the plain model, a system text, a soft prompt, or both.
 
@@ -849,6 +893,8 @@ def score(
       allow_mismatch: a prompt file tuned on another model, wording or slot is used with a
         warning (:func:`jaxalign.softprompt.prompt_provenance`); ``True`` records it as the
         caller's choice. A prompt of another width is always refused.
+      chat_date: the date a chat template that reads today's date renders (``YYYY-MM-DD``);
+        default: the one stored with the soft prompt, else the one bound to ``lm``, else today.
 
     Returns:
       :class:`~jaxalign.scoring.Scores` for a population of one: ``probs (1, Q, 5)``,
@@ -871,6 +917,7 @@ def score(
         target = resolve_target(target)
     if system is None and metadata.get("system"):
         system = metadata["system"]
+    lm, _ = bind_run_date(lm, chat_date or metadata.get("chat_date") or None)
     scorer = make_scorer(
         lm, instrument, k=prompt.shape[0], target=target, system=system,
         slot=slot or metadata.get("slot", "user_start"),

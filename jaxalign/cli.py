@@ -156,6 +156,18 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--wording", default=None,
         help="JSON file with your own (e.g. the official) VSM 2013 wording; default: jaxalign's own",
     )
+    add_chat_template_argument(parser)
+
+
+CHAT_TEMPLATE_HELP = (
+    "chat format: the checkpoint's own by default; 'plain' for base models (no chat markup), a "
+    "format name (llama3, llama3.1, llama3.2, qwen2.5, mistral) or a Jinja file"
+)
+
+
+def add_chat_template_argument(parser: argparse.ArgumentParser) -> None:
+    """``--chat-template NAME|FILE`` (see :mod:`jaxalign.prompting.chat_formats`)."""
+    parser.add_argument("--chat-template", default=None, metavar="NAME|FILE", help=CHAT_TEMPLATE_HELP)
 
 
 # AlignConfig's defaults, repeated here so that building the parser does not import jax
@@ -250,6 +262,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "after_item (before the answer instruction) or user_end (after it, the "
                              "fastest to score)")
     parser.add_argument("--system", default=None, help="system text placed before the soft prompt")
+    parser.add_argument("--chat-date", default=None, metavar="YYYY-MM-DD",
+                        help="date rendered by a chat template that writes today's date (Llama-3.2); "
+                             "default: today, or the resumed run's date")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the initial prompt, the subspace and the optimizer")
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
@@ -343,6 +358,7 @@ def run_align(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         members_per_pass=args.members_per_pass,
         **({} if args.baselines is None else {"baselines": args.baselines}),
+        chat_date=args.chat_date,
     )
     target = args.country or args.target
     if args.min_dims is not None and target != "all":
@@ -352,7 +368,7 @@ def run_align(args: argparse.Namespace) -> int:
     check_out_dir(args.out, resume=args.resume)
     instrument = _instrument(args.wording)
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh, args.quantize)
+    lm = _load(args.model, args.dtype, mesh, args.quantize, args.chat_template)
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
                    resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh,
                    log=args.log)
@@ -362,7 +378,9 @@ def run_align(args: argparse.Namespace) -> int:
         print(f"wall {result[0].wall_s:.1f} s (optimizer compile {result[0].compile_s:.1f} s); "
               f"wrote {args.out}/<country>/ and summary.md, summary.json, summary.png")
         return 0
-    print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
+    print(f"target {target.name}; model {lm.name}; wording {instrument.wording}; readout {config.readout}"
+          + (f"; chat template {result.chat_template}" if result.chat_template else "")
+          + (f"; chat date {result.config.chat_date}" if result.config.chat_date else ""))
     print(_dims_table(instrument.dimensions, [("target", target.values)]
                       + [(n, b.dims, b.loss) for n, b in result.baselines.items()]
                       + [("aligned", result.dims, result.loss)]))
@@ -412,9 +430,12 @@ def _mesh(args: argparse.Namespace):
     return mesh
 
 
-def _load(model: str, dtype: str, mesh=None, quantize: str = "none"):
+def _load(model: str, dtype: str, mesh=None, quantize: str = "none", chat_template: str | None = None):
     from jaxalign.model import load_model
+    from jaxalign.prompting.chat_formats import resolve_chat_template, with_chat_format
 
+    if chat_template is not None:
+        resolve_chat_template(chat_template)  # a bad name or file fails before the weights load
     if dtype == "auto":
         dtype = "float32" if model == "tiny-random" else "bfloat16"
     _note(f"loading weights: {model} ({dtype}{'' if quantize == 'none' else ', ' + quantize})")
@@ -425,7 +446,7 @@ def _load(model: str, dtype: str, mesh=None, quantize: str = "none"):
     _note(f"loaded {lm.config.num_parameters / 1e6:,.1f} M parameters "
           f"({weight_bytes_per_device(lm.params) / 2**20:,.1f} MiB per device) "
           f"in {time.perf_counter() - t0:.1f} s")
-    return lm
+    return lm if chat_template is None else with_chat_format(lm, chat_template)
 
 
 def _note(text: str) -> None:
@@ -489,6 +510,7 @@ def warn_on_stderr(message: str) -> None:
 def run_score(args: argparse.Namespace) -> int:
     _start_distributed(args)
     from jaxalign.api import score
+    from jaxalign.prompting.chat_formats import bind_run_date, chat_template_name
     from jaxalign.softprompt import load_soft_prompt, prompt_provenance
 
     instrument = _instrument(args.wording)
@@ -496,7 +518,8 @@ def run_score(args: argparse.Namespace) -> int:
     if args.soft_prompt is not None:
         prompt, metadata = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh, args.quantize)
+    lm = _load(args.model, args.dtype, mesh, args.quantize, args.chat_template)
+    lm, chat_date = bind_run_date(lm, metadata.get("chat_date") or None)  # the prompt's own date
     slot = metadata.get("slot") or "user_start"
     if prompt is not None:
         provenance = prompt_provenance(prompt, metadata, lm=lm, instrument=instrument, slot=slot,
@@ -511,6 +534,8 @@ def run_score(args: argparse.Namespace) -> int:
         out = {
             "model": lm.name,
             "wording": instrument.wording,
+            "chat_template": chat_template_name(lm.tokenizer),
+            "chat_date": chat_date,
             "dims": dict(zip(instrument.dimensions, dims)),
             "item_means": dict(zip(instrument.item_ids, (float(v) for v in scores.item_means[0]))),
             "answers": probs,

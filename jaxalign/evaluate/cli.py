@@ -82,6 +82,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: float32 for tiny-random, bfloat16 otherwise")
     parser.add_argument("--quantize", default="none", choices=("none", "int8"),
                         help="int8: decoder linear weights in int8 (see jaxalign.model.quantize)")
+    from jaxalign.cli import add_chat_template_argument
+
+    add_chat_template_argument(parser)
 
 
 def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
@@ -91,12 +94,14 @@ def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _load_model(name: str, dtype: str, quantize: str = "none"):
-    from jaxalign.model import load_model
+def _load_model(args: argparse.Namespace, metadata: dict[str, str]):
+    """The model of ``--model``/``--dtype``/``--quantize`` in the ``--chat-template`` format, with
+    the date the soft prompt was tuned with bound (for templates that read today's date)."""
+    from jaxalign.cli import _load
+    from jaxalign.prompting.chat_formats import bind_run_date
 
-    if dtype == "auto":
-        dtype = "float32" if name == "tiny-random" else "bfloat16"
-    return load_model(name, dtype=dtype, quantize=None if quantize == "none" else quantize)
+    lm = _load(args.model, args.dtype, None, args.quantize, args.chat_template)
+    return bind_run_date(lm, metadata.get("chat_date") or None)[0]
 
 
 def _read_prompt(path: str | None) -> tuple[Any, dict[str, str]]:
@@ -127,7 +132,7 @@ def run_culturalbench(args: argparse.Namespace) -> int:
     prompt, metadata = _read_prompt(args.soft_prompt)  # file errors before the model loads
     sets = ("easy", "hard") if args.bench_set == "both" else (args.bench_set,)
     benches = [load_culturalbench(args.data, set=s).for_country(args.country) for s in sets]
-    lm = _load_model(args.model, args.dtype, args.quantize)
+    lm = _load_model(args, metadata)
     out: dict[str, Any] = {"model": lm.name, "country": args.country or "all", "sets": {}}
     if prompt is not None:  # CulturalBench is not the survey: model and slot are what matter
         out["soft_prompt_provenance"] = prompt_provenance(
@@ -168,7 +173,7 @@ def run_robustness(args: argparse.Namespace) -> int:
 
     prompt, metadata = _read_prompt(args.soft_prompt)
     instrument = vsm13(wording=args.wording)
-    lm = _load_model(args.model, args.dtype, args.quantize)
+    lm = _load_model(args, metadata)
     provenance = prompt_provenance(prompt, metadata, lm=lm, instrument=instrument,
                                    slot=metadata.get("slot") or "user_start",
                                    allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)

@@ -387,10 +387,16 @@ def judgement_bodies(bench: BenchSet) -> list[tuple[str, str, int, int]]:
 
 
 
-def choice_token_ids(tokenizer: Any, answers: Sequence[str], *, first_token_ok: bool) -> tuple[np.ndarray, tuple[str, ...]]:
+def choice_token_ids(
+    tokenizer: Any, answers: Sequence[str], *, first_token_ok: bool, chat_template: str | None = None,
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Token ids of ``answers`` as the model would write them first in its turn.
 
-    Each answer is appended to a rendered open assistant turn; it must add exactly one token
+    Each answer is appended to an open assistant turn rendered with the same template as the
+    questions (``chat_template``, default the tokenizer's own; none: the answer alone, as for the
+    survey digits). When the answer would merge with the turn's last token (a prompt ending in a
+    space, as the ``plain`` template's ``"Answer: "``, before a byte-level BPE letter), the
+    answer's tokens on their own are used, since the prompt's tokens are fixed. It must add exactly one token
     there (or, with ``first_token_ok``, its first token is used), and the ids must be distinct.
 
     Returns:
@@ -401,8 +407,8 @@ def choice_token_ids(tokenizer: Any, answers: Sequence[str], *, first_token_ok: 
     """
     from jaxalign.prompting.layout import render_conversation
 
-    if getattr(tokenizer, "chat_template", None):
-        context = render_conversation(tokenizer, [{"role": "user", "content": "Hi"}])
+    if chat_template is not None or getattr(tokenizer, "chat_template", None):
+        context = render_conversation(tokenizer, [{"role": "user", "content": "Hi"}], chat_template)
     else:
         context = ""
     encode = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -412,7 +418,12 @@ def choice_token_ids(tokenizer: Any, answers: Sequence[str], *, first_token_ok: 
         full = encode(context + answer)
         added = full[len(base):]
         if full[: len(base)] != base or not added:
-            raise ValueError(f"answer {answer!r} changes the prompt's own tokens at the start of the assistant turn")
+            # The answer merges with the prompt's last token (e.g. the plain template's "Answer: "
+            # ends with a space, and byte-level BPE writes " A" as one token): the prompt's tokens
+            # are fixed, so the model's next token is the answer's own first token.
+            added = encode(answer)
+            if not added:
+                raise ValueError(f"answer {answer!r} encodes to no token")
         if len(added) != 1 and not first_token_ok:
             raise ValueError(
                 f"answer {answer!r} is not a single token at the start of the assistant turn "
@@ -434,6 +445,7 @@ def render_judgements(
     chat_template: str | None = None,
 ) -> JudgementBatch:
     """Renders every judgement of ``bench`` with the chat template, split at the soft-prompt slot."""
+    from jaxalign.prompting.batch import encode_split
     from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, check_slot, render_with_slot, slot_messages
 
     check_slot(slot)
@@ -451,16 +463,17 @@ def render_judgements(
         before, after = text.split(SOFT_PROMPT_SENTINEL)
         prefixes.append(before)
         suffixes.append(after)
-    encode = lambda texts: [list(r) for r in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if pad_id is None:
         pad_id = getattr(tokenizer, "eos_token_id", None)
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with")
-    prefix_ids, prefix_mask = _pad(encode(prefixes), int(pad_id), left=True)
-    suffix_ids, suffix_mask = _pad(encode(suffixes), int(pad_id), left=False)
+    prefix_rows, suffix_rows = encode_split(tokenizer, prefixes, suffixes)
+    prefix_ids, prefix_mask = _pad(prefix_rows, int(pad_id), left=True)
+    suffix_ids, suffix_mask = _pad(suffix_rows, int(pad_id), left=False)
     answers = LETTERS if bench.name == "easy" else TRUE_FALSE
-    answer_ids, answer_tokens = choice_token_ids(tokenizer, answers, first_token_ok=bench.name == "hard")
+    answer_ids, answer_tokens = choice_token_ids(tokenizer, answers, first_token_ok=bench.name == "hard",
+                                                 chat_template=chat_template)
     return JudgementBatch(
         prefix_ids=prefix_ids, prefix_mask=prefix_mask, suffix_ids=suffix_ids, suffix_mask=suffix_mask,
         answer_ids=answer_ids, answer_tokens=answer_tokens,

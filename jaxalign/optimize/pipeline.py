@@ -72,6 +72,7 @@ from jaxalign.fingerprint import (
     space_fingerprint,
     target_fingerprint,
 )
+from jaxalign.prompting.chat_formats import chat_template_name
 from jaxalign.optimize.checkpoint import RunCheckpointer, flat_differences, normalise_json
 from jaxalign.optimize.evolution import (
     NONFINITE_PATIENCE,
@@ -774,6 +775,7 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
             evaluations=evaluations,
             resumed_from=outcome.resumed_from,
             s_per_generation=outcome.s_per_generation,
+            chat_template=chat_template_name(problem.lm.tokenizer),
             fingerprints=normalise_json(problem.fingerprints(c)),
         ))
     return out

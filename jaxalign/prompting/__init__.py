@@ -6,8 +6,12 @@
 - :func:`answer_token_ids`: the ids of the digits "1".."5" as the model would answer.
 - :func:`render_text`: the rendered prompt text of each item (debugging, docs).
 - :func:`item_messages`, :data:`SLOTS`, :data:`PLAIN_CHAT_TEMPLATE` (for base models).
+- :data:`CHAT_FORMATS` (plain, llama3, llama3.1, llama3.2, qwen2.5, mistral) and
+  :func:`with_chat_format`: a model in another chat format, with one fixed date for formats that
+  write today's date (:mod:`jaxalign.prompting.chat_formats`).
 """
 
+from jaxalign.prompting.chat_formats import CHAT_FORMATS, resolve_chat_template, with_chat_format
 from jaxalign.prompting.batch import PromptBatch, answer_token_ids, bucket_items, render_items
 from jaxalign.prompting.layout import (
     PLAIN_CHAT_TEMPLATE,
@@ -21,6 +25,9 @@ from jaxalign.prompting.layout import (
 )
 
 __all__ = [
+    "CHAT_FORMATS",
+    "resolve_chat_template",
+    "with_chat_format",
     "PLAIN_CHAT_TEMPLATE",
     "ITEM_FIRST_SLOTS",
     "SLOTS",

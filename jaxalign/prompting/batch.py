@@ -225,6 +225,34 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
+def encode_split(tokenizer: Any, befores: list[str], afters: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of ``before + after`` for each pair, cut where ``after`` begins: (prefix rows, suffix rows).
+
+    Each whole text is tokenized ONCE (``add_special_tokens=False``) and cut at the token
+    boundary of the slot, so ``prefix + suffix`` is exactly the whole text's tokens: no token
+    appears at the seam that the unsplit text would not have (a SentencePiece tokenizer encoding
+    ``after`` on its own would start it with a word marker ``▁``). A token that spans the slot
+    (a merge across it, e.g. SentencePiece's ``"▁Please"`` after ``"[INST] "``, whose ``▁`` is the
+    space before the slot) goes to the suffix: the soft prompt then sits just before that token.
+    Tokenizers without character offsets (slow, Python ones) encode the two sides separately.
+    """
+    fulls = [b + a for b, a in zip(befores, afters)]
+    try:
+        encoded = tokenizer(fulls, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+    except (NotImplementedError, TypeError, KeyError, ValueError):
+        return _encode(tokenizer, befores), _encode(tokenizer, afters)
+    prefixes, suffixes = [], []
+    for ids, spans, before in zip(encoded["input_ids"], offsets, befores):
+        cut = len(before)
+        n_prefix = 0
+        while n_prefix < len(ids) and spans[n_prefix][0] < cut and spans[n_prefix][1] <= cut:
+            n_prefix += 1  # tokens wholly before the slot
+        prefixes.append(list(ids[:n_prefix]))
+        suffixes.append(list(ids[n_prefix:]))
+    return prefixes, suffixes
+
+
 def answer_token_ids(tokenizer: Any, n: int = 5, *, chat_template: str | None = None) -> np.ndarray:
     """``(n,)`` int32: token ids of the digits "1".."n" as the model emits them first in its turn.
 
@@ -293,10 +321,10 @@ def render_items(
         A :class:`PromptBatch`; decoding ``prefix_ids[q]`` (real tokens) followed by
         ``suffix_ids[q]`` (real tokens) gives ``render_text(...)[q]``.
 
-    The rendered text is split at a sentinel string and each side is tokenized with
-    ``add_special_tokens=False`` (the template already writes BOS). Splitting can tokenize the
-    two text pieces slightly differently from the unsplit text at the seam; it never changes
-    the text.
+    The rendered text is split at a sentinel string; the text without it is tokenized once
+    with ``add_special_tokens=False`` (the template already writes BOS) and cut at the slot's
+    token boundary (:func:`encode_split`), so prefix + suffix are exactly the unsplit text's
+    tokens; a token that spans the slot goes to the suffix.
     """
     check_slot(slot)
     if not isinstance(pad_to_multiple, int) or pad_to_multiple < 1:
@@ -317,8 +345,7 @@ def render_items(
         suffixes.append(after)
 
     pad_id = _pad_token_id(tokenizer)
-    prefix_rows = _encode(tokenizer, prefixes)
-    suffix_rows = _encode(tokenizer, suffixes)
+    prefix_rows, suffix_rows = encode_split(tokenizer, prefixes, suffixes)
     if any(len(row) == 0 for row in suffix_rows):
         raise ValueError("empty suffix: the chat template wrote nothing after the soft-prompt slot")
     shared = all(row == prefix_rows[0] for row in prefix_rows)

@@ -199,8 +199,9 @@ def render_conversation(
     """
     if chat_template is None and not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            "the tokenizer has no chat template (a base model?); pass chat_template=... "
-            "(for example jaxalign.prompting.PLAIN_CHAT_TEMPLATE) or set tokenizer.chat_template"
+            "the tokenizer has no chat template (a base model?); choose a chat format: "
+            "--chat-template plain (no chat markup) or a format name or Jinja file on the command "
+            "line, jaxalign.prompting.with_chat_format(lm, 'plain') in Python"
         )
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, chat_template=chat_template

@@ -1,0 +1,62 @@
+"""Shared fixtures: real tokenizers built offline once per test session (see tests/real_tokenizers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer_dir():
+    """Folder with Llama-3's 128,256-id tokenizer (no chat template), cached on disk."""
+    pytest.importorskip("tiktoken")
+    pytest.importorskip("quicktok")
+    from real_tokenizers import llama3_tokenizer_folder
+
+    return llama3_tokenizer_folder()
+
+
+@pytest.fixture(scope="session")
+def qwen25_tokenizer_dir():
+    """Folder with Qwen2.5's tokenizer (151,643 ranks + added tokens), cached on disk."""
+    pytest.importorskip("tiktoken")
+    pytest.importorskip("quicktok")
+    from real_tokenizers import qwen25_tokenizer_folder
+
+    return qwen25_tokenizer_folder()
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_tokenizer_dir():
+    """Folder with a Llama-2-style SentencePiece tokenizer trained at test time (400 pieces)."""
+    pytest.importorskip("sentencepiece")
+    from real_tokenizers import sentencepiece_tokenizer_folder
+
+    return sentencepiece_tokenizer_folder()
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer():
+    """``get(family, chat_template=True)``: the family's transformers tokenizer (llama3, llama3.1,
+    llama3.2, qwen2.5, mistral, llama2), loaded once per vocabulary per session; each call returns
+    a shallow copy carrying the family's Instruct chat format (or none)."""
+    pytest.importorskip("tiktoken")
+    pytest.importorskip("quicktok")
+    pytest.importorskip("sentencepiece")
+    import copy
+
+    import transformers
+    from real_tokenizers import FAMILY_TOKENIZERS
+
+    from jaxalign.prompting.chat_formats import CHAT_FORMATS
+
+    loaded: dict[object, object] = {}
+
+    def get(family: str, chat_template: bool = True):
+        build, format_name = FAMILY_TOKENIZERS[family]
+        if build not in loaded:
+            loaded[build] = transformers.AutoTokenizer.from_pretrained(build())
+        tok = copy.copy(loaded[build])
+        tok.chat_template = CHAT_FORMATS[format_name].template if chat_template and format_name else None
+        return tok
+
+    return get
