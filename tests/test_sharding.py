@@ -216,3 +216,52 @@ def test_initialize_distributed_is_a_no_op_on_one_host(monkeypatch):
     assert parallel.launched_on_several_hosts()
     monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "localhost")
     assert not parallel.launched_on_several_hosts()
+
+
+# ------------------------------------------------------------------ the default scorer, every slot
+# The scorer users run by default (cached keys/values, length buckets) in every soft-prompt slot,
+# on 2, 4 and 8 data-parallel devices and on a 2 x 2 (data, model) mesh, against one device.
+CHILD_SLOTS = textwrap.dedent(r"""
+    import json
+    import numpy as np, jax
+    from jaxalign import parallel, vsm13
+    from jaxalign.model import load_model
+    from jaxalign.prompting.layout import SLOTS
+    from jaxalign.scoring import make_scorer
+
+    instrument = vsm13()
+    target = np.asarray([60, 40, 50, 70, 30, 55], np.float32)
+    prompts = (0.2 * np.random.default_rng(1).standard_normal((8, 3, 64))).astype(np.float32)
+    lm = load_model("tiny-random", dtype="float32")
+    refs = {slot: np.asarray(make_scorer(lm, instrument, k=3, target=target, slot=slot)(prompts).probs)
+            for slot in SLOTS}
+    out = {}
+    for data, model in [(2, 1), (4, 1), (8, 1), (2, 2)]:
+        mesh = parallel.make_mesh(data, model, devices=jax.devices()[: data * model])
+        sharded = load_model("tiny-random", dtype="float32", mesh=mesh)
+        for slot in SLOTS:
+            got = make_scorer(sharded, instrument, k=3, target=target, slot=slot, mesh=mesh)(prompts)
+            out[f"{slot}@{data},{model}"] = float(np.abs(np.asarray(got.probs) - refs[slot]).max())
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def slots_child() -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", CHILD_SLOTS], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_default_scorer_on_a_mesh_matches_one_device_in_every_slot(slots_child):
+    from jaxalign.prompting.layout import SLOTS
+
+    assert len(slots_child) == 4 * len(SLOTS)
+    worst = {case: diff for case, diff in slots_child.items() if diff > PROBS_TOL}
+    assert worst == {}
