@@ -170,6 +170,8 @@ def test_slot_split_is_the_whole_texts_tokens(family, tokenizers):
             messages = item_messages(item, slot=slot, marker=MARK, system=None if slot == "system" else "Be brief.")
             text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                            **_template_kwargs(family))
+            if slot == "start":  # before the whole rendered text, BOS included (PEFT's place)
+                text = MARK + text
             before, after = text.split(MARK)
             prefix = [int(t) for t, m in zip(batch.prefix_ids[q], batch.prefix_mask[q]) if m]
             suffix = [int(t) for t, m in zip(batch.suffix_ids[q], batch.suffix_mask[q]) if m]
