@@ -246,9 +246,14 @@ def put_global(tree: Any, shardings: Any) -> Any:
         if not (isinstance(x, jax.Array) and x.is_fully_addressable and not sharding.is_fully_addressable):
             return jax.device_put(x, sharding)
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+            data = _from_host(np.asarray(jax.random.key_data(x)), sharding)
             return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-        return jax.device_put(np.asarray(x), sharding)
+        return _from_host(np.asarray(x), sharding)
+
+    def _from_host(host: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+        # each process fills its own shards from its (identical) host copy; unlike device_put this
+        # does not compare the values across processes, which NaN (a masked target) would fail
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put, tree, shardings)
 
