@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+# JAX's persistent compilation cache, shared by every test module and by the subprocesses tests
+# start (they inherit the environment): many modules compile the same tiny-model programs, and a
+# hit loads one in milliseconds instead of seconds. Set JAX_COMPILATION_CACHE_DIR yourself to
+# move it; delete the folder to time cold compiles.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "jaxalign-tests" / "jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 @pytest.fixture(scope="session")
