@@ -775,7 +775,6 @@ class RunProgress:
             self.log = None
 
 
-_progress_bar = RunProgress  # the name the pipeline used first
 
 LOGGERS: tuple[str, ...] = ("tensorboard", "wandb")
 

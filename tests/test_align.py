@@ -71,18 +71,18 @@ def test_killed_and_resumed_run_equals_uninterrupted(lm, tmp_path, monkeypatch):
     config = api.AlignConfig(generations=6, chunk_size=2, checkpoint_every=2, seed=3, **SMALL)
     whole = jaxalign.align(lm, "China", config=config, out=tmp_path / "whole", progress=False)
 
-    real_update = api._progress_bar.update
+    real_update = api.RunProgress.update
 
     def update_then_die(self, done, best):
         real_update(self, done, best)
         if done >= 4:
             raise _Killed  # as if the process were killed after the checkpoint at generation 4
 
-    monkeypatch.setattr(api._progress_bar, "update", update_then_die)
+    monkeypatch.setattr(api.RunProgress, "update", update_then_die)
     with pytest.raises(_Killed):
         jaxalign.align(lm, "China", config=config, out=tmp_path / "cut", progress=True)
     assert not (tmp_path / "cut" / "results.json").exists()
-    monkeypatch.setattr(api._progress_bar, "update", real_update)
+    monkeypatch.setattr(api.RunProgress, "update", real_update)
 
     # without --resume the folder is refused (it holds a run)
     with pytest.raises(ValueError, match="already holds a run"):

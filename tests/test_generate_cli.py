@@ -67,6 +67,22 @@ def test_generate_prints_the_answers(lm, capsys):
     assert document["soft_prompt"] is None
 
 
+@pytest.mark.slow
+def test_generate_honours_quantize_and_chat_template(capsys):
+    """--quantize and --chat-template reach the model generate/chat load (they were once ignored)."""
+    from jaxalign.prompting.chat_formats import with_chat_format
+
+    assert main(["generate", "--json", "--quantize", "int8", "--chat-template", "plain",
+                 "--max-new-tokens", "4", "hello"]) == 0
+    captured = capsys.readouterr()
+    assert "int8" in captured.err
+    lm8 = with_chat_format(jaxalign.load_model("tiny-random", dtype="float32", quantize="int8"), "plain")
+    want = jaxalign.generate(lm8, ["hello"], max_new_tokens=4)
+    assert json.loads(captured.out)["answers"][0]["answer"] == want.texts[0][0]
+    assert main(["chat", "--chat-template", "no-such-format"]) == 2
+    assert "no-such-format" in capsys.readouterr().err
+
+
 def test_two_columns_wraps_side_by_side():
     text = two_columns([{"question": "Q1?", "plain": "a " * 30, "aligned": "b\nc"}], width=43)
     lines = text.splitlines()

@@ -63,17 +63,17 @@ class _Killed(Exception):
 @pytest.mark.slow
 def test_killed_and_resumed_set_equals_uninterrupted(lm, batched, tmp_path, monkeypatch):
     config = dataclasses.replace(CONFIG, checkpoint_every=2)
-    real_update = api._progress_bar.update
+    real_update = api.RunProgress.update
 
     def update_then_die(self, done, best):
         real_update(self, done, best)
         if done >= 2:
             raise _Killed  # as if killed right after the checkpoint at generation 2
 
-    monkeypatch.setattr(api._progress_bar, "update", update_then_die)
+    monkeypatch.setattr(api.RunProgress, "update", update_then_die)
     with pytest.raises(_Killed):
         jaxalign.align(lm, list(TARGETS), config=config, out=tmp_path / "run", progress=True)
-    monkeypatch.setattr(api._progress_bar, "update", real_update)
+    monkeypatch.setattr(api.RunProgress, "update", real_update)
     with pytest.raises(ValueError, match="targets"):  # another set of targets is refused
         jaxalign.align(lm, ["China", "India"], config=config, out=tmp_path / "run", resume=True,
                        progress=False)

@@ -128,17 +128,17 @@ def test_hybrid_cli_outputs_and_resume_equal_uninterrupted(lm, tmp_path, monkeyp
 
     config = api.AlignConfig(method="hybrid", generations=6, chunk_size=3, checkpoint_every=3, seed=3,
                              **{**SMALL, "baselines": api.AlignConfig().baselines})
-    real_update = api._progress_bar.update
+    real_update = api.RunProgress.update
 
     def update_then_die(self, done, best):
         real_update(self, done, best)
         if done >= 6:  # past the switch to Adam (step 2)
             raise _Killed
 
-    monkeypatch.setattr(api._progress_bar, "update", update_then_die)
+    monkeypatch.setattr(api.RunProgress, "update", update_then_die)
     with pytest.raises(_Killed):
         jaxalign.align(lm, "China", config=config, out=tmp_path / "cut", progress=True)
-    monkeypatch.setattr(api._progress_bar, "update", real_update)
+    monkeypatch.setattr(api.RunProgress, "update", real_update)
     resumed = jaxalign.align(lm, "China", config=config, out=tmp_path / "cut", resume=True, progress=False)
     assert resumed.resumed_from == 6
     cut = json.loads((tmp_path / "cut" / "results.json").read_text())

@@ -200,6 +200,33 @@ def test_sentencepiece_token_across_the_slot(tokenizers):
     assert len(separately) == len(prefix + suffix) + 1  # apart, the two sides would add a lone "▁"
 
 
+def test_generation_cuts_the_whole_texts_tokens_at_the_slot(models):
+    """Generation places the soft prompt as scoring does: one encoding of the whole chat, cut at
+    the slot. With SentencePiece ("[INST] " + "Answer") a separate encoding of each side would add
+    a lone "▁" token before the user's first word."""
+    from jaxalign.generation.decoding import SoftPrompt, build_rows, slotted_messages
+    from jaxalign.prompting.batch import encode_split
+    from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, render_with_slot
+
+    lm = models("mistral")
+    tok = lm.tokenizer
+    vectors = _soft_prompt(lm, k=2)
+    conversation = [{"role": "user", "content": "Answer with one digit from 1 to 5."}]
+    rows = build_rows(lm, [conversation], [SoftPrompt(vectors=vectors)], bucket=1)
+    text = render_with_slot(tok, slotted_messages(conversation, "user_start", None), "user_start", None)
+    before, after = text.split(SOFT_PROMPT_SENTINEL)
+    whole = tok(before + after, add_special_tokens=False)["input_ids"]
+    (prefix,), (suffix,) = encode_split(tok, [before], [after])
+    assert prefix + suffix == whole and tok.convert_ids_to_tokens(suffix)[0] == "▁An"
+    apart = tok(before, add_special_tokens=False)["input_ids"] + tok(after, add_special_tokens=False)["input_ids"]
+    assert len(apart) == len(whole) + 1  # encoded apart, the seam would hold a lone "▁"
+    assert int(rows.lengths[0]) == len(whole) + 2
+    embeds = np.asarray(rows.embeds[0])
+    table = np.asarray(lm.embedding_matrix)
+    want = np.concatenate([table[prefix], vectors, table[suffix]])
+    np.testing.assert_allclose(embeds[-len(want):], want, rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------ CulturalBench tokens
 EXPECTED_BENCH_TOKENS = {
     # family: (A-D ids, True/False ids) of the published vocabularies

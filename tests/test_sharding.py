@@ -103,16 +103,21 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
-@pytest.fixture(scope="module")
-def child() -> dict:
+def run_child(code: str, timeout: int) -> dict:
+    """Runs ``code`` in a fresh Python with 8 simulated CPU devices; its ``RESULT {json}`` line."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def child() -> dict:
+    return run_child(CHILD, timeout=600)
 
 
 def test_child_sees_eight_devices(child):
@@ -248,14 +253,7 @@ CHILD_SLOTS = textwrap.dedent(r"""
 
 @pytest.fixture(scope="module")
 def slots_child() -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, "-c", CHILD_SLOTS], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return run_child(CHILD_SLOTS, timeout=900)
 
 
 @pytest.mark.slow

@@ -68,7 +68,7 @@ def run_generate(args: argparse.Namespace) -> int:
         from jaxalign.softprompt import load_soft_prompt
 
         load_soft_prompt(args.soft_prompt)  # read errors before loading the model
-    lm = _load(args.model, args.dtype)
+    lm = _load(args.model, args.dtype, quantize=args.quantize, chat_template=args.chat_template)
     _check_provenance(args, lm)
     aligned = as_soft_prompt(args.soft_prompt, lm.config.hidden_size, args.slot)
     soft = [None, aligned] if args.compare else [aligned]
@@ -156,7 +156,7 @@ def run_chat(args: argparse.Namespace) -> int:
         from jaxalign.softprompt import load_soft_prompt
 
         load_soft_prompt(args.soft_prompt)
-    lm = _load(args.model, args.dtype)
+    lm = _load(args.model, args.dtype, quantize=args.quantize, chat_template=args.chat_template)
     _check_provenance(args, lm)
     interactive = sys.stdin.isatty()
     history: list[dict[str, str]] = []

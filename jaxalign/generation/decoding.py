@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.model import LM, llama
+from jaxalign.prompting.batch import encode_split
 from jaxalign.prompting.layout import (
     SOFT_PROMPT_SENTINEL,
     START_SLOT,
@@ -186,7 +187,10 @@ def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequ
             messages = slotted_messages(conversation, prompt.slot, own_system)
             text = render_with_slot(tokenizer, messages, prompt.slot, chat_template)
             before, after = text.split(SOFT_PROMPT_SENTINEL)
-            pieces.append((encode(before), prompt.vectors, encode(after)))
+            # one encoding of the whole text cut at the slot, as the scorer does (SentencePiece
+            # would start a separately encoded suffix with a word marker the text does not have)
+            (prefix,), (suffix,) = encode_split(tokenizer, [before], [after])
+            pieces.append((prefix, prompt.vectors, suffix))
     lengths = np.asarray([len(a) + (0 if v is None else len(v)) + len(b) for a, v, b in pieces], np.int32)
     length = -(-int(lengths.max()) // bucket) * bucket
     d = lm.config.hidden_size

@@ -107,7 +107,42 @@ class RunCheckpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, tree: Any, record: Mapping[str, Any]) -> None:
-        """Write ``tree`` (a pytree of arrays) and ``record`` (JSON-able dict) as step ``step``."""
+        """Write ``tree`` (a pytree of arrays) and ``record`` (JSON-able dict) as step ``step``.
+
+        A write that fails (disk full, folder removed or read-only) raises ``OSError`` saying
+        which earlier checkpoint is still good: it is never touched by a failed write.
+        """
+        try:
+            self._save(step, tree, record)
+        except OSError as error:
+            good = self.latest_step()
+            raise OSError(
+                error.errno,
+                f"could not write the checkpoint of generation {step} into {self.directory!r} "
+                f"({error.strerror or error}); "
+                + (f"the last good checkpoint is generation {good}: free space or fix the folder, then resume"
+                   if good is not None and good != step else "no earlier checkpoint is kept"),
+            ) from error
+
+    def check_resumable(self, step: int, fingerprint: Mapping[str, Any], generations: int) -> dict[str, Any]:
+        """The record of ``step`` after checking a run with ``fingerprint`` may resume from it.
+
+        Raises ``ValueError`` listing every field of the fingerprint that differs, or when the
+        checkpoint lies beyond ``generations``.
+        """
+        record = self.read_record(step)
+        differences = flat_differences(record.get("fingerprint", {}), fingerprint)
+        if differences:
+            raise ValueError(
+                f"refusing to resume from {self.directory!r}: the checkpoint was made by a different "
+                f"configuration or content ({'; '.join(differences)})")
+        if step > generations:
+            raise ValueError(
+                f"the checkpoint in {self.directory!r} is at generation {step}, beyond "
+                f"generations={generations}; ask for at least {step} generations")
+        return record
+
+    def _save(self, step: int, tree: Any, record: Mapping[str, Any]) -> None:
         paths, leaves, _ = _paths_and_leaves(tree)
         arrays = {_leaf_name(i): leaf for i, leaf in enumerate(leaves) if leaf.size > 0}
         full_record = dict(normalise_json(dict(record), "checkpoint record"))

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 
-from jaxalign.optimize.checkpoint import RunCheckpointer, flat_differences, normalise_json
+from jaxalign.optimize.checkpoint import RunCheckpointer, normalise_json
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ def evolve(
             if latest is None and resume:
                 logger.warning("resume=True but %s holds no checkpoint: starting a fresh run", checkpointer.directory)
             if latest is not None:  # refuse a mismatch before spending time on the compile
-                _check_resumable(checkpointer, latest, run_fingerprint, config)
+                checkpointer.check_resumable(latest, run_fingerprint, config.generations)
                 carry, records, step = _restore(checkpointer, latest, config, carry, aux_spec)
                 resumed_from = step - 1
                 logger.info("resumed from generation %d in %s", resumed_from, checkpointer.directory)
@@ -528,35 +528,7 @@ def _save(
     history = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *records)
     tree = {"carry": carry, "history": history, "base_key": base_key}
     record = {"fingerprint": run_fingerprint, "generation": int(generation), "generations_target": config.generations}
-    try:
-        checkpointer.save(generation, tree, record)
-    except OSError as error:  # disk full, folder removed or read-only: say what is still good
-        good = checkpointer.latest_step()
-        raise OSError(
-            error.errno,
-            f"could not write the checkpoint of generation {generation} into {checkpointer.directory!r} "
-            f"({error.strerror or error}); "
-            + (f"the last good checkpoint is generation {good}: free space or fix the folder, then resume"
-               if good is not None and good != generation else "no earlier checkpoint is kept"),
-        ) from error
-
-
-def _check_resumable(
-    checkpointer: RunCheckpointer, generation: int, run_fingerprint: dict[str, Any], config: EvolutionConfig
-) -> None:
-    """Raise ValueError unless the checkpoint at ``generation`` was made by this configuration."""
-    record = checkpointer.read_record(generation)
-    differences = flat_differences(record.get("fingerprint", {}), run_fingerprint)
-    if differences:
-        raise ValueError(
-            f"refusing to resume from {checkpointer.directory!r}: the checkpoint was made by a different "
-            f"configuration or content ({'; '.join(differences)})"
-        )
-    if generation > config.generations:
-        raise ValueError(
-            f"the checkpoint in {checkpointer.directory!r} is at generation {generation}, beyond "
-            f"generations={config.generations}; ask for at least {generation} generations"
-        )
+    checkpointer.save(generation, tree, record)
 
 
 def _restore(

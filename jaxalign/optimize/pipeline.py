@@ -73,7 +73,7 @@ from jaxalign.fingerprint import (
     target_fingerprint,
 )
 from jaxalign.prompting.chat_formats import chat_template_name
-from jaxalign.optimize.checkpoint import RunCheckpointer, flat_differences, normalise_json
+from jaxalign.optimize.checkpoint import RunCheckpointer, normalise_json
 from jaxalign.optimize.evolution import (
     NONFINITE_PATIENCE,
     NonFiniteFitnessError,
@@ -531,32 +531,13 @@ def save_checkpoint(checkpointer: RunCheckpointer, problem: Problem, state: RunS
     record = {"fingerprint": problem.fingerprint(), "generation": done,
               "generations_target": problem.total_steps - 1,
               "targets": [t.name for t in problem.targets], "method": problem.config.method}
-    try:
-        checkpointer.save(done, {"state": state, "history": history}, record)
-    except OSError as error:  # disk full, folder removed or read-only: say what is still good
-        good = checkpointer.latest_step()
-        raise OSError(
-            error.errno,
-            f"could not write the checkpoint of generation {done} into {checkpointer.directory!r} "
-            f"({error.strerror or error}); "
-            + (f"the last good checkpoint is generation {good}: free space or fix the folder, then resume"
-               if good is not None and good != done else "no earlier checkpoint is kept"),
-        ) from error
+    checkpointer.save(done, {"state": state, "history": history}, record)
 
 
 def restore_checkpoint(checkpointer: RunCheckpointer, problem: Problem, template: RunState,
                        generation: int) -> tuple[RunState, dict[str, np.ndarray]]:
     """Reads the checkpoint at ``generation`` after checking it was made by this problem."""
-    record = checkpointer.read_record(generation)
-    differences = flat_differences(record.get("fingerprint", {}), problem.fingerprint())
-    if differences:
-        raise ValueError(
-            f"refusing to resume from {checkpointer.directory!r}: the checkpoint was made by a different "
-            f"configuration or content ({'; '.join(differences)})")
-    if generation > problem.total_steps - 1:
-        raise ValueError(
-            f"the checkpoint in {checkpointer.directory!r} is at generation {generation}, beyond "
-            f"generations={problem.total_steps - 1}; ask for at least {generation} generations")
+    checkpointer.check_resumable(generation, problem.fingerprint(), problem.total_steps - 1)
     c, d = problem.n_targets, len(problem.instrument.dimensions)
     history_template = {"best_loss": np.zeros((1, c), np.float32), "mean_loss": np.zeros((1, c), np.float32),
                         "num_failed": np.zeros((1, c), np.int32), "best_dims": np.zeros((1, c, d), np.float32)}
