@@ -213,7 +213,8 @@ def model_fingerprint(lm: Any, folder: str | os.PathLike | None = None) -> dict[
         are fingerprinted from memory (:func:`params_fingerprint`).
 
     Returns:
-      ``{"config", "tokenizer", "chat_template", "dtype", "weights", ...}``: the config digest is
+      ``{"config", "tokenizer", "chat_template", "dtype", "weights"}`` (and ``"quantize"`` for int8
+      weights): the config digest is
       of the parsed config (plus ``config.json`` / ``generation_config.json`` when on disk), the
       tokenizer and template digests are of the tokenizer object in use (and its files when on
       disk), ``weights`` is :func:`weights_fingerprint` (on disk) or a params digest (in memory).
@@ -229,6 +230,8 @@ def model_fingerprint(lm: Any, folder: str | os.PathLike | None = None) -> dict[
         "dtype": str(np.dtype(lm.dtype)),
         **tokenizer_fingerprint(lm.tokenizer),
     }
+    if getattr(lm, "quantize", None):  # int8 weights score differently from the files' floats
+        out["quantize"] = lm.quantize
     if folder is None:
         out["weights"] = {"params": params_fingerprint(lm.params), "sampled": "memory"}
         return out

@@ -40,6 +40,7 @@ def planted(lm, instrument):
     return custom_target(dict(zip(DIMENSIONS, dims.tolist())), name="planted")
 
 
+@pytest.mark.slow
 def test_de_recovers_a_planted_target(lm, planted):
     """DE from another start cuts the loss to a fraction of the starting loss.
 
@@ -67,6 +68,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted(lm, tmp_path, monkeypatch):
     config = api.AlignConfig(generations=6, chunk_size=2, checkpoint_every=2, seed=3, **SMALL)
     whole = jaxalign.align(lm, "China", config=config, out=tmp_path / "whole", progress=False)
@@ -115,6 +117,7 @@ def cli_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_align_cli_writes_results(cli_run):
     results = json.loads((cli_run / "results.json").read_text())
     assert results["model"] == "tiny-random"
@@ -136,6 +139,7 @@ def test_align_cli_writes_results(cli_run):
     assert meta["readout"] == "expected" and meta["K"] == "2"
 
 
+@pytest.mark.slow
 def test_score_cli_reproduces_the_aligned_dims(cli_run, capsys):
     capsys.readouterr()
     code = main(["score", "--soft-prompt", str(cli_run / "soft_prompt.safetensors"),
@@ -151,6 +155,7 @@ def test_score_cli_reproduces_the_aligned_dims(cli_run, capsys):
     np.testing.assert_allclose(answers.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_score_cli_plain_model_table(capsys):
     assert main(["score", "--persona", "You are a person from Japan."]) == 0
     out = capsys.readouterr().out

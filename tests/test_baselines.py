@@ -93,6 +93,7 @@ def test_bad_baseline_arguments(lm, vsm, saudi):
         run_baselines(lm, vsm, saudi, names=("naive",), readout="mode")
 
 
+@pytest.mark.slow
 def test_custom_target_has_no_persona_and_a_placeless_icl(lm, vsm):
     target = jaxalign.custom_target("PDI=80,IVR=20", name="my profile")
     text = icl_text(target)

@@ -56,6 +56,7 @@ def test_preset_shapes():
         common.preset_config("gpt5")
 
 
+@pytest.mark.slow
 def test_throughput_json_and_torch_agreement(capsys, tmp_path):
     result = throughput.main(["--preset", "tiny", "--population", "2", "--k", "2", "--layers", "2",
                               "--repeats", "1", "--torch-threads", "1", "--json"])
@@ -76,6 +77,7 @@ def test_throughput_json_and_torch_agreement(capsys, tmp_path):
     assert "| tiny | user_start |" in table and f"{printed['sequences_per_s']:.2f}" in table
 
 
+@pytest.mark.slow
 def test_throughput_several_layouts_without_torch(tmp_path):
     result = throughput.main(["--preset", "tiny", "--population", "2", "--k", "3", "--repeats", "1",
                               "--layout", "after_item,user_end", "--no-torch", "--layers", "1",
@@ -97,6 +99,7 @@ def test_throughput_rejects_unknown_layout():
         throughput.main(["--layout", "user_start,middle", "--no-torch"])
 
 
+@pytest.mark.slow
 def test_throughput_over_device_counts(capsys):
     # two simulated CPU devices in their own subprocesses (benchmarks/scaling.py's machinery)
     result = throughput.main(["--preset", "tiny", "--layers", "1", "--population", "4", "--k", "2",
@@ -117,6 +120,7 @@ def test_throughput_over_device_counts(capsys):
         throughput.main(["--devices", "1,two"])
 
 
+@pytest.mark.slow
 def test_dims_writes_tables(tmp_path, capsys):
     report = dims.main(["--countries", "Saudi Arabia", "--methods", "naive,de", "--population", "4",
                         "--generations", "1", "--k", "2", "--subspace", "4", "--out", str(tmp_path),
@@ -155,6 +159,7 @@ def test_dims_rejects_unknown_method(tmp_path):
         dims.main(["--methods", "naive,magic", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_de_cost_rows():
     report = de_cost.main(["--populations", "4", "--ks", "2", "--generations", "1",
                            "--subspace", "4", "--layers", "1", "--json"])
@@ -162,6 +167,7 @@ def test_de_cost_rows():
     assert row["P"] == 4 and row["K"] == 2 and row["layers"] == 1 and row["wall_s"] > 0
 
 
+@pytest.mark.slow
 def test_steps_before_after_agree():
     report = steps.main(["--preset", "tiny", "--population", "2", "--repeats", "1",
                          "--steps", "buckets"])

@@ -192,6 +192,7 @@ def _reference_logits(lm, body, instruction, prompt, answers):
     return np.asarray(lm.logits(inputs_embeds=embeds))[0, -1, ids]
 
 
+@pytest.mark.slow
 def test_easy_matches_one_question_at_a_time_reference(lm, easy, prompt):
     result = evaluate_culturalbench(lm, easy, soft_prompt=prompt, batch_size=4)  # 2 chunks, 2 padding rows
     assert result.answer_tokens == ("A", "B", "C", "D")
@@ -211,6 +212,7 @@ def test_easy_matches_one_question_at_a_time_reference(lm, easy, prompt):
     np.testing.assert_array_equal(evaluate_culturalbench(lm, easy).logits, plain.logits)
 
 
+@pytest.mark.slow
 def test_hard_matches_reference_and_all_four_rule(lm, hard, prompt):
     result = evaluate_culturalbench(lm, hard, soft_prompt=prompt)
     assert result.answer_tokens == ("T", "F")  # first tokens of True/False in the tiny tokenizer
@@ -237,6 +239,7 @@ def test_answer_token_errors(lm):
         render_judgements(lm.tokenizer, BenchSet("easy", (), source="empty"))
 
 
+@pytest.mark.slow
 def test_cli_prints_accuracy_interval_and_count(capsys, prompt, tmp_path):
     from jaxalign.cli import main
     from jaxalign.softprompt import save_soft_prompt

@@ -119,6 +119,11 @@ def test_model_fingerprint_of_a_folder(tokenized_checkpoint, tmp_path):
     assert lm.source == str(Path(tokenized_checkpoint).resolve())
     base = fp.model_fingerprint(lm)
     assert base["weights"]["sampled"] == "sample" and "tokenizer_config.json" in base["tokenizer_files"]
+    # the same files loaded with int8 weights: a resume or a saved prompt can tell
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = fp.model_fingerprint(jaxalign.load_model(tokenized_checkpoint, dtype="float32", quantize="int8"))
+    assert "quantize" not in base and [k for k in int8 if int8[k] != base.get(k)] == ["quantize"]
     copy = tmp_path / "copy"
     shutil.copytree(tokenized_checkpoint, copy)
     assert fp.model_fingerprint(lm, folder=copy) == base

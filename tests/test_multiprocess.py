@@ -34,14 +34,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# KNOWN REGRESSION (2026-12-01, after the one-pipeline / fingerprint merges): the two-process runs
-# complete, but one check of this module fails; see the closing note of that session. Marked
-# non-strict xfail so the rest of the suite can land; to be fixed first thing next session.
-pytestmark = pytest.mark.xfail(reason="two-process align regressed after the pipeline merge", strict=False)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5
-TIMEOUT_S = 240
+TIMEOUT_S = 600  # per launch; a loaded 2-core machine compiles slowly
 
 # jax alone (no jaxalign): can two processes on this machine run one computation together?
 PROBE = textwrap.dedent(r"""
@@ -74,7 +70,9 @@ CHILD = textwrap.dedent(r"""
             return original_save(self, out)
 
         api.AlignResult.save = spy_save
-        api.run_baselines = lambda *a, **k: {}
+        import jaxalign.optimize.pipeline as pipeline
+
+        pipeline.baselines = lambda problem: [{} for _ in problem.targets]
         return original_load(*args, **kwargs)
 
     cli._load = load_and_patch
@@ -129,7 +127,10 @@ def launch(argv: list[str], *, processes: int, devices: int, cache: Path) -> lis
 
 def check_ok(outputs: list[dict[str, str]], what: str) -> None:
     for i, out in enumerate(outputs):
-        assert out["rc"] == 0, f"{what}: process {i} exited {out['rc']}:\n{out['stderr'][-4000:]}"
+        # the Python frames first (a crash's C++ log after them can be long), then the tail
+        frames = [ln for ln in out["stderr"].splitlines() if ln.lstrip().startswith(('File "', "jax.errors"))]
+        assert out["rc"] == 0, (f"{what}: process {i} exited {out['rc']}:\n" + "\n".join(frames[-30:])
+                                + "\n...\n" + out["stderr"][-3000:])
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +188,9 @@ def _prompt(folder: Path) -> np.ndarray:
 
 
 def test_runs_really_used_two_processes(runs):
-    assert "mesh data=4,model=1 (4 cpu devices, 1 process)" in runs["one"][0]["stdout"]
-    assert "mesh data=4,model=1 (4 cpu devices, 2 processes)" in runs["two"][0]["stdout"]
+    # the mesh line is a diagnostic: stderr, so that stdout stays the result
+    assert "mesh data=4,model=1 (4 cpu devices, 1 process)" in runs["one"][0]["stderr"]
+    assert "mesh data=4,model=1 (4 cpu devices, 2 processes)" in runs["two"][0]["stderr"]
 
 
 def test_two_processes_give_the_one_process_result(runs):
@@ -206,13 +208,15 @@ def test_only_process_zero_writes_and_prints(runs):
     assert "SAVE by process" not in other["stderr"]
     for name in ("results.json", "soft_prompt.safetensors", "dims.png"):
         assert (runs["dirs"]["two"] / name).is_file(), name
-    # stdout: the mesh line and the results table on process 0 only
-    for line in ("mesh data=4", "target China; model tiny-random", "aligned ", "wall "):
+    # stdout: the results table on process 0 only
+    for line in ("target China; model tiny-random", "aligned ", "wall "):
         assert line in zero["stdout"], line
         assert line not in other["stdout"], (line, other["stdout"])
-    # the progress bar (stderr) on process 0 only
-    assert "generations:" in zero["stderr"] and "best_loss=" in zero["stderr"]
-    assert "generations:" not in other["stderr"], other["stderr"][-2000:]
+    # stderr: the mesh line, the phase lines and the progress (plain lines: no terminal) on
+    # process 0 only
+    for line in ("mesh data=4", "loading weights", "generation 4/4: best loss"):
+        assert line in zero["stderr"], (line, zero["stderr"][-2000:])
+        assert line not in other["stderr"], (line, other["stderr"][-2000:])
 
 
 def test_two_process_checkpoint_resumes_to_the_uninterrupted_result(runs):
