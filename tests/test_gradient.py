@@ -14,6 +14,9 @@ from jaxalign.softprompt import subspace
 
 K, N_SUB, POP, GENS, SEED = 2, 8, 8, 5, 3
 
+# the module's fixture runs gradient tuning (about 10-15 s on 2 idle cores): not in the fast tier
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def lm():

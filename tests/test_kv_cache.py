@@ -31,6 +31,7 @@ def test_prefill_equals_forward(lm):
     assert cache.keys.shape == (config.num_hidden_layers, 2, 7, config.num_key_value_heads, config.head_dim)
 
 
+@pytest.mark.slow
 def test_shared_then_per_row_caches_equal_whole_sequences(lm):
     """A left-padded prefix shared by 3 rows, then 3 continuations, then 6 rows grouped over
     those 3 caches (row g*3 + c continues cache row c): each equals the whole sequence."""

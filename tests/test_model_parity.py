@@ -209,6 +209,7 @@ def test_selected_logits_never_form_full_vocabulary(pairs):
     assert f"f32[2,6,{VOCAB}]" not in text
 
 
+@pytest.mark.slow
 def test_pure_functions_take_params_as_arguments(pairs):
     """Under an outer jit the weights are traced arguments, not baked-in constants; layers are one scan."""
     _, lm = pairs["gqa"]
