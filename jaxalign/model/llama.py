@@ -15,10 +15,12 @@ config's ``qkv_bias`` / ``o_bias`` add stacked ``(L, ...)`` biases to the attent
 The cached entry points (``prefill``, ``extend`` and their pure ``*_fn`` wrappers) take ``hidden=``,
 which hidden states the caller reads (:data:`HIDDEN_STATES`): ``"all"`` (default) ``(B, T, d)``;
 ``"last"`` the last real position of each row, ``(B, d)``; ``"none"`` (only the keys/values are
-wanted). With ``"last"`` or ``"none"`` the first ``L - 1`` layers are scanned and the last layer runs
-apart, computing keys/values for every position (the cache needs them) but its queries, attention,
-output projection and MLP only at the last real position (``"last"``) or not at all (``"none"``).
-Inside the scan XLA cannot drop that unread work; outside it, it never exists.
+wanted). With ``"last"`` or ``"none"`` the last layer computes keys/values for every position (the
+cache needs them) but its queries, attention, output projection and MLP only at the last real
+position (``"last"``) or not at all (``"none"``). XLA cannot drop unread work inside the layer scan,
+so the last layer is a ``lax.cond`` branch of that scan; a separate call after a scan of ``L - 1``
+layers would copy the last layer's weights out of the stack (one more layer of temporaries,
+measured on the 8B shape).
 
 Two ways in:
 
@@ -268,43 +270,37 @@ class Llama(nnx.Module):
                 config, weights, hidden, cos, sin, mask_new, past_keys, past_values, cached_real, groups)
             return hidden, (keys, values)
 
-        stacked = self.layers.stacked()
         states = inputs_embeds.astype(self.dtype)                                   # (B, T, d)
-        if hidden == "all":
-            states, (keys, values) = jax.lax.scan(  # remat as in __call__
-                jax.checkpoint(layer, prevent_cse=False), states, (stacked, cache.keys, cache.values))
-            new_cache = KVCache(keys=keys, values=values, mask=attention_mask.astype(jnp.int32))
-            return rms_norm(states, self.norm[...], config.rms_norm_eps), new_cache
-
-        # The first L - 1 layers: a scan over layer indices, each slicing its weights from the
-        # stack in the loop body (the stack is not copied); the caches' first L - 1 layers as xs.
         last = config.num_hidden_layers - 1
+        rows, query_index = jnp.arange(batch), last_real_index(attention_mask)      # (B,)
 
-        def early_layer(hidden: Array, xs: tuple[Array, Array, Array]):
-            index, past_keys, past_values = xs
-            return layer(hidden, (layer_weights(stacked, index), past_keys, past_values))
+        def last_layer(states: Array, weights: dict[str, Array], past_keys: Array, past_values: Array):
+            """The last layer computing only what is read; the carry keeps its shape (B, T, d)."""
+            if hidden == "none":  # keys/values only; the carry passes through, unread
+                return states, layer_keys_values(config, weights, states, cos, sin)
+            out, keys, values = cached_decoder_layer(                               # out (B, 1, d)
+                config, weights, states, cos, sin, mask_new, past_keys, past_values, cached_real,
+                groups, query_index=query_index)
+            return states.at[rows, query_index].set(out[:, 0]), (keys, values)
+
+        def any_layer(states: Array, xs: tuple[Array, dict[str, Array], Array, Array]):
+            index, weights, past_keys, past_values = xs
+            if hidden == "all":
+                return layer(states, (weights, past_keys, past_values))
+            # the last layer is a branch of the same scan: its weights are sliced from the stack
+            # like every other layer's (a separate call would copy them out of it)
+            return jax.lax.cond(index == last, last_layer,
+                                lambda h, w, k, v: layer(h, (w, k, v)), states, weights, past_keys, past_values)
 
         states, (keys, values) = jax.lax.scan(  # remat as in __call__
-            jax.checkpoint(early_layer, prevent_cse=False), states,
-            (jnp.arange(last), cache.keys[:last], cache.values[:last]))            # keys (L-1, B, T, K, hd)
-        weights = layer_weights(stacked, last)
-        if hidden == "none":  # the last layer's keys/values only
-            out = None
-            key, value = layer_keys_values(config, weights, states, cos, sin)      # (B, T, K, hd)
-        else:                 # queries, attention and MLP at each row's last real position only
-            states, key, value = cached_decoder_layer(
-                config, weights, states, cos, sin, mask_new, cache.keys[last], cache.values[last],
-                cached_real, groups, query_index=last_real_index(attention_mask))  # (B, 1, d)
-            out = rms_norm(states[:, 0], self.norm[...], config.rms_norm_eps)     # (B, d)
-        new_cache = KVCache(keys=jnp.concatenate([keys, key[None]]),             # (L, B, T, K, hd)
-                            values=jnp.concatenate([values, value[None]]),
-                            mask=attention_mask.astype(jnp.int32))
-        return out, new_cache
-
-
-def layer_weights(stacked: dict[str, Any], index: Array | int) -> dict[str, Any]:
-    """Layer ``index``'s weights from the stacked ``(L, ...)`` ones (``Int8Weight`` included)."""
-    return jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, index, keepdims=False), stacked)
+            jax.checkpoint(any_layer, prevent_cse=False), states,
+            (jnp.arange(config.num_hidden_layers), self.layers.stacked(), cache.keys, cache.values))
+        new_cache = KVCache(keys=keys, values=values, mask=attention_mask.astype(jnp.int32))
+        if hidden == "none":
+            return None, new_cache
+        if hidden == "last":
+            states = states[rows, query_index]                                       # (B, d)
+        return rms_norm(states, self.norm[...], config.rms_norm_eps), new_cache
 
 
 # -- building blocks (pure functions) ---------------------------------------------------------
