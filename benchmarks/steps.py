@@ -11,6 +11,9 @@ Steps (each row: the scoring pass with the step off, then on; everything else eq
   key/value caches (``mode="cached"``, the default), default layout.
 - ``item_first``: default layout vs. the item-first layout ``user_end`` (both cached): the item
   text once per item, only ``K`` + answer-cue tokens per member.
+- ``last_layer``: the cached pass (default layout) with the last layer run whole for every
+  position (``trim_last_layer=False``) vs. computing only what is read (the default: keys/values
+  alone for the prefix and soft tokens, the last real position alone for the item rows).
 - ``chunking``: the whole population in one pass vs. ``members_per_pass`` members at a time
   (what a memory budget forces; results equal, the cost is smaller batches).
 - ``depth`` (compile time only): the scorer's compile time for 1, 2, 4, 8 and 16 layers; the layer
@@ -50,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", "-K", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--steps", default="lm_head,buckets,caches,item_first,chunking,depth",
+    parser.add_argument("--steps", default="lm_head,buckets,caches,item_first,last_layer,chunking,depth",
                         help="comma-separated subset of the steps")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -142,6 +145,14 @@ def step_item_first(args, lm, prompts) -> dict[str, Any]:
     return row
 
 
+def step_last_layer(args, lm, prompts) -> dict[str, Any]:
+    before = _scorer_row(lm, prompts, repeats=args.repeats, mode="cached", trim_last_layer=False)
+    after = _scorer_row(lm, prompts, repeats=args.repeats, mode="cached")
+    return _pair("last_layer", before, after,
+                 f"cached, default layout: last layer whole vs only what is read "
+                 f"({lm.config.num_hidden_layers} layers)")
+
+
 def step_chunking(args, lm, prompts) -> dict[str, Any]:
     before = _scorer_row(lm, prompts, repeats=args.repeats)
     after = _scorer_row(lm, prompts, repeats=args.repeats, members_per_pass=args.population // 2)
@@ -165,7 +176,7 @@ def step_depth(args, lm, prompts) -> dict[str, Any]:
 
 
 STEPS = {"lm_head": step_lm_head, "buckets": step_buckets, "caches": step_caches,
-         "item_first": step_item_first, "chunking": step_chunking, "depth": step_depth}
+         "item_first": step_item_first, "last_layer": step_last_layer, "chunking": step_chunking, "depth": step_depth}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

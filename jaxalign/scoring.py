@@ -20,6 +20,12 @@ bucketed by length (``n_buckets``) so short items do not pay for the longest one
 ``mode="full"`` runs every ``[prefix][soft][item]`` sequence whole (the plain way; kept as a
 reference and for benchmarks). Both give the same numbers up to float rounding.
 
+Only what is read is computed: the cached path asks the model for no hidden states where only
+keys/values are used (prefix, soft vectors, item prefixes: ``hidden="none"``) and for the last real
+position alone where the answer logits are read (``hidden="last"``), so the last layer skips its
+unread queries, attention and MLP (see :mod:`jaxalign.model.llama`; ``trim_last_layer=False``
+turns this off, for benchmarks).
+
 Readouts (``readout=``):
 
 - ``"expected"`` (default): the probability-weighted mean answer. The VSM manual's item score
@@ -141,6 +147,7 @@ class Scorer:
     mode: str
     inputs: ScorerInputs
     mesh: Any = None            # jax.sharding.Mesh: population over "data", weights over "model"
+    trim_last_layer: bool = True  # cached mode: the last layer computes only what is read
 
     @property
     def n_items(self) -> int:
@@ -178,6 +185,7 @@ class Scorer:
             mode=self.mode,
             instrument=self.instrument,
             mesh=self.mesh,
+            trim_last_layer=self.trim_last_layer,
         )
         if prompts.shape[0] != n_pop:
             scores = jax.tree.map(lambda x: x[:n_pop], scores)
@@ -247,6 +255,7 @@ def make_scorer(
     n_buckets: int | None = None,
     constants: np.ndarray | dict[str, float] | None = None,
     mesh: Any = None,
+    trim_last_layer: bool = True,
 ) -> Scorer:
     """Renders the instrument's items for ``lm`` and returns a :class:`Scorer` for ``k`` soft vectors.
 
@@ -276,6 +285,9 @@ def make_scorer(
         sharded over its ``"data"`` axis (a population that does not divide is padded, the
         padding's results dropped), weights over ``"model"`` (already sharded by
         ``load_model(..., mesh=mesh)``, else sharded here). ``None``: default device placement.
+      trim_last_layer: in cached mode the last layer computes only what is read (keys/values
+        where only the cache is used, the last real position where answers are read); ``False``
+        runs it whole (same numbers up to float rounding; for benchmarks).
     """
     if k < 0:
         raise ValueError(f"k (soft-prompt length) must be >= 0, got {k}")
@@ -332,6 +344,7 @@ def make_scorer(
         mode=mode,
         inputs=inputs,
         mesh=mesh,
+        trim_last_layer=bool(trim_last_layer),
     )
 
 
@@ -441,6 +454,7 @@ def _score(
     mode: str,
     instrument: Instrument,
     mesh: Any = None,
+    trim_last_layer: bool = True,
 ) -> Scores:
     n_pop = prompts.shape[0]
     n_items = sum(b.item_index.shape[0] for b in inputs.buckets)
@@ -452,7 +466,7 @@ def _score(
             if mode == "full":
                 logits = _bucket_logits_full(graphdef, inputs, bucket, members)
             else:
-                logits = _bucket_logits_cached(graphdef, inputs, bucket, members)
+                logits = _bucket_logits_cached(graphdef, inputs, bucket, members, trim_last_layer)
             out = out.at[:, bucket.item_index].set(logits)
         return out
 
@@ -484,34 +498,48 @@ def _bucket_logits_full(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prom
     return logits.reshape(n_pop, n_items, -1)
 
 
-def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts) -> jax.Array:
+def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts,
+                          trim_last_layer: bool = True) -> jax.Array:
     """Shared tokens computed once, via key/value caches: ``(P, Qb, n)``.
 
     Shared prefix (the default layout): prefix once -> each member's K soft vectors once ->
     every item's text against its member's cache. Per-item prefix (item-first layout): each
-    item's prefix once -> every member's ``[soft][cue]`` against its item's cache.
+    item's prefix once -> every member's ``[soft][cue]`` against its item's cache. With
+    ``trim_last_layer`` the caches are built with ``hidden="none"`` and the read rows run with
+    ``hidden="last"`` (see :meth:`jaxalign.model.llama.Llama.extend`).
     """
     params = inputs.params
     n_pop, k, _ = prompts.shape
     n_items = bucket.item_index.shape[0]
+    cache_only, read = ("none", "last") if trim_last_layer else ("all", "all")
     prefix_embeds = llama.embed_fn(graphdef, params, bucket.prefix_ids)   # (Qb, Tp, d)
     suffix_embeds = llama.embed_fn(graphdef, params, bucket.suffix_ids)   # (Qb, Ts, d)
     dtype = prefix_embeds.dtype
     soft = prompts.astype(dtype)
     soft_mask = jnp.ones((n_pop, k), jnp.int32)
+
+    def answer_logits(rows: jax.Array, rows_mask: jax.Array, cache: llama.KVCache) -> jax.Array:
+        """``rows (B, T, d)`` after ``cache``: the answer logits at each row's last real token, (B, n)."""
+        hidden, _ = llama.extend_fn(graphdef, params, rows, rows_mask, cache, hidden=read)
+        if read == "last":                                                 # (B, d)
+            return llama.token_logits(graphdef, params, hidden, inputs.answer_ids)
+        return llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
+
     if bucket.prefix_shared:
-        _, prefix_cache = llama.prefill_fn(graphdef, params, prefix_embeds[:1], bucket.prefix_mask[:1])
-        _, soft_cache = llama.extend_fn(graphdef, params, soft, soft_mask, prefix_cache)  # C = 1
+        _, prefix_cache = llama.prefill_fn(graphdef, params, prefix_embeds[:1], bucket.prefix_mask[:1],
+                                           hidden=cache_only)
+        _, soft_cache = llama.extend_fn(graphdef, params, soft, soft_mask, prefix_cache,
+                                        hidden=cache_only)                            # C = 1
         member_cache = llama.concat_caches(prefix_cache, soft_cache)                     # (P, Tp+K)
         ts = suffix_embeds.shape[1]
         rows = jnp.broadcast_to(suffix_embeds[:, None], (n_items, n_pop, ts, suffix_embeds.shape[-1]))
         rows_mask = jnp.broadcast_to(bucket.suffix_mask[:, None], (n_items, n_pop, ts))
         rows = rows.reshape(n_items * n_pop, ts, -1)          # row q*P + p: item q, member p
         rows_mask = rows_mask.reshape(n_items * n_pop, ts)
-        hidden, _ = llama.extend_fn(graphdef, params, rows, rows_mask, member_cache)
-        logits = llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
+        logits = answer_logits(rows, rows_mask, member_cache)
         return logits.reshape(n_items, n_pop, -1).transpose(1, 0, 2)
-    _, item_cache = llama.prefill_fn(graphdef, params, prefix_embeds, bucket.prefix_mask)  # C = Qb
+    _, item_cache = llama.prefill_fn(graphdef, params, prefix_embeds, bucket.prefix_mask,
+                                     hidden=cache_only)                               # C = Qb
     ts = suffix_embeds.shape[1]
     rows = jnp.concatenate(
         [
@@ -524,8 +552,7 @@ def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, pr
         [jnp.ones((n_items, k), jnp.int32), bucket.suffix_mask], axis=1
     )
     rows_mask = jnp.broadcast_to(rows_mask[None], (n_pop, n_items, k + ts)).reshape(n_pop * n_items, -1)
-    hidden, _ = llama.extend_fn(graphdef, params, rows, rows_mask, item_cache)
-    logits = llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
+    logits = answer_logits(rows, rows_mask, item_cache)
     return logits.reshape(n_pop, n_items, -1)
 
 

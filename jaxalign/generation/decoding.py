@@ -264,13 +264,13 @@ def _start(graphdef, params, embeds: Array, mask: Array, seed_key: Array, sampli
     """Prefill ``embeds (B, T, d)`` once and choose the first token."""
     model = nnx.merge(graphdef, params)
     batch = embeds.shape[0]
-    hidden, cache = model.prefill(embeds, mask)                                    # (B, T, d)
+    # the prompt's cache, and the hidden state of its last real token only (left padding: T-1)
+    last, cache = model.prefill(embeds, mask, hidden="last")                       # (B, d)
     widen = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0), (0, 0))
     cache = llama.KVCache(keys=jnp.pad(cache.keys, widen), values=jnp.pad(cache.values, widen),
                           mask=jnp.pad(cache.mask, ((0, 0), (0, max_new_tokens))))
     temperature, top_p = sampling[0], sampling[1]
-    first = choose_tokens(_next_logits(model, hidden[:, -1]), jax.random.fold_in(seed_key, 0),
-                          temperature, top_p)                                     # left padding: T-1 is real
+    first = choose_tokens(_next_logits(model, last), jax.random.fold_in(seed_key, 0), temperature, top_p)
     return DecodeState(step=jnp.int32(0), token=first, done=jnp.zeros((batch,), bool),
                        out=jnp.zeros((batch, max_new_tokens), jnp.int32), cache=cache, key=seed_key,
                        temperature=temperature, top_p=top_p)

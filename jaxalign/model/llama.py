@@ -12,6 +12,16 @@ config's ``qkv_bias`` / ``o_bias`` add stacked ``(L, ...)`` biases to the attent
 (:func:`attention_projections`, :func:`attention_output`, used by every attention path), and
 ``sliding_window`` narrows the attention mask (:func:`window_mask`) in the full pass and the cached one.
 
+The cached entry points (``prefill``, ``extend`` and their pure ``*_fn`` wrappers) take ``hidden=``,
+which hidden states the caller reads (:data:`HIDDEN_STATES`): ``"all"`` (default) ``(B, T, d)``;
+``"last"`` the last real position of each row, ``(B, d)``; ``"none"`` (only the keys/values are
+wanted). With ``"last"`` or ``"none"`` the last layer computes keys/values for every position (the
+cache needs them) but its queries, attention, output projection and MLP only at the last real
+position (``"last"``) or not at all (``"none"``). XLA cannot drop unread work inside the layer scan,
+so the last layer is a ``lax.cond`` branch of that scan; a separate call after a scan of ``L - 1``
+layers would copy the last layer's weights out of the stack (one more layer of temporaries,
+measured on the 8B shape).
+
 Two ways in:
 
 * ``LM`` (what :func:`jaxalign.load_model` returns): jitted convenience methods
@@ -36,6 +46,9 @@ from jaxalign.model.config import LlamaConfig
 from jaxalign.model.quantize import Int8Weight, check_quantize, linear, quantize_int8
 
 Array = jax.Array
+
+# What ``prefill``/``extend`` return as hidden states (see the module docstring).
+HIDDEN_STATES: tuple[str, ...] = ("all", "last", "none")
 
 # Names of the stacked per-layer parameters, shape (L, ...), in HF's order.
 LAYER_PARAM_NAMES = (
@@ -196,16 +209,19 @@ class Llama(nnx.Module):
                                  self.layers.stacked())
         return rms_norm(hidden, self.norm[...], config.rms_norm_eps)
 
-    def prefill(self, inputs_embeds: Array, attention_mask: Array) -> tuple[Array, "KVCache"]:
+    def prefill(self, inputs_embeds: Array, attention_mask: Array,
+                hidden: str = "all") -> tuple[Array | None, "KVCache"]:
         """Like ``__call__``, and also returns every layer's keys and values as a :class:`KVCache`.
 
-        ``inputs_embeds (B, T, d)``, ``attention_mask (B, T)`` -> hidden ``(B, T, d)`` and a cache
-        with keys/values ``(L, B, T, K, hd)`` (keys after RoPE) and the mask ``(B, T)``.
+        ``inputs_embeds (B, T, d)``, ``attention_mask (B, T)`` -> hidden states (``(B, T, d)``;
+        see ``hidden`` in :meth:`extend`) and a cache with keys/values ``(L, B, T, K, hd)`` (keys
+        after RoPE) and the mask ``(B, T)``.
         """
         empty = empty_cache(self.config, inputs_embeds.shape[0], self.dtype)
-        return self.extend(inputs_embeds, attention_mask, empty)
+        return self.extend(inputs_embeds, attention_mask, empty, hidden=hidden)
 
-    def extend(self, inputs_embeds: Array, attention_mask: Array, cache: "KVCache") -> tuple[Array, "KVCache"]:
+    def extend(self, inputs_embeds: Array, attention_mask: Array, cache: "KVCache",
+               hidden: str = "all") -> tuple[Array | None, "KVCache"]:
         """Runs new tokens that attend to a cache of earlier tokens shared by groups of rows.
 
         The ``B = G * C`` new rows are read as ``(G, C)``: row ``g * C + c`` continues cache row
@@ -217,11 +233,17 @@ class Llama(nnx.Module):
           attention_mask: ``(B, T)`` 1 real / 0 pad for the new tokens. Positions continue after
             each cache row's real tokens.
           cache: keys/values ``(L, C, S, K, hd)`` and mask ``(C, S)`` with ``B % C == 0``.
+          hidden: which final-norm hidden states to compute: ``"all"`` (default) ``(B, T, d)``;
+            ``"last"`` only each row's last real position, ``(B, d)``; ``"none"`` none (``None``
+            is returned; the cache alone is wanted). ``"last"``/``"none"`` skip the last layer's
+            unread work (see the module docstring); the cache is the same in all three.
 
         Returns:
-          final-norm hidden states ``(B, T, d)`` and the cache of the new tokens alone
+          the hidden states asked for, and the cache of the new tokens alone
           (``(L, B, T, K, hd)``, mask ``(B, T)``), which :func:`concat_caches` can append.
         """
+        if hidden not in HIDDEN_STATES:
+            raise ValueError(f"hidden must be one of {', '.join(HIDDEN_STATES)}, got {hidden!r}")
         config = self.config
         batch, length, _ = inputs_embeds.shape
         cache_batch = cache.mask.shape[0]
@@ -248,11 +270,37 @@ class Llama(nnx.Module):
                 config, weights, hidden, cos, sin, mask_new, past_keys, past_values, cached_real, groups)
             return hidden, (keys, values)
 
-        hidden, (keys, values) = jax.lax.scan(  # remat as in __call__
-            jax.checkpoint(layer, prevent_cse=False), inputs_embeds.astype(self.dtype),
-            (self.layers.stacked(), cache.keys, cache.values))
+        states = inputs_embeds.astype(self.dtype)                                   # (B, T, d)
+        last = config.num_hidden_layers - 1
+        rows, query_index = jnp.arange(batch), last_real_index(attention_mask)      # (B,)
+
+        def last_layer(states: Array, weights: dict[str, Array], past_keys: Array, past_values: Array):
+            """The last layer computing only what is read; the carry keeps its shape (B, T, d)."""
+            if hidden == "none":  # keys/values only; the carry passes through, unread
+                return states, layer_keys_values(config, weights, states, cos, sin)
+            out, keys, values = cached_decoder_layer(                               # out (B, 1, d)
+                config, weights, states, cos, sin, mask_new, past_keys, past_values, cached_real,
+                groups, query_index=query_index)
+            return states.at[rows, query_index].set(out[:, 0]), (keys, values)
+
+        def any_layer(states: Array, xs: tuple[Array, dict[str, Array], Array, Array]):
+            index, weights, past_keys, past_values = xs
+            if hidden == "all":
+                return layer(states, (weights, past_keys, past_values))
+            # the last layer is a branch of the same scan: its weights are sliced from the stack
+            # like every other layer's (a separate call would copy them out of it)
+            return jax.lax.cond(index == last, last_layer,
+                                lambda h, w, k, v: layer(h, (w, k, v)), states, weights, past_keys, past_values)
+
+        states, (keys, values) = jax.lax.scan(  # remat as in __call__
+            jax.checkpoint(any_layer, prevent_cse=False), states,
+            (jnp.arange(config.num_hidden_layers), self.layers.stacked(), cache.keys, cache.values))
         new_cache = KVCache(keys=keys, values=values, mask=attention_mask.astype(jnp.int32))
-        return rms_norm(hidden, self.norm[...], config.rms_norm_eps), new_cache
+        if hidden == "none":
+            return None, new_cache
+        if hidden == "last":
+            states = states[rows, query_index]                                       # (B, d)
+        return rms_norm(states, self.norm[...], config.rms_norm_eps), new_cache
 
 
 # -- building blocks (pure functions) ---------------------------------------------------------
@@ -306,20 +354,23 @@ def window_mask(query_positions: Array, key_positions: Array, window: int) -> Ar
     return key_positions[..., None, :] > query_positions[..., :, None] - window
 
 
+def projection(config: LlamaConfig, weights: dict[str, Array], x: Array, name: str) -> Array:
+    """One of the ``"q"``, ``"k"``, ``"v"`` projections of normed ``x (B, T, d)`` (+ its bias, if
+    any), split into heads: ``(B, T, N, hd)`` for queries, ``(B, T, K, hd)`` for keys/values."""
+    out = linear(x, weights[f"{name}_proj"])
+    if config.qkv_bias:
+        out = out + weights[f"{name}_bias"]
+    heads = config.num_attention_heads if name == "q" else config.num_key_value_heads
+    return out.reshape(*x.shape[:2], heads, config.head_dim)
+
+
 def attention_projections(config: LlamaConfig, weights: dict[str, Array],
                           x: Array) -> tuple[Array, Array, Array]:
     """Queries ``(B, T, N, hd)``, keys and values ``(B, T, K, hd)`` of normed ``x (B, T, d)``, before RoPE.
 
     Adds the q/k/v biases when the config has them (Qwen2; Llama with ``attention_bias``).
     """
-    batch, length, _ = x.shape
-    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    query, key, value = (linear(x, weights["q_proj"]), linear(x, weights["k_proj"]),
-                         linear(x, weights["v_proj"]))
-    if config.qkv_bias:
-        query, key, value = query + weights["q_bias"], key + weights["k_bias"], value + weights["v_bias"]
-    return (query.reshape(batch, length, heads, head_dim), key.reshape(batch, length, kv_heads, head_dim),
-            value.reshape(batch, length, kv_heads, head_dim))
+    return projection(config, weights, x, "q"), projection(config, weights, x, "k"), projection(config, weights, x, "v")
 
 
 def attention_output(config: LlamaConfig, weights: dict[str, Array], attended: Array) -> Array:
@@ -398,36 +449,55 @@ def concat_caches(first: KVCache, second: KVCache) -> KVCache:
     )
 
 
+def layer_keys_values(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
+                      cos: Array, sin: Array) -> tuple[Array, Array]:
+    """A layer's keys (after RoPE) and values ``(B, T, K, hd)`` for its input ``hidden (B, T, d)``."""
+    x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
+    return apply_rotary(projection(config, weights, x, "k"), cos, sin), projection(config, weights, x, "v")
+
+
 def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
                          cos: Array, sin: Array, mask_new: Array, past_keys: Array,
-                         past_values: Array, past_real: Array, groups: int) -> tuple[Array, Array, Array]:
+                         past_values: Array, past_real: Array, groups: int,
+                         query_index: Array | None = None) -> tuple[Array, Array, Array]:
     """One decoder layer whose new tokens also attend to cached keys/values shared over groups.
 
     ``hidden (B, T, d)`` with ``B = G * C``; ``mask_new (B, T, T)``; ``past_keys/values
     (C, S, K, hd)``; ``past_real (C, S)``, or ``(G, C, T, S)`` when what each query may see of the
-    cache differs (a sliding window). Returns the new hidden states and the new tokens' keys and
-    values ``(B, T, K, hd)``.
+    cache differs (a sliding window). Returns the new hidden states ``(B, T, d)`` and the new
+    tokens' keys and values ``(B, T, K, hd)``.
+
+    ``query_index (B,)``: only that position of each row queries, attends and runs the MLP (keys
+    and values are still computed for all ``T``); the hidden states returned are ``(B, 1, d)``.
     """
     batch, length, _ = hidden.shape
     heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     rep = heads // kv_heads
     cache_batch = past_keys.shape[0]
 
+    key, value = layer_keys_values(config, weights, hidden, cos, sin)                 # (B, T, K, hd)
+    if query_index is not None:  # one query per row: hidden, cos, sin and masks at that position
+        rows = jnp.arange(batch)
+        hidden = hidden[rows, query_index][:, None]                                    # (B, 1, d)
+        cos, sin = cos[rows, query_index][:, None], sin[rows, query_index][:, None]    # (B, 1, hd)
+        mask_new = mask_new[rows, query_index][:, None]                                # (B, 1, T)
+        if past_real.ndim == 4:                                                        # (G, C, T, S) -> (G, C, 1, S)
+            past_real = jnp.take_along_axis(past_real, query_index.reshape(groups, cache_batch, 1, 1), axis=2)
+    queries = hidden.shape[1]                                                          # Tq: T, or 1
     x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
-    query, key, value = attention_projections(config, weights, x)
-    query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+    query = apply_rotary(projection(config, weights, x, "q"), cos, sin)               # (B, Tq, N, hd)
 
     scale = 1.0 / np.sqrt(head_dim)
-    q = query.reshape(groups, cache_batch, length, kv_heads, rep, head_dim)          # (G, C, T, K, R, hd)
+    q = query.reshape(groups, cache_batch, queries, kv_heads, rep, head_dim)         # (G, C, Tq, K, R, hd)
     k_new = key.reshape(groups, cache_batch, length, kv_heads, head_dim)
     v_new = value.reshape(groups, cache_batch, length, kv_heads, head_dim)
     f32 = jnp.float32
     scores_past = jnp.einsum("gctkrh,cskh->gckrts", q, past_keys, preferred_element_type=f32)
     scores_new = jnp.einsum("gctkrh,gcukh->gckrtu", q, k_new, preferred_element_type=f32)
     big_negative = jnp.finfo(f32).min
-    past_visible = past_real[None, :, None, :] if past_real.ndim == 2 else past_real     # (G|1, C, T|1, S)
+    past_visible = past_real[None, :, None, :] if past_real.ndim == 2 else past_real     # (G|1, C, Tq|1, S)
     scores_past = jnp.where(past_visible[:, :, None, None], scores_past * scale, big_negative)
-    mask_new = mask_new.reshape(groups, cache_batch, 1, 1, length, length)
+    mask_new = mask_new.reshape(groups, cache_batch, 1, 1, queries, length)
     scores_new = jnp.where(mask_new, scores_new * scale, big_negative)
     weights_all = jax.nn.softmax(jnp.concatenate([scores_past, scores_new], axis=-1), axis=-1)
     past_length = past_keys.shape[1]
@@ -436,8 +506,8 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     attended = (
         jnp.einsum("gckrts,cskh->gctkrh", p_past, past_values, preferred_element_type=f32)
         + jnp.einsum("gckrtu,gcukh->gctkrh", p_new, v_new, preferred_element_type=f32)
-    ).astype(hidden.dtype)                                                             # (G, C, T, K, R, hd)
-    hidden = hidden + attention_output(config, weights, attended.reshape(batch, length, heads * head_dim))
+    ).astype(hidden.dtype)                                                             # (G, C, Tq, K, R, hd)
+    hidden = hidden + attention_output(config, weights, attended.reshape(batch, queries, heads * head_dim))
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
     gated = jax.nn.silu(linear(x, weights["gate_proj"])) * linear(x, weights["up_proj"])
@@ -490,24 +560,29 @@ def selected_logits_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds:
 
 
 def prefill_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds: Array,
-               attention_mask: Array) -> tuple[Array, KVCache]:
-    """Hidden states ``(B, T, d)`` and the :class:`KVCache` of these tokens."""
-    return nnx.merge(graphdef, params).prefill(inputs_embeds, attention_mask)
+               attention_mask: Array, hidden: str = "all") -> tuple[Array | None, KVCache]:
+    """Hidden states (``(B, T, d)``, ``(B, d)`` or ``None`` per ``hidden``; see :meth:`Llama.extend`)
+    and the :class:`KVCache` of these tokens."""
+    return nnx.merge(graphdef, params).prefill(inputs_embeds, attention_mask, hidden=hidden)
 
 
 def extend_fn(graphdef: nnx.GraphDef, params: nnx.State, inputs_embeds: Array,
-              attention_mask: Array, cache: KVCache) -> tuple[Array, KVCache]:
+              attention_mask: Array, cache: KVCache, hidden: str = "all") -> tuple[Array | None, KVCache]:
     """New tokens ``(G*C, T, d)`` after a cache of ``C`` rows; see :meth:`Llama.extend`."""
-    return nnx.merge(graphdef, params).extend(inputs_embeds, attention_mask, cache)
+    return nnx.merge(graphdef, params).extend(inputs_embeds, attention_mask, cache, hidden=hidden)
+
+
+def token_logits(graphdef: nnx.GraphDef, params: nnx.State, last: Array, token_ids: Array) -> Array:
+    """Logits ``(B, n)`` float32 of ``token_ids (n,)`` from final-norm hidden states ``last (B, d)``."""
+    rows = jnp.take(nnx.merge(graphdef, params).unembedding, jnp.asarray(token_ids), axis=0)  # (n, d)
+    return jnp.einsum("bd,nd->bn", last, rows, preferred_element_type=jnp.float32)
 
 
 def select_logits(graphdef: nnx.GraphDef, params: nnx.State, hidden: Array,
                   attention_mask: Array, token_ids: Array) -> Array:
     """Logits ``(B, n)`` float32 of ``token_ids (n,)`` from ``hidden (B, T, d)`` at the last real position."""
-    model = nnx.merge(graphdef, params)
     last = hidden[jnp.arange(hidden.shape[0]), last_real_index(attention_mask)]   # (B, d)
-    rows = jnp.take(model.unembedding, jnp.asarray(token_ids), axis=0)             # (n, d)
-    return jnp.einsum("bd,nd->bn", last, rows, preferred_element_type=jnp.float32)
+    return token_logits(graphdef, params, last, token_ids)
 
 
 def embed_fn(graphdef: nnx.GraphDef, params: nnx.State, input_ids: Array) -> Array:
