@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,18 +134,30 @@ def _values(array: Any) -> list[float | None]:
     return [None if math.isnan(v) else round(float(v), 4) for v in np.asarray(array, np.float64)]
 
 
+def align_config(args: argparse.Namespace, seed: int):
+    """The :class:`jaxalign.AlignConfig` every method of one seed runs with (the optimizer's own
+    settings, e.g. DE's F and CR, are jaxalign's defaults)."""
+    import jaxalign
+
+    return jaxalign.AlignConfig(
+        k=args.k, subspace=args.subspace, population=args.population,
+        generations=args.generations, readout=args.readout, slot=args.layout, seed=seed,
+        baselines=tuple(m for m in args.methods if m in BASELINE_METHODS),
+        learning_rate=args.learning_rate,
+    )
+
+
+DE_SETTINGS = ("strategy", "crossover_rate", "differential_weight", "dither", "init_scale", "scoring_mode")
+
+
 def run_seed(lm, instrument, targets, args, seed: int, progress: bool) -> dict[str, dict[str, Any]]:
     """Every method for every country with one seed -> ``{country: {method: {...}}}`` plus the
     DE prompts (``"_prompts"``) for CulturalBench."""
     import jaxalign
     from jaxalign.optimize.gradient import gradient_align
 
-    baselines = tuple(m for m in args.methods if m in BASELINE_METHODS)
-    config = jaxalign.AlignConfig(
-        k=args.k, subspace=args.subspace, population=args.population,
-        generations=args.generations, readout=args.readout, slot=args.layout, seed=seed,
-        baselines=baselines, learning_rate=args.learning_rate,
-    )
+    config = align_config(args, seed)
+    baselines = config.baselines
     out: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
     prompts = {}
     if "de" in args.methods:
@@ -298,15 +311,24 @@ def markdown_report(report: dict[str, Any]) -> str:
     dims = report["dimensions"]
     cfg = report["config"]
     seeds = cfg["seeds"]
+    de = cfg.get("de") or {}
+    dither = de.get("dither")
+    de_text = (f"; {de.get('strategy')}, CR {de.get('crossover_rate')}, F "
+               + (f"uniform in [{dither[0]}, {dither[1]}] per generation" if dither else
+                  str(de.get("differential_weight")))
+               + f", init scale {de.get('init_scale')}, scoring {de.get('scoring_mode')}") if de else ""
+    load = report.get("load_average_1_5_15m")
     lines = [
         f"# L1 loss to Hofstede profiles: {report['model']}",
         "",
         f"- date: {report['date']}",
         f"- command: `{report['command']}`",
-        f"- device: {report['device']}",
+        f"- device: {report['device']}"
+        + (f", {report['cpu_count']} CPUs" if report.get("cpu_count") else "")
+        + (f"; load average (1/5/15 min) {load['start']} at start, {load['end']} at end" if load else ""),
         f"- model: {report['model']} ({report['dtype']}), wording {report['wording']}",
         f"- DE: population {cfg['population']}, generations {cfg['generations']}, K {cfg['k']}, "
-        f"subspace {cfg['subspace']}, readout {cfg['readout']}, layout {cfg['slot']}; Adam: the same "
+        f"subspace {cfg['subspace']}, readout {cfg['readout']}, layout {cfg['slot']}{de_text}; Adam: the same "
         f"forward-pass budget, learning rate {cfg['learning_rate']}; all countries in one run per method",
         f"- seeds: {', '.join(map(str, seeds))}"
         + (" (cells: mean ± sample std over seeds)" if len(seeds) > 1 else ""),
@@ -367,7 +389,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axes[i // cols][i % cols].axis("off")
     axes[0][0].legend(fontsize=6, ncols=2)
     fig.suptitle(f"{report['model']}: model vs target per dimension (L1 = DE's)", fontsize=9)
-    fig.tight_layout()
+    fig.text(0.01, 0.005, f"{report['date']}, {report['device']}: {report['command']}", fontsize=5,
+             ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -383,6 +407,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
+    load_start = [round(v, 2) for v in os.getloadavg()]
     lm = jaxalign.load_model(args.model, dtype=args.dtype)
     instrument = jaxalign.vsm13()
     per_seed = [run_seed(lm, instrument, targets, args, seed, progress) for seed in args.seeds]
@@ -392,6 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench = culturalbench_accuracy(lm, args.culturalbench, targets, [r["_prompts"] for r in per_seed],
                                        args.layout)
     wall = time.perf_counter() - start
+    de_config = align_config(args, args.seeds[0])
 
     report = {
         **meta,
@@ -405,9 +431,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "population": args.population, "generations": args.generations, "k": args.k,
             "subspace": args.subspace, "readout": args.readout, "slot": args.layout,
             "seeds": list(args.seeds), "learning_rate": args.learning_rate,
+            "de": {name: getattr(de_config, name) for name in DE_SETTINGS if hasattr(de_config, name)},
         },
+        "align_config": de_config.to_dict(),  # the first seed's; other seeds differ only in seed
         "loss": "mean absolute difference over the target's available dimensions",
         "wall_s": wall,
+        "load_average_1_5_15m": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
+        "cpu_count": os.cpu_count(),
         "countries": results,
         "per_seed": [{"seed": seed, "methods": run["methods"]} for seed, run in zip(args.seeds, per_seed)],
     }
@@ -419,7 +449,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot(report, out / "results.png")
 
     methods = tuple(args.methods)
-    print(f"\nL1 loss ({args.model}, P={args.population}, G={args.generations}, K={args.k}, "
+    print(f"\n{report['date']}, {report['device']}: {report['command']}")
+    print(f"L1 loss ({args.model}, P={args.population}, G={args.generations}, K={args.k}, "
           f"subspace={args.subspace}, layout={args.layout}, seeds={','.join(map(str, args.seeds))}; "
           f"wall {wall:.1f}s)")
     print(text_table(*loss_table(results, methods)))

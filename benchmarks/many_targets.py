@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,13 +64,16 @@ def _timed(run) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     first = result if not hasattr(result, "results") else result[0]
     return {"wall_s": round(wall, 3), "compile_s": round(first.compile_s, 3),
-            "s_per_generation": round(first.s_per_generation, 5)}
+            "s_per_generation": round(first.s_per_generation, 5),
+            "load_average_1m_after": round(os.getloadavg()[0], 2)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import jaxalign
 
+    meta = common.run_metadata("benchmarks/many_targets.py", args.argv)  # date and load at the start
+    load_start = [round(v, 2) for v in os.getloadavg()]
     lm = jaxalign.load_model(args.model, dtype=args.dtype)
     config = jaxalign.AlignConfig(k=args.k, subspace=args.subspace, population=args.population,
                                   generations=args.generations, chunk_size=args.chunk_size, baselines=())
@@ -99,16 +103,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if base:
             row["batched_s_per_generation_vs_C1"] = round(row["batched"]["s_per_generation"] / base, 3)
     report = {
-        **common.run_metadata("benchmarks/many_targets.py", args.argv),
+        **meta,
         "device": common.describe_device(),
         "model": args.model, "dtype": args.dtype,
         "config": {"population": args.population, "generations": args.generations, "k": args.k,
                    "subspace": args.subspace, "chunk_size": args.chunk_size},
         "countries": list(countries), "singles": singles, "rows": rows,
+        "load_average_1_5_15m": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
+        "cpu_count": os.cpu_count(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        print(f"{report['command']}\n{report['date']}, {report['device']}, {args.model} ({args.dtype}), "
+              f"P={args.population}, generations={args.generations}, K={args.k}, "
+              f"load average (1/5/15 min) {load_start} -> {report['load_average_1_5_15m']['end']}")
         print(f"{'C':>3}  {'batched wall':>12}  {'sequential wall':>15}  {'speedup':>7}  "
               f"{'batched s/gen':>13}  {'sequential s/gen':>16}  {'speedup':>7}")
         for row in rows:

@@ -132,7 +132,11 @@ def test_dims_writes_tables(tmp_path, capsys):
     assert saved["command"].startswith("python benchmarks/dims.py") and "date" in saved
     markdown = (tmp_path / "results.md").read_text()
     assert "| Saudi Arabia | naive |" in markdown and "| mean |" in markdown
-    assert "L1 loss" in capsys.readouterr().out
+    de = saved["config"]["de"]  # DE's own settings, whatever jaxalign's defaults are
+    assert de == {k: saved["align_config"][k] for k in de} and saved["align_config"]["population"] == 4
+    assert f"CR {de['crossover_rate']}" in markdown and "load average" in markdown
+    printed = capsys.readouterr().out
+    assert "L1 loss" in printed and saved["device"] in printed and saved["command"] in printed
 
 
 @pytest.mark.slow
