@@ -174,7 +174,7 @@ def add_chat_template_argument(parser: argparse.ArgumentParser) -> None:
 # (tests/test_cli_align.py checks that the two agree).
 ALIGN_DEFAULTS = argparse.Namespace(
     k=10, subspace=64, population=32, generations=50, strategy="DifferentialEvolution",
-    crossover_rate=0.9, differential_weight=0.8, dither=(0.5, 1.0), init_scale=1.0, readout="expected",
+    crossover_rate=0.9, differential_weight=0.8, dither=None, elitism=True, init_scale=None, readout="expected",
     n_respondents=100, slot="user_start", seed=0, chunk_size=10, method="de", learning_rate=0.1,
     hybrid_fraction=0.25,
 )
@@ -227,7 +227,7 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset", default=None, choices=ALIGN_PRESETS,
         help="named optimizer settings (strategy, crossover rate, differential weight, dither, "
-             "init scale): 'paper' replicates the paper's plain DE; options given explicitly win")
+             "elitism, init scale): 'paper' replicates the paper's plain DE; options given explicitly win")
     parser.add_argument("--strategy", default=argparse.SUPPRESS,
                         help=f"evosax algorithm name (default: {defaults.strategy})")
     parser.add_argument("--crossover-rate", type=float, default=argparse.SUPPRESS,
@@ -239,9 +239,15 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
         help="draw the differential weight uniformly in [FMIN, FMAX] each generation; 'none' keeps it "
              f"fixed (default: {_pair_text(defaults.dither)})",
     )
+    parser.add_argument(
+        "--elitism", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+        help="DE's base vector: --elitism builds every mutant on the current best member "
+             "(DE/best/1/bin, the paper's), --no-elitism on a random member (DE/rand/1/bin; "
+             f"default: {'--elitism' if defaults.elitism else '--no-elitism'})")
     parser.add_argument("--init-scale", type=float, default=argparse.SUPPRESS,
                         help="spread of the initial population, in embedding standard deviations "
-                             f"(default: {defaults.init_scale})")
+                             "(default: 2.0 for DifferentialEvolution, measured best of 0.5/1/2 on the "
+                             "tiny model, see benchmarks/RESULTS.md; 1.0 for the other strategies)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                         help="Adam's step size for --method gradient/hybrid (units of --init-scale)")
     parser.add_argument("--both-orders", action="store_true",
@@ -316,7 +322,7 @@ def preset_settings(args: argparse.Namespace) -> dict:
 
     settings = dict(strategy=ALIGN_DEFAULTS.strategy, crossover_rate=ALIGN_DEFAULTS.crossover_rate,
                     differential_weight=ALIGN_DEFAULTS.differential_weight, dither=ALIGN_DEFAULTS.dither,
-                    init_scale=ALIGN_DEFAULTS.init_scale)
+                    elitism=ALIGN_DEFAULTS.elitism, init_scale=ALIGN_DEFAULTS.init_scale)
     settings.update(PRESETS[args.preset or "default"])
     # these options default to argparse.SUPPRESS: present in args only when given
     settings.update({k: getattr(args, k) for k in settings if hasattr(args, k)})

@@ -44,8 +44,12 @@ def planted(lm, instrument):
 def test_de_recovers_a_planted_target(lm, planted):
     """DE from another start cuts the loss to a fraction of the starting loss.
 
-    Measured on the tiny model (P=16, 40 generations, 16-d subspace, K=4): the best initial
-    L1 of ~22-30 points per dimension falls to about 40% of it; the test demands below 60%.
+    Measured on the tiny model (P=16, 40 generations, 16-d subspace, K=4, seed 1), with the
+    defaults since the DE sweep (DE/best/1/bin, CR 0.9, F 0.8, initial spread 2): the best initial
+    L1 of 23.06 falls to 7.69 (0.33 of it); the same target under the PRNG streams of two other
+    target names kept 0.33 and 0.19. The former defaults (dither 0.5-1.0, spread 1) kept 0.10,
+    0.19 and 0.10 here: the wider start, better on the country targets of the sweep, is worse on
+    this near target (see AlignConfig.init_scale). The test demands below 60%.
     """
     result = jaxalign.align(
         lm, planted, k=4, subspace=16, population=16, generations=40, seed=1,

@@ -156,6 +156,7 @@ def test_unknown_strategy_lists_valid_names():
         ({"init_scale": 0.0}, "init_scale must be a finite number > 0"),
         ({"checkpoint_every": 0}, "checkpoint_every must be None or an integer >= 1"),
         ({"seed": 1.5}, "seed must be an integer"),
+        ({"elitism": "no"}, r"elitism must be True \(DE/best/1\) or False \(DE/rand/1\)"),
     ],
 )
 def test_config_validation(kwargs, message):
@@ -191,6 +192,30 @@ def test_dithered_de_is_chunk_invariant_and_differs_from_fixed_f(reference_run):
 
 class Kill(Exception):
     pass
+
+
+def test_de_rand_resumes_exactly_and_differs_from_de_best(reference_run, tmp_path):
+    """elitism=False (DE/rand/1/bin): a killed and resumed run equals the uninterrupted one, the
+    trajectory differs from DE/best/1's, and a resume with the other base vector is refused."""
+    config = EvolutionConfig(population_size=16, generations=13, chunk_size=5, seed=7, elitism=False,
+                             checkpoint_every=4)
+    whole = evolve(shifted_sphere, ARGS, Z0, EvolutionConfig(population_size=16, generations=13, chunk_size=13,
+                                                             seed=7, elitism=False))
+    assert not np.array_equal(whole.best_z, reference_run.best_z)
+    assert whole.best_loss < whole.history["best_loss"][0]
+
+    def kill_after_eight(generation, best_loss):
+        if generation >= 8:
+            raise Kill
+
+    with pytest.raises(Kill):
+        evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path, progress=kill_after_eight)
+    with pytest.raises(ValueError, match=r"config\.elitism: False in checkpoint != True now"):
+        evolve(shifted_sphere, ARGS, Z0, EvolutionConfig(population_size=16, generations=13, chunk_size=5, seed=7),
+               checkpoint_dir=tmp_path, resume=True)
+    resumed = evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.resumed_from == 8
+    assert_same_run(whole, resumed)
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(reference_run, tmp_path):

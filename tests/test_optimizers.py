@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -36,7 +37,9 @@ def planted(lm):
 def test_paper_preset_sets_exactly_the_paper_values():
     config = api.AlignConfig.from_preset("paper")
     assert (config.strategy, config.crossover_rate, config.differential_weight, config.dither,
-            config.init_scale) == ("DifferentialEvolution", 0.9, 0.8, None, 1.0)
+            config.elitism, config.init_scale) == ("DifferentialEvolution", 0.9, 0.8, None, True, 1.0)
+    # the paper's DE is evosax's: DE/best/1/bin, which EvolutionConfig keeps as its default
+    assert config.evolution_config(1.0).elitism is True
     # everything else is AlignConfig's default
     rest = {f.name for f in dataclasses.fields(api.AlignConfig)} - set(api.PRESETS["paper"])
     for name in rest:
@@ -58,10 +61,36 @@ def test_cli_preset_and_explicit_options():
     mixed = preset_settings(parser.parse_args(base + ["--preset", "paper", "--crossover-rate", "0.3",
                                                       "--dither", "0.4,0.9"]))
     assert mixed == {**api.PRESETS["paper"], "crossover_rate": 0.3, "dither": (0.4, 0.9)}
+    flipped = preset_settings(parser.parse_args(base + ["--preset", "paper", "--no-elitism"]))
+    assert flipped == {**api.PRESETS["paper"], "elitism": False}
+    assert preset_settings(parser.parse_args(base + ["--elitism"]))["elitism"] is True
+    with pytest.raises(ValueError, match="elitism must be True"):
+        api.AlignConfig(elitism="off")
     args = parser.parse_args(base + ["--method", "hybrid", "--learning-rate", "0.05"])
     assert (args.method, args.learning_rate, args.hybrid_fraction) == ("hybrid", 0.05, 0.25)
     for name in ("method", "learning_rate", "hybrid_fraction"):
         assert getattr(ALIGN_DEFAULTS, name) == getattr(api.AlignConfig(), name), name
+
+
+def test_default_initial_spread_depends_on_the_strategy():
+    """init_scale=None: DE's measured 2.0, 1.0 (the std_init) for the other strategies; the number
+    used is what results.json records and what a resume compares."""
+    assert api.AlignConfig().spread == api.DE_INIT_SCALE == 2.0
+    assert api.AlignConfig().to_dict()["init_scale"] == 2.0
+    assert api.AlignConfig().evolution_config(1.0).init_scale == 2.0
+    assert api.AlignConfig(strategy="SNES").evolution_config(1.0).init_scale == 1.0
+    assert api.AlignConfig(init_scale=0.5).evolution_config(1.0).init_scale == 0.5
+    assert api.AlignConfig(subspace=None).evolution_config(0.25).init_scale == 0.5  # embedding-std units
+    assert api.AlignConfig.from_preset("paper").to_dict()["init_scale"] == 1.0
+    # a recorded config rebuilds the same run
+    assert api.AlignConfig(**{**api.AlignConfig().to_dict(), "baselines": ()}).spread == 2.0
+    align_parser = next(a for a in build_parser()._actions
+                        if isinstance(a, argparse._SubParsersAction)).choices["align"]
+    init_help = next(a.help for a in align_parser._actions if "--init-scale" in a.option_strings)
+    assert f"default: {api.DE_INIT_SCALE} for DifferentialEvolution" in init_help
+    for bad in ("2", True, -1.0):
+        with pytest.raises(ValueError, match="init_scale"):
+            api.AlignConfig(init_scale=bad)
 
 
 @pytest.mark.parametrize("bad, message", [

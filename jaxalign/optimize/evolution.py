@@ -83,6 +83,8 @@ class EvolutionConfig:
         differential_weight: DE's F in [0, 2] (DE only).
         dither: DE only; ``(F_min, F_max)`` with 0 <= F_min < F_max <= 2 draws F uniformly each
             generation (evosax's ``differential_weight_min/max``); ``None`` keeps F fixed.
+        elitism: DE only; ``True`` builds every mutant on the current best member (DE/best/1/bin,
+            evosax's default), ``False`` on a random other member (DE/rand/1/bin).
         chunk_size: generations per device-side ``lax.scan`` chunk (progress is reported per chunk).
         init_scale: std of the initial population around ``z0``; for distribution-based strategies
             it is also their ``std_init`` where the strategy has one.
@@ -97,6 +99,7 @@ class EvolutionConfig:
     crossover_rate: float = 0.9
     differential_weight: float = 0.8
     dither: tuple[float, float] | None = None
+    elitism: bool = True
     chunk_size: int = 10
     init_scale: float = 1.0
     seed: int = 0
@@ -124,6 +127,9 @@ class EvolutionConfig:
             raise ValueError(f"crossover_rate must lie in [0, 1], got {self.crossover_rate!r}")
         if not (0.0 <= float(self.differential_weight) <= 2.0):
             raise ValueError(f"differential_weight must lie in [0, 2], got {self.differential_weight!r}")
+        if not isinstance(self.elitism, (bool, np.bool_)):
+            raise ValueError(f"elitism must be True (DE/best/1) or False (DE/rand/1), got {self.elitism!r}")
+        object.__setattr__(self, "elitism", bool(self.elitism))
         if not (math.isfinite(float(self.init_scale)) and float(self.init_scale) > 0):
             raise ValueError(f"init_scale must be a finite number > 0, got {self.init_scale!r}")
         if self.dither is not None:
@@ -152,6 +158,7 @@ class EvolutionConfig:
                 crossover_rate=float(self.crossover_rate),
                 differential_weight=float(self.differential_weight),
                 dither=None if self.dither is None else list(self.dither),
+                elitism=bool(self.elitism),
             )
         return fields
 
@@ -218,6 +225,7 @@ def _make_strategy(config: EvolutionConfig, n: int) -> tuple[Any, Any]:
             differential_weight=float(config.differential_weight),
             differential_weight_min=float(f_min),
             differential_weight_max=float(f_max),
+            elitism=bool(config.elitism),
         )
     elif any(f.name == "std_init" for f in dataclasses.fields(params)):
         params = params.replace(std_init=jnp.asarray(config.init_scale, dtype=jnp.float32))
