@@ -193,12 +193,14 @@ def _prompt(folder: Path) -> np.ndarray:
     return load_soft_prompt(folder / "soft_prompt.safetensors")[0]
 
 
+@pytest.mark.slow
 def test_runs_really_used_two_processes(runs):
     # the mesh line is a diagnostic: stderr, so that stdout stays the result
     assert "mesh data=4,model=1 (4 cpu devices, 1 process)" in runs["one"][0]["stderr"]
     assert "mesh data=4,model=1 (4 cpu devices, 2 processes)" in runs["two"][0]["stderr"]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_result(runs):
     one, two = runs["one_json"], runs["two_json"]
     history = one["history"]["best_loss"]
@@ -207,6 +209,7 @@ def test_two_processes_give_the_one_process_result(runs):
     assert np.allclose(_prompt(runs["dirs"]["two"]), _prompt(runs["dirs"]["one"]), rtol=TOL, atol=TOL)
 
 
+@pytest.mark.slow
 def test_only_process_zero_writes_and_prints(runs):
     zero, other = runs["two"]
     # result files: written once, by process 0
@@ -225,6 +228,7 @@ def test_only_process_zero_writes_and_prints(runs):
         assert line not in other["stderr"], (line, other["stderr"][-2000:])
 
 
+@pytest.mark.slow
 def test_two_process_checkpoint_resumes_to_the_uninterrupted_result(runs):
     assert runs["steps_after_part"] == [2]  # the first pair stopped after generation 2
     resumed = runs["resumable_json"]

@@ -272,7 +272,8 @@ class Llama(nnx.Module):
 
         states = inputs_embeds.astype(self.dtype)                                   # (B, T, d)
         last = config.num_hidden_layers - 1
-        rows, query_index = jnp.arange(batch), last_real_index(attention_mask)      # (B,)
+        rows = jnp.arange(batch)                                                    # (B,)
+        query_index = last_real_index(attention_mask) if hidden == "last" else None  # (B,)
 
         def last_layer(states: Array, weights: dict[str, Array], past_keys: Array, past_values: Array):
             """The last layer computing only what is read; the carry keeps its shape (B, T, d)."""
@@ -517,6 +518,8 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
 def last_real_index(attention_mask: Array) -> Array:
     """Index of the last position with mask 1 in each row: ``(B, T) -> (B,)`` int32 (0 if none)."""
     length = attention_mask.shape[1]
+    if length == 0:  # no token at all (e.g. K = 0 soft tokens)
+        return jnp.zeros(attention_mask.shape[:1], jnp.int32)
     index = jnp.where(attention_mask.astype(bool), jnp.arange(length, dtype=jnp.int32), -1)
     return jnp.maximum(index.max(axis=1), 0)
 
