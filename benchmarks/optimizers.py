@@ -25,7 +25,10 @@ An equal-budget study of the soft-prompt optimizers on one model::
 
 Writes ``optimizers.json``, ``optimizers.md``, ``optimizers.png`` and ``prompts.npz`` (every
 search's best prompt, key ``method|option|country|seed``) into ``--out``, after each method (a
-stopped run leaves its finished methods, marked ``"complete": false``).
+stopped run leaves its finished methods, marked ``"complete": false``). ``--append`` adds methods
+to the study already in ``--out`` (same setup, checked): its searches are read back from
+``optimizers.json`` and ``prompts.npz`` and the report covers both; ``"commands"`` lists every
+invocation.
 
 Examples::
 
@@ -69,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Equal-budget comparison of the soft-prompt optimizers (L1, held-out wording, "
                     "reversed order, CulturalBench).")
     parser.add_argument("--model", default="tiny-random",
-                        help="Hugging Face Hub id, local checkpoint folder, or tiny-random (default)")
+                        help="Hugging Face Hub id, local checkpoint folder, tiny-random (default), or "
+                             "the random preset 100m (benchmarks/common.py, tiny tokenizer)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                         help="model dtype (default: float32 for tiny-random, bfloat16 otherwise)")
     parser.add_argument("--countries", type=_list, default=DEFAULT_COUNTRIES,
@@ -95,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="CulturalBench csv/jsonl/parquet file or folder: accuracy per prompt")
     parser.add_argument("--culturalbench-set", default="hard", choices=("easy", "hard"))
     parser.add_argument("--out", default="runs/optimizers")
+    parser.add_argument("--append", action="store_true",
+                        help="add --methods to the study already in --out (its setup must equal this "
+                             "run's; methods it holds are not rerun)")
     parser.add_argument("--no-figure", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -108,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     if args.dtype is None:
-        args.dtype = "float32" if args.model == "tiny-random" else "bfloat16"
+        args.dtype = "float32" if args.model in ("tiny-random", "100m") else "bfloat16"
     return args
 
 
@@ -342,25 +349,83 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for option in args.options:
             method_config(name, option, args)
     start = time.perf_counter()
-    lm = jaxalign.load_model(args.model, dtype=args.dtype)
+    if args.model == "100m":
+        lm = common.build_preset("100m", dtype=args.dtype)
+    else:
+        lm = jaxalign.load_model(args.model, dtype=args.dtype)
     instrument = jaxalign.vsm13()
     scorers = make_condition_scorers(lm, instrument, args)
     records: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
     runs = [(name, option) for name in args.methods for option in args.options
             if option == "normal" or name in args.option_methods]
+    commands = [{"date": meta["date"], "command": meta["command"]}]
+    naive: dict[str, Any] = {}
+    if args.append:
+        records, naive, earlier = read_back(out, lm.name, countries, args)
+        commands = earlier + commands
+        meta.update(date=commands[0]["date"], command=" ; ".join(c["command"] for c in commands))
+        done = {(r["method"], r["option"]) for r in records}
+        runs = [run for run in runs if run not in done]
+    meta["commands"] = commands
     for i, (name, option) in enumerate(runs):
         t0 = time.perf_counter()
         found = run_method(lm, instrument, name, option, countries, args)
-        naive = score_conditions(scorers, found, countries)
+        naive.update(score_conditions(scorers, found, countries))
         if args.culturalbench:
             naive["culturalbench"] = culturalbench_accuracy(lm, found, countries, args)
         records += found
         print(f"{name} ({option}): {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         report = write_report(out, meta, lm, countries, records, naive, args, start,
                               complete=i == len(runs) - 1)
+    if not runs:  # --append with nothing new to run: the report of what is there
+        report = write_report(out, meta, lm, countries, records, naive, args, start, complete=True)
     print(markdown_report(report))
     return report
+
+
+SETUP_KEYS = ("countries", "seeds", "k", "subspace", "population", "generations", "budget", "readout",
+              "space_seed", "learning_rate", "hybrid_fraction", "hybrid_strategy")
+
+
+def read_back(out: Path, model: str, countries, args) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """The searches, naive figures and commands of the study in ``out`` (for ``--append``).
+
+    Raises ValueError when there is no study there or its setup differs from this run's.
+    """
+    from jaxalign import AlignConfig
+
+    path = out / "optimizers.json"
+    if not path.is_file() or not (out / "prompts.npz").is_file():
+        raise ValueError(f"--append: {out} holds no study (optimizers.json and prompts.npz); drop --append")
+    saved = json.loads(path.read_text())
+    mine = {"countries": [c.name for c in countries], "seeds": args.seeds, "k": args.k,
+            "subspace": args.subspace or None, "population": args.population,
+            "generations": args.generations, "budget": args.population * (args.generations + 1),
+            "readout": args.readout, "space_seed": args.space_seed, "learning_rate": args.learning_rate,
+            "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy}
+    differ = [f"{k}: {saved['setup'].get(k)!r} there, {mine[k]!r} now" for k in SETUP_KEYS
+              if saved["setup"].get(k) != mine[k]]
+    if saved.get("model") != model:
+        differ.append(f"model: {saved.get('model')!r} there, {model!r} now")
+    if differ:
+        raise ValueError(f"--append: the study in {out} has another setup ({'; '.join(differ)})")
+    prompts = np.load(out / "prompts.npz")
+    configs = {}
+    for key, fields in saved["setup"]["configs"].items():
+        fields = dict(fields)
+        fields.update(baselines=tuple(fields["baselines"]), extra_wordings=tuple(fields["extra_wordings"]),
+                      dither=None if fields.get("dither") is None else tuple(fields["dither"]))
+        configs[key] = AlignConfig(**fields)
+    records = []
+    for search in saved["searches"]:
+        record = dict(search)
+        record["curve"] = np.asarray(search["curve"], np.float64)
+        record["config"] = configs[f"{search['method']}/{search['option']}"]
+        record["soft_prompt"] = prompts[prompt_key(record)]
+        records.append(record)
+    earlier = saved.get("commands") or [{"date": saved["date"], "command": saved["command"]}]
+    return records, saved["naive"], earlier
 
 
 def prompt_key(record: dict[str, Any]) -> str:

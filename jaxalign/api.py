@@ -69,27 +69,20 @@ class AlignConfig:
       generations: optimizer generations.
       strategy: an evosax algorithm name (``DifferentialEvolution``, ``SNES``, ``Sep_CMA_ES``...).
       crossover_rate, differential_weight, dither: Differential Evolution's CR, F and
-        ``(F_min, F_max)``: F drawn uniformly per generation ("dither"; ``None``, the default,
-        keeps F fixed).
+        ``(F_min, F_max)``: F drawn uniformly per generation ("dither"; ``None`` keeps F fixed).
       elitism: Differential Evolution's base vector: ``True`` builds every mutant on the current
         best member (DE/best/1/bin, evosax's default and the paper's), ``False`` on a random
         other member (DE/rand/1/bin).
       init_scale: spread of the initial population around p0, in embedding standard deviations
-        (for SNES, CMA-ES and the like also their initial std). ``None`` (the default) is 2.0 for
-        Differential Evolution and 1.0 for the other strategies; ``to_dict`` and ``results.json``
-        record the number used. Why 2.0 for DE: in an equal-budget sweep on the tiny model
-        (``benchmarks/de_sweep.py``; K = 10, subspace 32, P = 16, 40 generations, China, U.S.A.
-        and India, one seed; ``benchmarks/results/de_sweep_tiny_2026-12-01``) the final L1 (mean
-        over the countries) fell with the initial spread: 10.92 at 0.5, 9.94 at 1.0 (the paper's
-        DE), 7.42 at 2.0. DE's trial vectors are the best member plus F times the difference of
-        two members, so its steps scale with the population's spread: a narrow start likely cannot
-        travel as far from p0 as the good prompts lie within 40 generations (Adam, which moves
-        freely, reached 0.5 there). DE stays DE/best/1/bin with CR 0.9 and a fixed F 0.8 (the
-        former default dither (0.5, 1.0) was not run in this sweep; the default is the measured
-        configuration). The wider start is not better everywhere: on the near, planted target of
-        ``tests/test_align.py`` (K = 4, subspace 16, three PRNG streams) it kept 0.33, 0.33 and
-        0.19 of the starting loss where the former defaults (dither, spread 1) kept 0.10, 0.19
-        and 0.10; pass ``init_scale=1.0`` when the target is expected close to p0.
+        (for SNES, CMA-ES and the like also their initial std). ``None`` (the default) is
+        :data:`DE_INIT_SCALE` (1.0); ``to_dict`` and ``results.json`` record the number used.
+        A wider DE start was tried and not kept: in ``benchmarks/de_sweep.py`` (tiny model, K = 10,
+        subspace 32, P = 16, 40 generations, China/U.S.A./India, one seed) the final L1 was 10.92,
+        9.94 and 7.42 at spreads 0.5, 1 and 2, but the 3-seed study
+        (``benchmarks/results/optimizers_tiny_2026-12-01``) gave 10.61 ± 2.90 at spread 2 against
+        10.29 ± 0.73 for the paper's DE, and on the planted target of ``tests/test_align.py`` the
+        spread of 2 kept 0.33, 0.33 and 0.19 of the starting loss where these defaults (dither
+        0.5-1.0, spread 1) kept 0.10, 0.19 and 0.10.
       readout: ``"expected"``, ``"argmax"`` or ``"sample"`` (see :mod:`jaxalign.scoring`).
       n_respondents: respondents per item for the ``"sample"`` readout.
       slot: soft-prompt position (``"user_start"``, ``"system"``, ``"after_item"``, ``"user_end"``;
@@ -131,7 +124,7 @@ class AlignConfig:
     strategy: str = "DifferentialEvolution"
     crossover_rate: float = 0.9
     differential_weight: float = 0.8
-    dither: tuple[float, float] | None = None
+    dither: tuple[float, float] | None = (0.5, 1.0)
     elitism: bool = True
     init_scale: float | None = None
     readout: str = "expected"
@@ -208,7 +201,7 @@ class AlignConfig:
         """The initial spread used: ``init_scale``, or its strategy's default when ``None``."""
         if self.init_scale is not None:
             return float(self.init_scale)
-        return DE_INIT_SCALE if self.strategy == "DifferentialEvolution" else 1.0
+        return DE_INIT_SCALE if self.strategy == "DifferentialEvolution" else OTHER_INIT_SCALE
 
     def evolution_config(self, embedding_std: float) -> EvolutionConfig:
         """The optimizer settings; ``init_scale`` is converted to search-space units."""
@@ -237,7 +230,9 @@ class AlignConfig:
 
 
 #: Differential Evolution's initial spread when ``AlignConfig.init_scale`` is None (see there).
-DE_INIT_SCALE = 2.0
+DE_INIT_SCALE = 1.0
+#: The other strategies' initial spread (their std_init) when ``AlignConfig.init_scale`` is None.
+OTHER_INIT_SCALE = 1.0
 
 #: Named optimizer settings (``AlignConfig.from_preset``, ``jaxalign align --preset``). ``"paper"``
 #: is plain Differential Evolution as in evosax and the paper's replication in this project

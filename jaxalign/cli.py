@@ -174,7 +174,7 @@ def add_chat_template_argument(parser: argparse.ArgumentParser) -> None:
 # (tests/test_cli_align.py checks that the two agree).
 ALIGN_DEFAULTS = argparse.Namespace(
     k=10, subspace=64, population=32, generations=50, strategy="DifferentialEvolution",
-    crossover_rate=0.9, differential_weight=0.8, dither=None, elitism=True, init_scale=None, readout="expected",
+    crossover_rate=0.9, differential_weight=0.8, dither=(0.5, 1.0), elitism=True, init_scale=None, readout="expected",
     n_respondents=100, slot="user_start", seed=0, chunk_size=10, method="de", learning_rate=0.1,
     hybrid_fraction=0.25,
 )
@@ -246,8 +246,8 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
              f"default: {'--elitism' if defaults.elitism else '--no-elitism'})")
     parser.add_argument("--init-scale", type=float, default=argparse.SUPPRESS,
                         help="spread of the initial population, in embedding standard deviations "
-                             "(default: 2.0 for DifferentialEvolution, measured best of 0.5/1/2 on the "
-                             "tiny model, see benchmarks/RESULTS.md; 1.0 for the other strategies)")
+                             "(default: 1.0 for DifferentialEvolution and the other strategies; "
+                             "benchmarks/RESULTS.md has the sweep behind it)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                         help="Adam's step size for --method gradient/hybrid (units of --init-scale)")
     parser.add_argument("--both-orders", action="store_true",

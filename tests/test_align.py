@@ -45,11 +45,10 @@ def test_de_recovers_a_planted_target(lm, planted):
     """DE from another start cuts the loss to a fraction of the starting loss.
 
     Measured on the tiny model (P=16, 40 generations, 16-d subspace, K=4, seed 1), with the
-    defaults since the DE sweep (DE/best/1/bin, CR 0.9, F 0.8, initial spread 2): the best initial
-    L1 of 23.06 falls to 7.69 (0.33 of it); the same target under the PRNG streams of two other
-    target names kept 0.33 and 0.19. The former defaults (dither 0.5-1.0, spread 1) kept 0.10,
-    0.19 and 0.10 here: the wider start, better on the country targets of the sweep, is worse on
-    this near target (see AlignConfig.init_scale). The test demands below 60%.
+    defaults (DE/best/1/bin, CR 0.9, F dithered in 0.5-1.0, spread 1): the best initial L1 of
+    29.58 falls to 2.98 (0.10 of it); under the PRNG streams of two other target names 0.19 and
+    0.10. A spread of 2 (fixed F 0.8) kept 0.33, 0.33 and 0.19 here and was not kept as default.
+    The test demands below 30%.
     """
     result = jaxalign.align(
         lm, planted, k=4, subspace=16, population=16, generations=40, seed=1,
@@ -57,7 +56,7 @@ def test_de_recovers_a_planted_target(lm, planted):
     )
     start = result.history["best_loss"][0]
     assert np.isfinite(start) and start > 5.0, start
-    assert result.loss < 0.6 * start, (start, result.loss)
+    assert result.loss < 0.3 * start, (start, result.loss)
     assert result.loss < result.baselines["naive"].loss
     # best-so-far never rises, and the result is the scored best prompt
     history = np.asarray(result.history["best_loss"])

@@ -72,18 +72,18 @@ def test_cli_preset_and_explicit_options():
         assert getattr(ALIGN_DEFAULTS, name) == getattr(api.AlignConfig(), name), name
 
 
-def test_default_initial_spread_depends_on_the_strategy():
-    """init_scale=None: DE's measured 2.0, 1.0 (the std_init) for the other strategies; the number
-    used is what results.json records and what a resume compares."""
-    assert api.AlignConfig().spread == api.DE_INIT_SCALE == 2.0
-    assert api.AlignConfig().to_dict()["init_scale"] == 2.0
-    assert api.AlignConfig().evolution_config(1.0).init_scale == 2.0
-    assert api.AlignConfig(strategy="SNES").evolution_config(1.0).init_scale == 1.0
-    assert api.AlignConfig(init_scale=0.5).evolution_config(1.0).init_scale == 0.5
-    assert api.AlignConfig(subspace=None).evolution_config(0.25).init_scale == 0.5  # embedding-std units
+def test_default_initial_spread_is_recorded():
+    """init_scale=None: DE_INIT_SCALE (1.0; a spread of 2 was measured and not kept), also the
+    other strategies' std_init; the number used is what results.json records and a resume compares."""
+    assert api.AlignConfig().spread == api.DE_INIT_SCALE == 1.0
+    assert api.AlignConfig().to_dict()["init_scale"] == 1.0
+    assert api.AlignConfig().dither == (0.5, 1.0)
+    assert api.AlignConfig(strategy="SNES").evolution_config(1.0).init_scale == api.OTHER_INIT_SCALE == 1.0
+    assert api.AlignConfig(init_scale=2.0).evolution_config(1.0).init_scale == 2.0
+    assert api.AlignConfig(subspace=None, init_scale=2.0).evolution_config(0.25).init_scale == 0.5
     assert api.AlignConfig.from_preset("paper").to_dict()["init_scale"] == 1.0
     # a recorded config rebuilds the same run
-    assert api.AlignConfig(**{**api.AlignConfig().to_dict(), "baselines": ()}).spread == 2.0
+    assert api.AlignConfig(**{**api.AlignConfig(init_scale=2.0).to_dict(), "baselines": ()}).spread == 2.0
     align_parser = next(a for a in build_parser()._actions
                         if isinstance(a, argparse._SubParsersAction)).choices["align"]
     init_help = next(a.help for a in align_parser._actions if "--init-scale" in a.option_strings)
