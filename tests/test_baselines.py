@@ -56,6 +56,7 @@ def test_icl_text_levels_for_a_full_profile():
 
 
 # ----------------------------------------------------------------------------- scoring
+@pytest.mark.slow
 def test_run_baselines_returns_every_baseline(results, saudi, vsm):
     assert tuple(results) == BASELINES == ("naive", "persona", "icl")
     assert results["naive"].system is None
@@ -74,6 +75,7 @@ def test_run_baselines_returns_every_baseline(results, saudi, vsm):
         assert np.abs(results[name].probs - results["naive"].probs).max() > 1e-3, name
 
 
+@pytest.mark.slow
 def test_naive_equals_scoring_without_soft_prompt_or_system(results, lm, vsm, saudi):
     scorer = make_scorer(lm, vsm, k=0, target=saudi)
     assert scorer.batch.system is None

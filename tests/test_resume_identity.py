@@ -51,6 +51,7 @@ def _resume(lm, out, instrument, target="Japan", **changes):
                           progress=False)
 
 
+@pytest.mark.slow
 def test_results_record_the_fingerprints(run, lm, wording):
     out, result = run
     saved = json.loads((out / "results.json").read_text())["fingerprints"]
@@ -76,6 +77,7 @@ def test_unchanged_resume_continues(lm, wording, run, tmp_path):
     assert resumed.resumed_from == 2 and len(resumed.history["best_loss"]) == 4
 
 
+@pytest.mark.slow
 def test_other_weights_behind_the_same_name(wording, run, tmp_path):
     other = jaxalign.load_model("tiny-random", dtype="float32", seed=1)
     assert other.name == "tiny-random"
@@ -84,6 +86,7 @@ def test_other_weights_behind_the_same_name(wording, run, tmp_path):
     assert "(model:" not in str(error.value) and "; model:" not in str(error.value)  # same name
 
 
+@pytest.mark.slow
 def test_wording_edited_under_the_same_name(lm, wording, run, tmp_path):
     edited = tmp_path / "mine.json"
     data = json.loads(wording.read_text())
@@ -98,6 +101,7 @@ def test_wording_edited_under_the_same_name(lm, wording, run, tmp_path):
     assert "; wording:" not in message and "(wording:" not in message  # the name alone is the same
 
 
+@pytest.mark.slow
 def test_other_constants(lm, wording, run, tmp_path):
     base = jaxalign.vsm13(wording=wording)
     instrument = dataclasses.replace(base, constants=base.constants + 1.0)
@@ -105,6 +109,7 @@ def test_other_constants(lm, wording, run, tmp_path):
         _resume(lm, _copy(run, tmp_path), instrument)
 
 
+@pytest.mark.slow
 def test_other_target(lm, wording, run, tmp_path):
     japan = resolve_target("Japan")
     values = dict(zip(japan.dimensions, japan.values.tolist()))
@@ -114,6 +119,7 @@ def test_other_target(lm, wording, run, tmp_path):
                 target=custom_target(values, name="Japan"))
 
 
+@pytest.mark.slow
 def test_edited_search_space(lm, wording, run, tmp_path):
     out = _copy(run, tmp_path)
     tensors = load_file(str(out / api.SPACE_FILE))

@@ -120,10 +120,12 @@ def child() -> dict:
     return run_child(CHILD, timeout=600)
 
 
+@pytest.mark.slow
 def test_child_sees_eight_devices(child):
     assert child["devices"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh", ["2,1", "4,1", "8,1", "4,2", "2,2"])
 def test_scoring_pass_matches_one_device(child, mesh):
     case = child["scoring"][mesh]
@@ -135,16 +137,19 @@ def test_scoring_pass_matches_one_device(child, mesh):
         assert case["q_proj_spec"] == "P(None, None, 'model')"
 
 
+@pytest.mark.slow
 def test_data_parallel_scoring_has_no_collectives(child):
     # data axis only: each device scores its own members; nothing is exchanged inside the pass
     assert child["collectives_data8"] == []
 
 
+@pytest.mark.slow
 def test_population_that_does_not_divide_is_padded_and_trimmed(child):
     assert child["pad6"]["shape"] == [6, 24, 5]
     assert child["pad6"]["probs_diff"] <= PROBS_TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh", ["4,1", "2,2"])
 def test_short_de_run_matches_one_device(child, mesh):
     one, sharded = child["de"]["1,1"], child["de"][mesh]
@@ -155,12 +160,14 @@ def test_short_de_run_matches_one_device(child, mesh):
     assert max(abs(a - b) for a, b in zip(one["best_z"], sharded["best_z"])) <= 1e-3
 
 
+@pytest.mark.slow
 def test_optimizer_state_is_replicated(child):
     for mesh in ("4,1", "2,2"):
         assert all(spec.endswith("P()") for spec in child["de"][mesh]["state_specs"]), \
             child["de"][mesh]["state_specs"]
 
 
+@pytest.mark.slow
 def test_model_axis_that_does_not_divide_is_refused(child):
     message = child["bad_model_axis"]
     assert message is not None, "a model axis of 4 was accepted for 4 heads / 2 KV heads"

@@ -22,6 +22,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_results_keep_each_baselines_answers(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     for name in ("naive", "persona", "icl"):
@@ -30,6 +31,7 @@ def test_results_keep_each_baselines_answers(run_dir):
         np.testing.assert_allclose(answers.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_show_prints_the_summary_and_writes_the_figures(run_dir, capsys):
     for name in ("loss.png", "answers.png"):
         (run_dir / name).unlink(missing_ok=True)
@@ -44,6 +46,7 @@ def test_show_prints_the_summary_and_writes_the_figures(run_dir, capsys):
         assert (run_dir / name).read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
 def test_show_json_is_one_document(run_dir, capsys):
     capsys.readouterr()
     assert main(["show", str(run_dir), "--json", "--no-figures"]) == 0
@@ -61,6 +64,7 @@ def test_show_errors_name_the_problem(tmp_path, capsys):
     assert "no results.json" in err and "--resume" in err
 
 
+@pytest.mark.slow
 def test_figures_leave_the_backend_alone(run_dir):
     import matplotlib
 
@@ -73,6 +77,7 @@ def test_figures_leave_the_backend_alone(run_dir):
     assert matplotlib.get_backend() == before
 
 
+@pytest.mark.slow
 def test_score_labels_its_row(run_dir, capsys):
     capsys.readouterr()
     assert main(["score", "--soft-prompt", str(run_dir / "soft_prompt.safetensors")]) == 0
@@ -99,6 +104,7 @@ def _scalars(folder):
     return values
 
 
+@pytest.mark.slow
 def test_log_tensorboard_streams_each_generations_losses_and_dims(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     values = _scalars(run_dir / "logs")
