@@ -147,7 +147,9 @@ def align_config(args: argparse.Namespace, seed: int):
     )
 
 
-DE_SETTINGS = ("strategy", "crossover_rate", "differential_weight", "dither", "init_scale", "scoring_mode")
+#: The optimizer's settings recorded beside the table (``init_scale`` as resolved, never None).
+DE_SETTINGS = ("strategy", "crossover_rate", "differential_weight", "dither", "elitism", "init_scale",
+               "scoring_mode")
 
 
 def run_seed(lm, instrument, targets, args, seed: int, progress: bool) -> dict[str, dict[str, Any]]:
@@ -316,7 +318,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     de_text = (f"; {de.get('strategy')}, CR {de.get('crossover_rate')}, F "
                + (f"uniform in [{dither[0]}, {dither[1]}] per generation" if dither else
                   str(de.get("differential_weight")))
-               + f", init scale {de.get('init_scale')}, scoring {de.get('scoring_mode')}") if de else ""
+               + f", elitism {de.get('elitism')}, init scale {de.get('init_scale')}, scoring {de.get('scoring_mode')}") if de else ""
     load = report.get("load_average_1_5_15m")
     lines = [
         f"# L1 loss to Hofstede profiles: {report['model']}",
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "population": args.population, "generations": args.generations, "k": args.k,
             "subspace": args.subspace, "readout": args.readout, "slot": args.layout,
             "seeds": list(args.seeds), "learning_rate": args.learning_rate,
-            "de": {name: getattr(de_config, name) for name in DE_SETTINGS if hasattr(de_config, name)},
+            "de": {name: value for name, value in de_config.to_dict().items() if name in DE_SETTINGS},
         },
         "align_config": de_config.to_dict(),  # the first seed's; other seeds differ only in seed
         "loss": "mean absolute difference over the target's available dimensions",
