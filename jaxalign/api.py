@@ -95,7 +95,9 @@ class AlignConfig:
       members_per_pass: population members scored per forward pass, to bound memory (must
         divide ``population``; ``None``: the whole population at once; ``"auto"``: the largest
         slice that fits the device's free memory, see :mod:`jaxalign.memory`).
-      scoring_mode: ``"cached"`` (default: shared tokens computed once) or ``"full"``.
+      scoring_mode: ``"auto"`` (default: chosen per layout from measured rules, see
+        :func:`jaxalign.scoring.resolve_mode`), ``"cached"`` (shared tokens computed once) or
+        ``"full"``.
       baselines: baselines scored beside the aligned prompt.
       method: ``"de"`` (the evosax strategy ``strategy``), ``"gradient"`` (Adam on the
         ``"expected"`` readout with DE's forward-pass budget, see
@@ -136,7 +138,7 @@ class AlignConfig:
     chunk_size: int = 10
     checkpoint_every: int | None = None
     members_per_pass: int | str | None = None
-    scoring_mode: str = "cached"
+    scoring_mode: str = "auto"
     baselines: tuple[str, ...] = BASELINES
     method: str = "de"
     learning_rate: float = 0.1

@@ -11,7 +11,8 @@ budget asks for it; the chunk size changes nothing but peak memory)::
       -> instrument indices                                               (P, D)
       -> L1 loss to the target, missing dimensions masked                 (P,)
 
-How the pass avoids work (``mode=``, default ``"cached"``): the tokens before the soft-prompt
+How the pass avoids work (``mode="cached"``; the default ``"auto"`` picks it or ``"full"`` per
+layout from measured rules, :func:`resolve_mode`): the tokens before the soft-prompt
 slot are the same for every sequence of a layout that shares them, so their keys/values are
 computed once (``prefix``), then once per member for its ``K`` soft vectors, and every item's text
 runs against that member's cache; with the item-first layout (``slot="after_item"``) each item's
@@ -55,7 +56,33 @@ from jaxalign.survey import Instrument, Target, l1_loss
 
 Readout = Literal["expected", "argmax", "sample"]
 READOUTS: tuple[str, ...] = ("expected", "argmax", "sample")
-MODES: tuple[str, ...] = ("cached", "full")
+MODES: tuple[str, ...] = ("auto", "cached", "full")
+
+
+def resolve_mode(mode: str, prefix_shared: bool) -> str:
+    """``"auto"`` -> ``"cached"`` or ``"full"``, from measured rules; other modes are returned as is.
+
+    ``prefix_shared``: the layout puts the soft vectors after text shared by every item (the
+    default ``user_start``, ``system``); False for the item-first layouts (``after_item``,
+    ``user_end``). The rules, from ``benchmarks/throughput.py`` (see benchmarks/RESULTS.md,
+    "Which scoring mode"):
+
+    - item-first layouts -> ``"cached"``: each item's text is computed once for all members
+      instead of once per member; measured 2.6-3.3x faster than ``"full"`` on a 2-core CPU (100M
+      preset) and 3.8x on an H200 (Llama-3-8B shape, ``after_item``).
+    - shared-prefix layouts -> ``"cached"`` as well: only the short shared prefix is saved, so the
+      two modes are close (H200, 8B shape: 2.138 vs 2.142 s per pass), but the cached pass also
+      skips the last layer where nothing is read, and on a CPU it measured at least as fast.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    return "cached" if not prefix_shared else SHARED_PREFIX_MODE
+
+
+#: What ``mode="auto"`` picks for shared-prefix layouts (see :func:`resolve_mode`).
+SHARED_PREFIX_MODE = "cached"
 
 
 def check_members_per_pass(members_per_pass: int | str | None, population: int) -> None:
@@ -251,7 +278,7 @@ def make_scorer(
     n_respondents: int = 100,
     seed: int = 0,
     members_per_pass: int | str | None = None,
-    mode: str = "cached",
+    mode: str = "auto",
     n_buckets: int | None = None,
     constants: np.ndarray | dict[str, float] | None = None,
     mesh: Any = None,
@@ -276,8 +303,9 @@ def make_scorer(
         margin, decided by compiling the pass ahead of time (:mod:`jaxalign.memory`; the whole
         population on a CPU, which reports no free memory). The result does not depend on it
         beyond float rounding.
-      mode: ``"cached"`` (default: shared tokens computed once, see the module docstring) or
-        ``"full"`` (every sequence run whole).
+      mode: ``"auto"`` (default: the faster of the two for this layout, see
+        :func:`resolve_mode`; the scorer's ``mode`` holds the choice), ``"cached"`` (shared tokens
+        computed once, see the module docstring) or ``"full"`` (every sequence run whole).
       n_buckets: item length buckets (``None``: 4 when the prefix is shared, else 2; 1 turns
         bucketing off).
       constants: the instrument's constants C override (mapping or ``(D,)``).
@@ -309,6 +337,7 @@ def make_scorer(
                              f"data axis size {parallel.data_size(mesh)}")
     batch = render_items(lm.tokenizer, instrument, system=system, slot=slot,
                          reverse_options=reverse_options)
+    mode = resolve_mode(mode, bool(batch.prefix_shared))
     if n_buckets is None:
         n_buckets = 4 if batch.prefix_shared else 2
     buckets = tuple(

@@ -212,6 +212,21 @@ def test_unknown_readout(lm, vsm):
         make_scorer(lm, vsm, k=K, readout="sample", n_respondents=0)
 
 
+def test_auto_mode_follows_its_rules(lm, vsm):
+    """``mode="auto"``: item-first layouts always cache; shared-prefix layouts take the measured
+    choice; the scorer records the mode it runs, and a bad mode is refused."""
+    from jaxalign import scoring
+
+    assert scoring.resolve_mode("auto", prefix_shared=False) == "cached"
+    assert scoring.resolve_mode("auto", prefix_shared=True) == scoring.SHARED_PREFIX_MODE
+    assert scoring.resolve_mode("full", prefix_shared=False) == "full"
+    assert make_scorer(lm, vsm, k=K, slot="after_item").mode == "cached"
+    assert make_scorer(lm, vsm, k=K).mode == scoring.SHARED_PREFIX_MODE
+    assert make_scorer(lm, vsm, k=K, mode="full").mode == "full"
+    with pytest.raises(ValueError, match="unknown mode 'fast'; choose one of auto, cached, full"):
+        make_scorer(lm, vsm, k=K, mode="fast")
+
+
 # ----------------------------------------------------------------------------- 4-5. layouts
 def test_reversed_options_come_back_in_code_order(lm, vsm, prompts, scores):
     reversed_scorer = make_scorer(lm, vsm, k=K, reverse_options=True)

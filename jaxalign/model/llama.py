@@ -210,7 +210,7 @@ class Llama(nnx.Module):
         return rms_norm(hidden, self.norm[...], config.rms_norm_eps)
 
     def prefill(self, inputs_embeds: Array, attention_mask: Array,
-                hidden: str = "all") -> tuple[Array | None, "KVCache"]:
+                hidden: str = "all") -> tuple[Array | None, KVCache]:
         """Like ``__call__``, and also returns every layer's keys and values as a :class:`KVCache`.
 
         ``inputs_embeds (B, T, d)``, ``attention_mask (B, T)`` -> hidden states (``(B, T, d)``;
@@ -220,8 +220,8 @@ class Llama(nnx.Module):
         empty = empty_cache(self.config, inputs_embeds.shape[0], self.dtype)
         return self.extend(inputs_embeds, attention_mask, empty, hidden=hidden)
 
-    def extend(self, inputs_embeds: Array, attention_mask: Array, cache: "KVCache",
-               hidden: str = "all") -> tuple[Array | None, "KVCache"]:
+    def extend(self, inputs_embeds: Array, attention_mask: Array, cache: KVCache,
+               hidden: str = "all") -> tuple[Array | None, KVCache]:
         """Runs new tokens that attend to a cache of earlier tokens shared by groups of rows.
 
         The ``B = G * C`` new rows are read as ``(G, C)``: row ``g * C + c`` continues cache row
@@ -471,43 +471,38 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     ``query_index (B,)``: only that position of each row queries, attends and runs the MLP (keys
     and values are still computed for all ``T``); the hidden states returned are ``(B, 1, d)``.
     """
-    batch, length, _ = hidden.shape
-    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    rep = heads // kv_heads
+    batch = hidden.shape[0]
+    heads, head_dim = config.num_attention_heads, config.head_dim
     cache_batch = past_keys.shape[0]
 
-    key, value = layer_keys_values(config, weights, hidden, cos, sin)                 # (B, T, K, hd)
+    x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)              # (B, T, d)
+    key = apply_rotary(projection(config, weights, x, "k"), cos, sin)                  # (B, T, K, hd)
+    value = projection(config, weights, x, "v")
     if query_index is not None:  # one query per row: hidden, cos, sin and masks at that position
         rows = jnp.arange(batch)
         hidden = hidden[rows, query_index][:, None]                                    # (B, 1, d)
+        x = x[rows, query_index][:, None]
         cos, sin = cos[rows, query_index][:, None], sin[rows, query_index][:, None]    # (B, 1, hd)
         mask_new = mask_new[rows, query_index][:, None]                                # (B, 1, T)
         if past_real.ndim == 4:                                                        # (G, C, T, S) -> (G, C, 1, S)
             past_real = jnp.take_along_axis(past_real, query_index.reshape(groups, cache_batch, 1, 1), axis=2)
     queries = hidden.shape[1]                                                          # Tq: T, or 1
-    x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
     query = apply_rotary(projection(config, weights, x, "q"), cos, sin)               # (B, Tq, N, hd)
 
-    scale = 1.0 / np.sqrt(head_dim)
-    q = query.reshape(groups, cache_batch, queries, kv_heads, rep, head_dim)         # (G, C, Tq, K, R, hd)
-    k_new = key.reshape(groups, cache_batch, length, kv_heads, head_dim)
-    v_new = value.reshape(groups, cache_batch, length, kv_heads, head_dim)
-    f32 = jnp.float32
-    scores_past = jnp.einsum("gctkrh,cskh->gckrts", q, past_keys, preferred_element_type=f32)
-    scores_new = jnp.einsum("gctkrh,gcukh->gckrtu", q, k_new, preferred_element_type=f32)
-    big_negative = jnp.finfo(f32).min
-    past_visible = past_real[None, :, None, :] if past_real.ndim == 2 else past_real     # (G|1, C, Tq|1, S)
-    scores_past = jnp.where(past_visible[:, :, None, None], scores_past * scale, big_negative)
-    mask_new = mask_new.reshape(groups, cache_batch, 1, 1, queries, length)
-    scores_new = jnp.where(mask_new, scores_new * scale, big_negative)
-    weights_all = jax.nn.softmax(jnp.concatenate([scores_past, scores_new], axis=-1), axis=-1)
+    # Every query sees the shared cache (the same rows for each of the G groups) and then the new
+    # tokens; one jax.nn.dot_product_attention call over both, so the backend's attention applies.
     past_length = past_keys.shape[1]
-    p_past = weights_all[..., :past_length].astype(hidden.dtype)
-    p_new = weights_all[..., past_length:].astype(hidden.dtype)
-    attended = (
-        jnp.einsum("gckrts,cskh->gctkrh", p_past, past_values, preferred_element_type=f32)
-        + jnp.einsum("gckrtu,gcukh->gctkrh", p_new, v_new, preferred_element_type=f32)
-    ).astype(hidden.dtype)                                                             # (G, C, Tq, K, R, hd)
+
+    def per_row(cached: Array) -> Array:                                               # (C, S, K, hd) -> (B, S, K, hd)
+        return jnp.broadcast_to(cached[None], (groups,) + cached.shape).reshape((batch,) + cached.shape[1:])
+
+    keys = jnp.concatenate([per_row(past_keys), key], axis=1)                         # (B, S + T, K, hd)
+    values = jnp.concatenate([per_row(past_values), value], axis=1)
+    past_visible = past_real[None, :, None, :] if past_real.ndim == 2 else past_real   # (G|1, C, Tq|1, S)
+    past_visible = jnp.broadcast_to(past_visible.astype(bool), (groups, cache_batch, queries, past_length))
+    visible = jnp.concatenate([past_visible.reshape(batch, queries, past_length),
+                               mask_new.astype(bool)], axis=-1)                        # (B, Tq, S + T)
+    attended = _dot_product_attention(query, keys, values, visible[:, None])          # (B, Tq, N, hd)
     hidden = hidden + attention_output(config, weights, attended.reshape(batch, queries, heads * head_dim))
 
     x = rms_norm(hidden, weights["post_attention_layernorm"], config.rms_norm_eps)
