@@ -57,6 +57,8 @@ from jaxalign.survey import Instrument, Target, l1_loss
 Readout = Literal["expected", "argmax", "sample"]
 READOUTS: tuple[str, ...] = ("expected", "argmax", "sample")
 MODES: tuple[str, ...] = ("auto", "cached", "full")
+#: What ``mode="auto"`` picks for shared-prefix layouts (see :func:`resolve_mode`).
+SHARED_PREFIX_MODE = "cached"
 
 
 def resolve_mode(mode: str, prefix_shared: bool) -> str:
@@ -81,10 +83,6 @@ def resolve_mode(mode: str, prefix_shared: bool) -> str:
     if mode != "auto":
         return mode
     return "cached" if not prefix_shared else SHARED_PREFIX_MODE
-
-
-#: What ``mode="auto"`` picks for shared-prefix layouts (see :func:`resolve_mode`).
-SHARED_PREFIX_MODE = "cached"
 
 
 def check_members_per_pass(members_per_pass: int | str | None, population: int) -> None:
@@ -328,8 +326,6 @@ def make_scorer(
     if members_per_pass is not None and members_per_pass != "auto" and (
             not isinstance(members_per_pass, (int, np.integer)) or members_per_pass < 1):
         raise ValueError(f"members_per_pass must be >= 1, None or 'auto', got {members_per_pass!r}")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if n_buckets is not None and n_buckets < 1:
         raise ValueError(f"n_buckets must be >= 1 or None, got {n_buckets}")
     if mesh is not None:

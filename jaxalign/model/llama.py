@@ -453,7 +453,13 @@ def concat_caches(first: KVCache, second: KVCache) -> KVCache:
 def layer_keys_values(config: LlamaConfig, weights: dict[str, Array], hidden: Array,
                       cos: Array, sin: Array) -> tuple[Array, Array]:
     """A layer's keys (after RoPE) and values ``(B, T, K, hd)`` for its input ``hidden (B, T, d)``."""
-    x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)
+    return normed_keys_values(config, weights, rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps),
+                              cos, sin)
+
+
+def normed_keys_values(config: LlamaConfig, weights: dict[str, Array], x: Array,
+                       cos: Array, sin: Array) -> tuple[Array, Array]:
+    """Keys (after RoPE) and values ``(B, T, K, hd)`` of an already normalised layer input ``x (B, T, d)``."""
     return apply_rotary(projection(config, weights, x, "k"), cos, sin), projection(config, weights, x, "v")
 
 
@@ -476,8 +482,7 @@ def cached_decoder_layer(config: LlamaConfig, weights: dict[str, Array], hidden:
     cache_batch = past_keys.shape[0]
 
     x = rms_norm(hidden, weights["input_layernorm"], config.rms_norm_eps)              # (B, T, d)
-    key = apply_rotary(projection(config, weights, x, "k"), cos, sin)                  # (B, T, K, hd)
-    value = projection(config, weights, x, "v")
+    key, value = normed_keys_values(config, weights, x, cos, sin)                      # (B, T, K, hd)
     if query_index is not None:  # one query per row: hidden, cos, sin and masks at that position
         rows = jnp.arange(batch)
         hidden = hidden[rows, query_index][:, None]                                    # (B, 1, d)
