@@ -74,7 +74,8 @@ def outputs(tmp_path_factory):
         "bad_country": ["score", "--json", "--country", "Atlantis"],
         "bad_target": ["eval", "robustness", "--json", "--soft-prompt", str(prompt), "--target", "PDX=3"],
     }
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ,
+           "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp), json.dumps(commands)],
                             capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)

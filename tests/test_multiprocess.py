@@ -7,15 +7,19 @@ collectives over gloo (jax's default). All processes share one ``--out`` folder,
 a pod share a file system.
 
 * ``one``: 1 process x 4 devices, 4 generations (the reference);
-* ``two``: 2 processes x 2 devices, 4 generations, progress bar on;
-* ``part`` then ``resumed``: 2 processes, 2 generations into a folder, then 2 processes again
-  with ``--resume`` up to 4 generations, from the orbax checkpoint the first pair wrote.
+* ``part`` then ``resumed``: 2 processes x 2 devices, 2 generations into a folder (progress on),
+  then 2 processes again with ``--resume`` up to 4 generations, from the orbax checkpoint the
+  first pair wrote. The resumed two-process result must equal the uninterrupted one-process
+  result: one comparison covers both "two processes compute what one does" and "a two-process
+  checkpoint resumes exactly" (a separate uninterrupted two-process run, launched before, added
+  a minute and no failure mode the pair cannot show).
 
-To keep the test near a minute, the children stub out the Naive / Persona / ICL baselines
+To keep the module short, the children stub out the Naive / Persona / ICL baselines
 (a separate compile each, irrelevant here), spy on :meth:`jaxalign.AlignResult.save` (a line
-on stderr says which process wrote the result files) and share a persistent compilation cache.
-Tolerance: losses, dims and the prompt within 1e-5 relative of the one-process run (measured:
-equal to the last bit; both runs execute the same per-device programs and an exact all-gather).
+on stderr says which process wrote the result files) and share the suite's persistent
+compilation cache. Tolerance: losses, dims and the prompt within 1e-5 relative of the
+one-process run (measured: equal to the last bit; both runs execute the same per-device programs
+and an exact all-gather).
 
 If two jax processes cannot talk on this machine at all (a probe with no jaxalign in it fails),
 the tests are skipped with the probe's error; any other failure fails.
@@ -136,7 +140,8 @@ def check_ok(outputs: list[dict[str, str]], what: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("multiprocess")
-    cache = tmp / "jax_cache"
+    # the suite's persistent cache (tests/conftest.py), else one of this module's own
+    cache = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or tmp / "jax_cache")
     probe = launch(["-c", PROBE], processes=2, devices=2, cache=cache)
     if any(o["rc"] != 0 or "PROBE 2 4 6.0" not in o["stdout"] for o in probe):
         error = next(o for o in probe if o["rc"] != 0 or "PROBE" not in o["stdout"])
@@ -144,15 +149,12 @@ def runs(tmp_path_factory) -> dict:
                     + (error["stderr"].strip().splitlines() or ["(no error text)"])[-1])
 
     child = ["-c", CHILD]
-    out = {"dirs": {name: tmp / name for name in ("one", "two", "resumable")}}
+    out = {"dirs": {name: tmp / name for name in ("one", "resumable")}}
     out["one"] = launch(child + ALIGN + ["--generations", "4", "--no-progress", "--out", str(tmp / "one")],
                         processes=1, devices=4, cache=cache)
     check_ok(out["one"], "1 process")
-    out["two"] = launch(child + ALIGN + ["--generations", "4", "--out", str(tmp / "two")],
-                        processes=2, devices=2, cache=cache)
-    check_ok(out["two"], "2 processes")
     resumable = tmp / "resumable"
-    out["part"] = launch(child + ALIGN + ["--generations", "2", "--no-progress", "--out", str(resumable)],
+    out["part"] = launch(child + ALIGN + ["--generations", "2", "--out", str(resumable)],
                          processes=2, devices=2, cache=cache)
     check_ok(out["part"], "2 processes, first 2 generations")
     out["steps_after_part"] = sorted(int(p.name) for p in (resumable / "checkpoints").iterdir()
@@ -161,7 +163,7 @@ def runs(tmp_path_factory) -> dict:
                                              "--out", str(resumable)],
                             processes=2, devices=2, cache=cache)
     check_ok(out["resumed"], "2 processes, resumed")
-    for name in ("one", "two", "resumable"):
+    for name in ("one", "resumable"):
         out[name + "_json"] = json.loads((out["dirs"][name] / "results.json").read_text())
     return out
 
@@ -191,48 +193,40 @@ def _prompt(folder: Path) -> np.ndarray:
 def test_runs_really_used_two_processes(runs):
     # the mesh line is a diagnostic: stderr, so that stdout stays the result
     assert "mesh data=4,model=1 (4 cpu devices, 1 process)" in runs["one"][0]["stderr"]
-    assert "mesh data=4,model=1 (4 cpu devices, 2 processes)" in runs["two"][0]["stderr"]
-
-
-@pytest.mark.slow
-def test_two_processes_give_the_one_process_result(runs):
-    one, two = runs["one_json"], runs["two_json"]
-    history = one["history"]["best_loss"]
-    assert history[-1] < history[0]  # the run did something
-    _assert_same_result(two, one)
-    assert np.allclose(_prompt(runs["dirs"]["two"]), _prompt(runs["dirs"]["one"]), rtol=TOL, atol=TOL)
+    for launched in ("part", "resumed"):
+        assert "mesh data=4,model=1 (4 cpu devices, 2 processes)" in runs[launched][0]["stderr"]
 
 
 @pytest.mark.slow
 def test_only_process_zero_writes_and_prints(runs):
-    zero, other = runs["two"]
+    zero, other = runs["part"]
     # result files: written once, by process 0
     assert "SAVE by process 0" in zero["stderr"]
     assert "SAVE by process" not in other["stderr"]
     for name in ("results.json", "soft_prompt.safetensors", "dims.png"):
-        assert (runs["dirs"]["two"] / name).is_file(), name
+        assert (runs["dirs"]["resumable"] / name).is_file(), name
     # stdout: the results table on process 0 only
     for line in ("target China; model tiny-random", "aligned ", "wall "):
         assert line in zero["stdout"], line
         assert line not in other["stdout"], (line, other["stdout"])
     # stderr: the mesh line, the phase lines and the progress (plain lines: no terminal) on
     # process 0 only
-    for line in ("mesh data=4", "loading weights", "generation 4/4: best loss"):
+    for line in ("mesh data=4", "loading weights", "generation 2/2: best loss"):
         assert line in zero["stderr"], (line, zero["stderr"][-2000:])
         assert line not in other["stderr"], (line, other["stderr"][-2000:])
+    zero, other = runs["resumed"]
+    assert "SAVE by process 0" in zero["stderr"] and "SAVE by process" not in other["stderr"]
 
 
 @pytest.mark.slow
-def test_two_process_checkpoint_resumes_to_the_uninterrupted_result(runs):
+def test_two_processes_resumed_give_the_one_process_result(runs):
+    one, resumed = runs["one_json"], runs["resumable_json"]
+    history = one["history"]["best_loss"]
+    assert history[-1] < history[0]  # the run did something
     assert runs["steps_after_part"] == [2]  # the first pair stopped after generation 2
-    resumed = runs["resumable_json"]
-    assert resumed["resumed_from"] == 2
-    assert runs["two_json"]["resumed_from"] is None
-    _assert_same_result(resumed, runs["two_json"])
-    _assert_same_result(resumed, runs["one_json"])
-    assert np.allclose(_prompt(runs["dirs"]["resumable"]), _prompt(runs["dirs"]["two"]), rtol=TOL, atol=TOL)
-    zero, other = runs["resumed"]
-    assert "SAVE by process 0" in zero["stderr"] and "SAVE by process" not in other["stderr"]
+    assert resumed["resumed_from"] == 2 and one["resumed_from"] is None
+    _assert_same_result(resumed, one)
+    assert np.allclose(_prompt(runs["dirs"]["resumable"]), _prompt(runs["dirs"]["one"]), rtol=TOL, atol=TOL)
 
 
 # -- cheap checks in this process ---------------------------------------------------------------

@@ -116,9 +116,10 @@ def test_hybrid_budget_never_exceeds_de():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["gradient", "hybrid"])
 def test_gradient_and_hybrid_recover_a_planted_target(lm, planted, method):
-    """Same space and budget as DE's planted-target test (K=4, 16-d subspace, P=16, 40
-    generations = 656 forward passes); Adam reaches far below the start."""
-    result = jaxalign.align(lm, planted, k=4, subspace=16, population=16, generations=40, seed=1,
+    """DE's planted-target space (K=4, 16-d subspace, P=16) on a quarter of its budget (10
+    generations = 176 forward passes): Adam reaches far below the start (measured on this CPU,
+    2026-12-02: gradient 0.11x the start, hybrid 0.04x; with DE's whole budget 0.02x, 0.005x)."""
+    result = jaxalign.align(lm, planted, k=4, subspace=16, population=16, generations=10, seed=1,
                             method=method, progress=False, baselines=("naive",))
     history = np.asarray(result.history["best_loss"])
     start = history[0]
@@ -127,9 +128,9 @@ def test_gradient_and_hybrid_recover_a_planted_target(lm, planted, method):
     assert result.loss < result.baselines["naive"].loss
     assert np.all(np.diff(history) <= 1e-6)
     assert result.method == method
-    assert result.evaluations <= 16 * 41
-    evolution = 0 if method == "gradient" else hybrid_steps(16, 40, 0.25)[0]
-    assert len(history) == evolution + (16 * (41 - evolution)) // FORWARDS_PER_STEP
+    assert result.evaluations <= 16 * 11
+    evolution = 0 if method == "gradient" else hybrid_steps(16, 10, 0.25)[0]
+    assert len(history) == evolution + (16 * (11 - evolution)) // FORWARDS_PER_STEP
 
 
 # ---------------------------------------------------------------------------- resume + outputs
@@ -145,7 +146,7 @@ def test_hybrid_cli_outputs_and_resume_equal_uninterrupted(lm, tmp_path, monkeyp
 
     argv = ["align", "--country", "China", "--method", "hybrid", "--k", "2", "--population", "8",
             "--subspace", "8", "--generations", "6", "--chunk-size", "3", "--checkpoint-every", "3",
-            "--seed", "3", "--no-progress"]
+            "--seed", "3", "--baselines", "naive", "--no-progress"]
     assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     for name in ("soft_prompt.safetensors", "dims.png", "checkpoints"):
@@ -156,7 +157,7 @@ def test_hybrid_cli_outputs_and_resume_equal_uninterrupted(lm, tmp_path, monkeyp
     assert whole["evaluations"] == 8 * evolution + FORWARDS_PER_STEP * adam
 
     config = api.AlignConfig(method="hybrid", generations=6, chunk_size=3, checkpoint_every=3, seed=3,
-                             **{**SMALL, "baselines": api.AlignConfig().baselines})
+                             **{**SMALL, "baselines": ("naive",)})
     real_update = api.RunProgress.update
 
     def update_then_die(self, done, best):

@@ -19,10 +19,8 @@ Llama-3.2's format writes today's date: every run here binds ONE date, recorded 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -288,35 +286,45 @@ def test_align_and_eval_run(family, models, tmp_path):
     assert np.all(np.isfinite(np.asarray(reversed_.dims)))
 
 
-def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "jaxalign.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=600)
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)``: runs the ``jaxalign`` command in this process (what the console script
+    calls), returning its exit code and what it printed: the same command line a user types,
+    without a fresh interpreter re-importing jax and transformers for each call."""
+    from jaxalign.cli import main
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()  # drop anything printed before
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    return run
 
 
 @pytest.mark.slow
-def test_cli_llama32_run_records_one_date_reused_by_score_and_eval(folders, models, tmp_path):
+def test_cli_llama32_run_records_one_date_reused_by_score_and_eval(folders, models, tmp_path, cli):
     folder, out = folders("llama3.2"), tmp_path / "run"
     models("llama3.2")  # loads (skips nothing: Llama)
-    run = _cli("align", "--model", str(folder), "--dtype", "float32", "--country", "Japan", "--out", str(out),
-               "--generations", "2", "--population", "4", "-k", "2", "--subspace", "4", "--chunk-size", "2",
-               "--no-progress", "--chat-date", CHAT_DATE)
+    run = cli("align", "--model", str(folder), "--dtype", "float32", "--country", "Japan", "--out", str(out),
+              "--generations", "2", "--population", "4", "-k", "2", "--subspace", "4", "--chunk-size", "2",
+              "--baselines", "naive", "--no-progress", "--chat-date", CHAT_DATE)
     assert run.returncode == 0, run.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["chat_date"] == CHAT_DATE and results["config"]["chat_date"] == CHAT_DATE
     assert results["chat_template"] == "model"
     prompt = out / "soft_prompt.safetensors"
-    score = _cli("score", "--model", str(folder), "--dtype", "float32", "--soft-prompt", str(prompt), "--json")
+    score = cli("score", "--model", str(folder), "--dtype", "float32", "--soft-prompt", str(prompt), "--json")
     assert score.returncode == 0, score.stderr
     scored = json.loads(score.stdout)
     assert scored["chat_date"] == CHAT_DATE  # from the prompt's metadata, not today's clock
     np.testing.assert_allclose(np.asarray(scored["answers"]), np.asarray(results["answers"]), atol=2e-6)
-    bench = _cli("eval", "culturalbench", "--model", str(folder), "--dtype", "float32", "--soft-prompt",
+    bench = cli("eval", "culturalbench", "--model", str(folder), "--dtype", "float32", "--soft-prompt",
                  str(prompt), "--data", str(BENCH_DATA), "--set", "both", "--json")
     assert bench.returncode == 0, bench.stderr
     sets = json.loads(bench.stdout)["sets"]
     assert sets["hard"]["soft prompt"]["answer_tokens"] == ["True", "False"]
-    robust = _cli("eval", "robustness", "--model", str(folder), "--dtype", "float32", "--soft-prompt",
+    robust = cli("eval", "robustness", "--model", str(folder), "--dtype", "float32", "--soft-prompt",
                   str(prompt), "--country", "Japan", "--json")
     assert robust.returncode == 0, robust.stderr
     json.loads(robust.stdout)
@@ -344,19 +352,19 @@ def test_resume_reuses_the_runs_date(models, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------ base model
 @pytest.mark.slow
-def test_base_model_with_plain_template(folders, models, tmp_path):
+def test_base_model_with_plain_template(folders, models, tmp_path, cli):
     folder = folders("llama3", chat_template=False)
     lm = models("llama3", chat_template=False)
-    refused = _cli("score", "--model", str(folder), "--dtype", "float32", "--json")
+    refused = cli("score", "--model", str(folder), "--dtype", "float32", "--json")
     assert refused.returncode == 2 and "--chat-template plain" in refused.stderr
-    scored = _cli("score", "--model", str(folder), "--dtype", "float32", "--chat-template", "plain", "--json")
+    scored = cli("score", "--model", str(folder), "--dtype", "float32", "--chat-template", "plain", "--json")
     assert scored.returncode == 0, scored.stderr
     payload = json.loads(scored.stdout)
     assert payload["chat_template"] == "plain"
     reference = reference_probs(folder, "llama3", np.zeros((0, 64), np.float32), "user_start",
                                 chat_template=CHAT_FORMATS["plain"].template)
     np.testing.assert_allclose(np.asarray(payload["answers"]), reference, atol=1e-4)
-    bench = _cli("eval", "culturalbench", "--model", str(folder), "--dtype", "float32", "--chat-template", "plain",
+    bench = cli("eval", "culturalbench", "--model", str(folder), "--dtype", "float32", "--chat-template", "plain",
                  "--data", str(BENCH_DATA), "--set", "both", "--json")
     assert bench.returncode == 0, bench.stderr
     assert json.loads(bench.stdout)["sets"]["easy"]["naive"]["answer_tokens"] == ["A", "B", "C", "D"]
