@@ -3,8 +3,9 @@
 An equal-budget study of the soft-prompt optimizers on one model::
 
     methods    de-paper (plain DE, AlignConfig.from_preset("paper")), de (jaxalign's defaults),
-               CMA_ES, Sep_CMA_ES, SNES (evosax strategies), gradient (Adam on the expected
-               readout), hybrid (an evolution phase, then Adam from its best prompt)
+               de-p8 (the "de-p8" preset: 8 members, so budget / 8 - 1 generations), CMA_ES,
+               Sep_CMA_ES, SNES (evosax strategies), gradient (Adam on the expected readout),
+               hybrid (an evolution phase, then Adam from its best prompt)
     options    normal (tune on the normal option order), both-orders (mean loss of the normal
                and reversed orders), each applied to --option-methods
     budget     population * (generations + 1) forward-pass equivalents for every method: a DE
@@ -56,7 +57,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 
-METHODS = ("de-paper", "SNES", "gradient", "de", "hybrid", "CMA_ES", "Sep_CMA_ES")
+METHODS = ("de-paper", "SNES", "gradient", "de", "hybrid", "CMA_ES", "Sep_CMA_ES", "de-p8")
 OPTIONS = ("normal", "both-orders")
 CONDITIONS = ("tuned", "heldout", "reversed")
 DEFAULT_COUNTRIES = ("China", "U.S.A.", "India")
@@ -121,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def method_config(name: str, option: str, args: argparse.Namespace):
     """The :class:`jaxalign.AlignConfig` of a method under an option (same space and budget)."""
-    from jaxalign import AlignConfig
+    from jaxalign import AlignConfig, api
 
     common_fields = dict(k=args.k, subspace=None if args.subspace == 0 else args.subspace,
                          population=args.population, generations=args.generations,
@@ -130,6 +131,11 @@ def method_config(name: str, option: str, args: argparse.Namespace):
                          hybrid_fraction=args.hybrid_fraction, both_orders=option == "both-orders")
     if name == "de-paper":
         return AlignConfig.from_preset("paper", **common_fields)
+    if name == "de-p8":  # the preset's 8 members, the study's budget: more generations
+        population = api.PRESETS["de-p8"]["population"]
+        generations = max(1, round(args.population * (args.generations + 1) / population) - 1)
+        return AlignConfig.from_preset("de-p8", **{**common_fields, "population": population,
+                                                    "generations": generations, "chunk_size": generations + 1})
     if name == "de":
         return AlignConfig(**common_fields)
     if name == "gradient":

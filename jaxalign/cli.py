@@ -178,7 +178,7 @@ ALIGN_DEFAULTS = argparse.Namespace(
     n_respondents=100, slot="user_start", seed=0, chunk_size=10, method="de", learning_rate=0.1,
     hybrid_fraction=0.25,
 )
-ALIGN_PRESETS = ("paper", "default")  # jaxalign.api.PRESETS' names (tests check they agree)
+ALIGN_PRESETS = ("paper", "de-p8", "default")  # jaxalign.api.PRESETS' names (tests check they agree)
 
 
 def add_align_command(subparsers: argparse._SubParsersAction) -> None:
@@ -212,8 +212,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--generations", type=int, default=defaults.generations,
                         help="optimizer generations after the initial population (Adam: the same "
                              "forward-pass budget in steps)")
-    parser.add_argument("--population", type=int, default=defaults.population,
-                        help="soft prompts scored per generation (all in one batched pass)")
+    parser.add_argument("--population", type=int, default=argparse.SUPPRESS,
+                        help="soft prompts scored per generation (all in one batched pass; default: "
+                             f"{defaults.population}, or the --preset's)")
     parser.add_argument("-k", "--k", type=int, default=defaults.k, help="soft-prompt length (virtual tokens)")
     parser.add_argument(
         "--subspace", type=int, default=defaults.subspace,
@@ -227,7 +228,9 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset", default=None, choices=ALIGN_PRESETS,
         help="named optimizer settings (strategy, crossover rate, differential weight, dither, "
-             "elitism, init scale): 'paper' replicates the paper's plain DE; options given explicitly win")
+             "elitism, init scale; de-p8 also the population): 'paper' replicates the paper's plain DE; "
+             "'de-p8' is that DE with 8 members and spread 2, the best DE of the tiny-model study at an "
+             "equal budget (give it twice the generations of P 16); options given explicitly win")
     parser.add_argument("--strategy", default=argparse.SUPPRESS,
                         help=f"evosax algorithm name (default: {defaults.strategy})")
     parser.add_argument("--crossover-rate", type=float, default=argparse.SUPPRESS,
@@ -316,13 +319,14 @@ def _pair_text(pair: tuple[float, float] | None) -> str:
 
 
 def preset_settings(args: argparse.Namespace) -> dict:
-    """The optimizer fields of ``align``'s config: ``--preset``'s values (or the defaults), then
-    the options given explicitly."""
+    """The optimizer fields of ``align``'s config (and the population): ``--preset``'s values (or
+    the defaults), then the options given explicitly."""
     from jaxalign.api import PRESETS
 
     settings = dict(strategy=ALIGN_DEFAULTS.strategy, crossover_rate=ALIGN_DEFAULTS.crossover_rate,
                     differential_weight=ALIGN_DEFAULTS.differential_weight, dither=ALIGN_DEFAULTS.dither,
-                    elitism=ALIGN_DEFAULTS.elitism, init_scale=ALIGN_DEFAULTS.init_scale)
+                    elitism=ALIGN_DEFAULTS.elitism, init_scale=ALIGN_DEFAULTS.init_scale,
+                    population=ALIGN_DEFAULTS.population)
     settings.update(PRESETS[args.preset or "default"])
     # these options default to argparse.SUPPRESS: present in args only when given
     settings.update({k: getattr(args, k) for k in settings if hasattr(args, k)})
@@ -346,7 +350,6 @@ def run_align(args: argparse.Namespace) -> int:
     config = AlignConfig(
         k=args.k,
         subspace=None if args.subspace == 0 else args.subspace,
-        population=args.population,
         generations=args.generations,
         **preset_settings(args),
         method=args.method,

@@ -82,3 +82,26 @@ def real_tokenizer():
         return tok
 
     return get
+
+
+# -- scheduling on several workers (`pytest -n 2 --dist loadfile`, the README's command) ---------
+# xdist hands out whole modules; by default it sends those with the most tests first, which left
+# a long single-test module (the optimizer study, the two-process runs) running alone at the end.
+# Longest first instead: the modules below, by measured seconds (benchmarks/results/
+# test_suite_times_*.txt), then the rest in their usual order. A wrong or stale list changes only
+# the order, never what runs.
+SLOWEST_MODULES = (
+    "test_real_checkpoints.py", "test_optimizers.py", "test_many_targets.py", "test_align.py",
+    "test_optimizers_benchmark.py", "test_multiprocess.py", "test_quantize.py", "test_sharding.py",
+    "test_notebooks.py", "test_benchmarks.py", "test_scoring.py", "test_json_output.py",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # xdist installed
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a module kept
