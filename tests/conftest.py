@@ -16,15 +16,7 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# The suite's time is mostly XLA compiling small programs on the CPU, each run for milliseconds:
-# compile them with LLVM's cheap pipeline (measured: a tiny `jaxalign align` run spends ~30% less
-# CPU, with the same printed results). Optimisation levels change how a program is compiled, not
-# what it computes; every tolerance below still holds with them. Put the flag in XLA_FLAGS
-# yourself (any value) to choose another level.
-_FLAGS = os.environ.get("XLA_FLAGS", "")
-if "xla_backend_optimization_level" not in _FLAGS:
-    os.environ["XLA_FLAGS"] = (_FLAGS + " --xla_backend_optimization_level=0"
-                               " --xla_llvm_disable_expensive_passes=true").strip()
+
 
 
 @pytest.fixture(scope="session")
@@ -91,9 +83,9 @@ def real_tokenizer():
 # test_suite_times_*.txt), then the rest in their usual order. A wrong or stale list changes only
 # the order, never what runs.
 SLOWEST_MODULES = (
-    "test_real_checkpoints.py", "test_optimizers.py", "test_many_targets.py", "test_align.py",
-    "test_optimizers_benchmark.py", "test_multiprocess.py", "test_quantize.py", "test_sharding.py",
-    "test_notebooks.py", "test_benchmarks.py", "test_scoring.py", "test_json_output.py",
+    "test_optimizers.py", "test_multiprocess.py", "test_real_checkpoints.py", "test_optimizers_benchmark.py",
+    "test_many_targets.py", "test_align.py", "test_sharding.py", "test_quantize.py", "test_benchmarks.py",
+    "test_notebooks.py", "test_scoring.py", "test_interrupt.py",
 )
 
 

@@ -123,7 +123,7 @@ def test_de_p8_preset_recovers_a_planted_target(lm, planted):
     """The "de-p8" preset (8 members, spread 2) on DE's planted-target space and budget (K=4,
     16-d subspace, 8 x 82 = 656 forward passes, as 16 x 41 there). Measured on this CPU
     (2026-12-02), the share of the starting loss kept: 0.019 and 0.024 under two target names'
-    PRNG streams with XLA's default compile; with the suite's cheap compile (tests/conftest.py),
+    PRNG streams with XLA's default compile; with XLA's cheaper compile (--xla_backend_optimization_level=0),
     0.31, 0.11, 0.08 and 0.09 under four (this test's stream is the first). The search is
     chaotic in float rounding, so the demand is the one of DE's default test: below 50% (a
     search that does not work keeps about all of the start)."""
