@@ -292,6 +292,12 @@ def build_preset(preset: str, dtype: str = "float32", *, layers: int | None = No
     return LM(name=f"random-{name}", config=config, model=model, tokenizer=tokenizer)
 
 
+def generations_for_budget(population: int, budget: int) -> int:
+    """Generations that spend ``budget`` forward passes at ``population`` members per generation
+    (the initial population included: ``population * (generations + 1)``; at least 1)."""
+    return max(1, round(budget / population) - 1)
+
+
 def random_prompts(lm, population: int, k: int, seed: int = 0) -> jax.Array:
     """``(P, K, d)`` float32 soft prompts drawn N(0, std of the embedding table)."""
     std = float(jnp.std(lm.embedding_matrix.astype(jnp.float32)))

@@ -108,8 +108,7 @@ def sweep_config(overrides: dict[str, Any], args: argparse.Namespace):
 
     overrides = dict(overrides)
     population = int(overrides.pop("population", args.population))
-    budget = args.population * (args.generations + 1)
-    generations = max(1, round(budget / population) - 1)
+    generations = common.generations_for_budget(population, args.population * (args.generations + 1))
     subspace = overrides.pop("subspace", args.subspace)
     return AlignConfig.from_preset(
         "paper", k=args.k, subspace=subspace or None, population=population, generations=generations,

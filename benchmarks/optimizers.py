@@ -133,7 +133,7 @@ def method_config(name: str, option: str, args: argparse.Namespace):
         return AlignConfig.from_preset("paper", **common_fields)
     if name == "de-p8":  # the preset's 8 members, the study's budget: more generations
         population = api.PRESETS["de-p8"]["population"]
-        generations = max(1, round(args.population * (args.generations + 1) / population) - 1)
+        generations = common.generations_for_budget(population, args.population * (args.generations + 1))
         return AlignConfig.from_preset("de-p8", **{**common_fields, "population": population,
                                                     "generations": generations, "chunk_size": generations + 1})
     if name == "de":

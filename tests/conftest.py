@@ -17,8 +17,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
-
-
 @pytest.fixture(scope="session")
 def llama3_tokenizer_dir():
     """Folder with Llama-3's 128,256-id tokenizer (no chat template), cached on disk."""

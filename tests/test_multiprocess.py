@@ -11,8 +11,8 @@ a pod share a file system.
   then 2 processes again with ``--resume`` up to 4 generations, from the orbax checkpoint the
   first pair wrote. The resumed two-process result must equal the uninterrupted one-process
   result: one comparison covers both "two processes compute what one does" and "a two-process
-  checkpoint resumes exactly" (a separate uninterrupted two-process run, launched before, added
-  a minute and no failure mode the pair cannot show).
+  checkpoint resumes exactly" (a separate uninterrupted two-process run, dropped on 2026-12-02 to
+  shorten the suite, could show no failure that this pair cannot).
 
 To keep the module short, the children stub out the Naive / Persona / ICL baselines
 (a separate compile each, irrelevant here), spy on :meth:`jaxalign.AlignResult.save` (a line

@@ -320,12 +320,12 @@ def test_cli_llama32_run_records_one_date_reused_by_score_and_eval(folders, mode
     assert scored["chat_date"] == CHAT_DATE  # from the prompt's metadata, not today's clock
     np.testing.assert_allclose(np.asarray(scored["answers"]), np.asarray(results["answers"]), atol=2e-6)
     bench = cli("eval", "culturalbench", "--model", str(folder), "--dtype", "float32", "--soft-prompt",
-                 str(prompt), "--data", str(BENCH_DATA), "--set", "both", "--json")
+                str(prompt), "--data", str(BENCH_DATA), "--set", "both", "--json")
     assert bench.returncode == 0, bench.stderr
     sets = json.loads(bench.stdout)["sets"]
     assert sets["hard"]["soft prompt"]["answer_tokens"] == ["True", "False"]
     robust = cli("eval", "robustness", "--model", str(folder), "--dtype", "float32", "--soft-prompt",
-                  str(prompt), "--country", "Japan", "--json")
+                 str(prompt), "--country", "Japan", "--json")
     assert robust.returncode == 0, robust.stderr
     json.loads(robust.stdout)
 
@@ -365,7 +365,7 @@ def test_base_model_with_plain_template(folders, models, tmp_path, cli):
                                 chat_template=CHAT_FORMATS["plain"].template)
     np.testing.assert_allclose(np.asarray(payload["answers"]), reference, atol=1e-4)
     bench = cli("eval", "culturalbench", "--model", str(folder), "--dtype", "float32", "--chat-template", "plain",
-                 "--data", str(BENCH_DATA), "--set", "both", "--json")
+                "--data", str(BENCH_DATA), "--set", "both", "--json")
     assert bench.returncode == 0, bench.stderr
     assert json.loads(bench.stdout)["sets"]["easy"]["naive"]["answer_tokens"] == ["A", "B", "C", "D"]
     plain_lm = with_chat_format(lm, "plain")
