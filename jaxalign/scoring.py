@@ -196,27 +196,16 @@ class Scorer:
         With a mesh, a population that does not divide by the data axis is padded with copies of
         member 0 and the padding's results are dropped (see :mod:`jaxalign.parallel`).
         """
-        n_pop = prompts.shape[0]
         members_per_pass = self.members_per_pass
         if members_per_pass == "auto":  # decided once per population size, at trace time
-            members_per_pass = self.auto_members_per_pass(n_pop)
-        if self.mesh is not None:
-            prompts = parallel.constrain_population(parallel.pad_population(prompts, self.mesh), self.mesh)
-        scores = _score(
-            self.lm.graphdef,
-            inputs,
-            prompts,
-            readout=self.readout,
-            n_respondents=self.n_respondents,
-            members_per_pass=members_per_pass,
-            mode=self.mode,
-            instrument=self.instrument,
-            mesh=self.mesh,
-            trim_last_layer=self.trim_last_layer,
-        )
-        if prompts.shape[0] != n_pop:
-            scores = jax.tree.map(lambda x: x[:n_pop], scores)
-        return scores
+            members_per_pass = self.auto_members_per_pass(prompts.shape[0])
+        return _score_members(self.program(members_per_pass), prompts, inputs)
+
+    def program(self, members_per_pass: int | None) -> ScoringProgram:
+        """This scorer's :class:`ScoringProgram` with ``members_per_pass`` resolved."""
+        return ScoringProgram(graphdef=self.lm.graphdef, readout=self.readout, n_respondents=self.n_respondents,
+                              members_per_pass=members_per_pass, mode=self.mode, instrument=self.instrument,
+                              mesh=self.mesh, trim_last_layer=self.trim_last_layer)
 
     def auto_members_per_pass(self, population: int) -> int:
         """What ``members_per_pass="auto"`` picks for ``population`` members (cached per size).
@@ -588,8 +577,73 @@ jax.tree_util.register_dataclass(
 )
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoringProgram:
+    """What a scoring pass's program depends on besides its array arguments (hashable).
+
+    Scorers with equal programs share one jitted function in this process, whose cache then keys
+    on the arguments' shapes: scoring the same layout again (a second ``align`` call, a resumed
+    run, the baselines of another run) reuses the compiled pass instead of tracing and lowering it
+    anew. Equality covers every value the trace reads: the model's structure (``graphdef``; the
+    weights are an argument), the readout settings, the scoring mode, the mesh and the
+    instrument's index formula (its weights and constants, which are baked into the program).
+    """
+
+    graphdef: Any
+    readout: str
+    n_respondents: int
+    members_per_pass: int | None
+    mode: str
+    instrument: Instrument
+    mesh: Any = None
+    trim_last_layer: bool = True
+
+    def _key(self) -> tuple:
+        weights = np.asarray(self.instrument.weights, np.float64)
+        constants = np.asarray(self.instrument.constants, np.float64)
+        return (self.graphdef, self.readout, self.n_respondents, self.members_per_pass, self.mode,
+                self.mesh, self.trim_last_layer, tuple(self.instrument.dimensions), self.instrument.n_items,
+                weights.shape, weights.tobytes(), constants.tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScoringProgram) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+def _score_members(program: ScoringProgram, prompts: jax.Array, inputs: ScorerInputs) -> Scores:
+    """``prompts (P, K, d)`` -> :class:`Scores` (padding to the mesh's data axis and back)."""
+    n_pop = prompts.shape[0]
+    if program.mesh is not None:
+        prompts = parallel.constrain_population(parallel.pad_population(prompts, program.mesh), program.mesh)
+    scores = _score(
+        program.graphdef,
+        inputs,
+        prompts,
+        readout=program.readout,
+        n_respondents=program.n_respondents,
+        members_per_pass=program.members_per_pass,
+        mode=program.mode,
+        instrument=program.instrument,
+        mesh=program.mesh,
+        trim_last_layer=program.trim_last_layer,
+    )
+    if prompts.shape[0] != n_pop:
+        scores = jax.tree.map(lambda x: x[:n_pop], scores)
+    return scores
+
+
+_score_program_jit = jax.jit(_score_members, static_argnums=0)
+
+
 def _jitted_score(scorer: Scorer):
-    """One compiled function per scorer configuration (cached on the scorer object)."""
+    """The compiled scoring function of ``scorer``: shared by every scorer of an equal
+    :class:`ScoringProgram`; ``members_per_pass="auto"`` (decided from this scorer's own memory
+    estimate at trace time) gets a function of its own, cached on the scorer object."""
+    if scorer.members_per_pass != "auto":
+        program = scorer.program(scorer.members_per_pass)
+        return lambda prompts, inputs: _score_program_jit(program, prompts, inputs)
     cached = scorer.__dict__.get("_jit")
     if cached is None:
         cached = jax.jit(scorer.score_fn)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxalign
-from jaxalign.scoring import make_scorer, readout_means
+from jaxalign.scoring import _score_program_jit, make_scorer, readout_means
 
 P, K = 3, 2
 TARGET = {"PDI": 80.0, "IDV": 20.0, "MAS": 66.0, "UAI": 30.0, "LTO": 87.0, "IVR": 24.0}
@@ -301,8 +301,27 @@ def test_missing_target_dimensions_are_left_out(scorer, prompts, scores):
     np.testing.assert_allclose(got, (np.abs(dims[:, 4] - 36) + np.abs(dims[:, 5] - 52)) / 2, atol=1e-3)
     partial = np.array([50, np.nan, np.nan, 10, np.nan, np.nan], np.float32)
     partial_scorer = scorer.with_target(partial)
-    assert partial_scorer.__dict__.get("_jit") is scorer.__dict__["_jit"]  # no recompilation
+    traced = _score_program_jit._cache_size()
     got = np.asarray(partial_scorer(prompts).loss)
+    assert _score_program_jit._cache_size() == traced  # the target is an argument: no new trace
     np.testing.assert_allclose(got, (np.abs(dims[:, 0] - 50) + np.abs(dims[:, 3] - 10)) / 2, atol=1e-3)
     with pytest.raises(ValueError, match=r"target has shape \(5,\), the instrument has 6 dimensions"):
         scorer.with_target(np.zeros(5, np.float32))
+
+
+def test_equal_scorers_share_one_compiled_pass(lm, vsm, scorer, prompts, scores):
+    """Another scorer of the same layout (a second ``make_scorer``, as a second ``align`` run
+    makes) reuses the compiled pass and gives the same numbers; another readout or another index
+    formula (the instrument's weights are baked into the program) is another program."""
+    import dataclasses
+
+    again = make_scorer(lm, vsm, k=K, target=np.array(list(TARGET.values()), np.float32))
+    assert again.program(None) == scorer.program(None)
+    traced = _score_program_jit._cache_size()
+    np.testing.assert_array_equal(np.asarray(again(prompts).probs), np.asarray(scores.probs))
+    assert _score_program_jit._cache_size() == traced
+    assert make_scorer(lm, vsm, k=K, readout="argmax").program(None) != scorer.program(None)
+    doubled = dataclasses.replace(vsm, weights=2 * np.asarray(vsm.weights))
+    assert make_scorer(lm, doubled, k=K).program(None) != scorer.program(None)
+    got = np.asarray(make_scorer(lm, doubled, k=K)(prompts).dims)
+    np.testing.assert_allclose(got, 2 * np.asarray(scores.dims), rtol=1e-5, atol=1e-3)

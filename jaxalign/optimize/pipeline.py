@@ -6,9 +6,11 @@ and both-orders tuning, for one target or C targets at once.
 
     setup(lm, targets, instrument, config)  -> Problem    (resolve targets, scorers per
                                                            presentation, search space, keys)
-    initialise(problem)                     -> RunState   (step 0 not run yet)
-    generation(problem, state, args)        -> RunState, record     (one step, on device)
-    run_chunk(problem, state, args, s_end)  -> RunState, records    (lax.scan of steps)
+    problem.step()                          -> Step       (what a step's trace reads: the
+                                                           config and scoring programs, no arrays)
+    initialise(problem, args)               -> RunState   (step 0 not run yet)
+    generation(step, state, args)           -> RunState, record     (one step, on device)
+    run_chunk(step, state, args, s_end)     -> RunState, records    (lax.scan of steps)
     save_checkpoint / restore_checkpoint    (orbax; the state pytree and the history)
     run(problem, ...)                       -> RunOutcome            (host loop: chunks,
                                                                       checkpoints, progress bar)
@@ -33,6 +35,12 @@ the subspace basis) depends only on the config. So a target's trajectory does no
 other targets run beside it: ``align(lm, ["China", "India"])[0]`` equals ``align(lm, "China")``
 up to float rounding of the batched forward pass. On a mesh the C*P members are one population
 sharded over the ``"data"`` axis; the optimizer states stay replicated.
+
+One compile per :class:`Step`. The traced loop reads only a :class:`Step` (the config, the
+embedding scale, the search dimension, the mesh and the scoring programs); every array, the
+weights included, is an argument (:class:`RunArgs`). So :func:`run` keeps one jitted loop per
+``Step`` in the process: a resumed run, or the same settings for other targets, model weights or
+search space of equal shapes, reuses the compiled loop instead of tracing and compiling it again.
 
 Steps and keys. Step 0 scores the initial population (DE: ``z = 0`` as member 0, the others
 ``init_scale * N(0, 1)``; Adam: ``z = 0``); step ``s`` uses ``fold_in(key_c, s)``, so chunk
@@ -82,7 +90,7 @@ from jaxalign.optimize.evolution import (
     _strong,
 )
 from jaxalign.parallel import gather_to_all, replicate
-from jaxalign.scoring import Scorer, make_scorer
+from jaxalign.scoring import Scorer, ScoringProgram, _score_members, make_scorer
 from jaxalign.softprompt import SoftPromptSpace
 from jaxalign.survey import Instrument, Target, l1_loss
 
@@ -107,6 +115,15 @@ def hybrid_steps(population: int, generations: int, fraction: float) -> tuple[in
     evolution = min(generations + 1, max(2, round(fraction * (generations + 1))))
     left = population * (generations + 1 - evolution)
     return evolution, max(1, left // FORWARDS_PER_STEP)
+
+
+def evolution_steps(config: AlignConfig) -> int:
+    """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
+    if config.method == "gradient":
+        return 0
+    if config.method == "hybrid":
+        return hybrid_steps(config.population, config.generations, config.hybrid_fraction)[0]
+    return config.generations + 1
 
 
 def target_key(seed: int, target: Target) -> jax.Array:
@@ -170,12 +187,7 @@ class Problem:
     @property
     def evolution_steps(self) -> int:
         """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
-        config = self.config
-        if config.method == "gradient":
-            return 0
-        if config.method == "hybrid":
-            return hybrid_steps(config.population, config.generations, config.hybrid_fraction)[0]
-        return config.generations + 1
+        return evolution_steps(self.config)
 
     @property
     def evaluations(self) -> int:
@@ -190,6 +202,18 @@ class Problem:
 
     def target_values(self) -> np.ndarray:
         return np.stack([np.asarray(t.values, np.float32) for t in self.targets])  # (C, D)
+
+    def step(self) -> Step:
+        """What a step's trace reads from this problem (see :class:`Step`)."""
+        members = self.n_targets * (1 if self.config.method == "gradient" else self.config.population)
+        programs = []
+        for scorer in self.scorers:
+            per_pass = scorer.members_per_pass
+            if per_pass == "auto":  # only DE trains with "auto": one pass scores C*P members
+                per_pass = scorer.auto_members_per_pass(members)
+            programs.append(scorer.program(per_pass))
+        return Step(config=self.config, embedding_std=float(self.embedding_std), space_dim=int(self.space.dim),
+                    mesh=self.mesh, programs=tuple(programs))
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint of this problem must match to be resumed (JSON-able)."""
@@ -307,6 +331,28 @@ def tuning_wording(path: str, instrument: Instrument) -> Instrument:
 
 # ----------------------------------------------------------------------------- state and args
 @dataclasses.dataclass(frozen=True)
+class Step:
+    """Everything a step's trace reads besides its arguments: no arrays, no weights (hashable).
+
+    Equal steps trace equal programs, so :func:`run` compiles one loop per ``Step`` and length in
+    a process. Holding no weights, a kept loop never keeps a model alive.
+
+    Attributes:
+      config: the run's :class:`~jaxalign.AlignConfig` (method, population, strategy settings...).
+      embedding_std: the scale of the search space and the initial spread.
+      space_dim: ``n``, the search vector's size.
+      mesh: a device mesh or ``None``.
+      programs: one :class:`~jaxalign.scoring.ScoringProgram` per presentation.
+    """
+
+    config: AlignConfig
+    embedding_std: float
+    space_dim: int
+    mesh: Any
+    programs: tuple[ScoringProgram, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class RunArgs:
     """The arrays a step takes as jit arguments (weights included: never baked in)."""
 
@@ -349,26 +395,27 @@ def run_args(problem: Problem) -> RunArgs:
     )
 
 
-def _strategy(problem: Problem):
-    return _make_strategy(problem.config.evolution_config(problem.embedding_std), problem.space.dim)
+def _strategy(step: Step):
+    return _make_strategy(step.config.evolution_config(step.embedding_std), step.space_dim)
 
 
-def _optimizer(problem: Problem) -> optax.GradientTransformation:
-    config = problem.config
-    step_size = config.learning_rate if config.subspace is not None else config.learning_rate * problem.embedding_std
+def _optimizer(step: Step) -> optax.GradientTransformation:
+    config = step.config
+    step_size = config.learning_rate if config.subspace is not None else config.learning_rate * step.embedding_std
     return optax.chain(optax.zero_nans(), optax.adam(step_size))
 
 
 def initialise(problem: Problem, args: RunArgs) -> RunState:
     """The state before step 0 (the optimizer state is a template that step 0 replaces)."""
     c, n, d = problem.n_targets, problem.space.dim, len(problem.instrument.dimensions)
+    step = problem.step()
     z0 = jnp.zeros((n,), jnp.float32)
     z = jnp.zeros((c, n), jnp.float32)
-    adam = (z, _optimizer(problem).init(z))
+    adam = (z, _optimizer(step).init(z))
     if problem.config.method == "gradient":
         opt = adam
     else:
-        strategy, params = _strategy(problem)
+        strategy, params = _strategy(step)
         pop = problem.config.population
         if isinstance(strategy, PopulationBasedAlgorithm):
             opt = jax.vmap(lambda k: strategy.init(
@@ -384,54 +431,54 @@ def initialise(problem: Problem, args: RunArgs) -> RunState:
 
 
 # ----------------------------------------------------------------------------- one step
-def fitness(problem: Problem, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Array]:
+def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Array]:
     """Scores ``z (C, M, n)`` against each row's target: ``losses (C, M)``, ``dims (C, M, D)``.
 
     The C*M members are one population for the scorer (one pass; on a mesh, sharded over
     ``"data"``); with both orders the losses and dims are the means over the two presentations.
     """
     c, m, n = z.shape
-    flat = gather_to_all(z.reshape(c * m, n), problem.mesh)  # the optimizer state is replicated
+    flat = gather_to_all(z.reshape(c * m, n), step.mesh)  # the optimizer state is replicated
     prompts = args.space.decode(flat)  # (C*M, K, d)
     losses, dims = [], []
-    for scorer, inputs in zip(problem.scorers, args.inputs):
-        d_ = scorer.score_fn(prompts, inputs).dims.reshape(c, m, -1)  # (C, M, D)
+    for program, inputs in zip(step.programs, args.inputs):
+        d_ = _score_members(program, prompts, inputs).dims.reshape(c, m, -1)  # (C, M, D)
         dims.append(d_)
         losses.append(jax.vmap(l1_loss)(d_, args.targets))          # (C, M)
     loss, dim = sum(losses) / len(losses), sum(dims) / len(dims)
-    return gather_to_all((loss, dim), problem.mesh)
+    return gather_to_all((loss, dim), step.mesh)
 
 
-def generation(problem: Problem, state: RunState, args: RunArgs) -> tuple[RunState, dict[str, jax.Array]]:
+def generation(step: Step, state: RunState, args: RunArgs) -> tuple[RunState, dict[str, jax.Array]]:
     """Runs step ``state.step`` for every target: ``(new state, record)``; record leaves (C, ...)."""
-    if problem.config.method == "gradient":
-        return _adam_step(problem, state, args)
-    if problem.config.method == "hybrid":
-        return _hybrid_step(problem, state, args)
-    return _evosax_step(problem, state, args)
+    if step.config.method == "gradient":
+        return _adam_step(step, state, args)
+    if step.config.method == "hybrid":
+        return _hybrid_step(step, state, args)
+    return _evosax_step(step, state, args)
 
 
-def _hybrid_step(problem: Problem, state: RunState, args: RunArgs):
-    """An evosax step before ``problem.evolution_steps``, then Adam from the best prompt found."""
-    switch = problem.evolution_steps
+def _hybrid_step(step: Step, state: RunState, args: RunArgs):
+    """An evosax step before the config's evolution steps, then Adam from the best prompt found."""
+    switch = evolution_steps(step.config)
     evolution_opt, (z, adam_opt) = state.opt
 
     def evolve(_):
-        new, record = _evosax_step(problem, dataclasses.replace(state, opt=evolution_opt), args)
+        new, record = _evosax_step(step, dataclasses.replace(state, opt=evolution_opt), args)
         return dataclasses.replace(new, opt=(new.opt, (z, adam_opt))), record
 
     def descend(_):
         start = jnp.where(state.step == switch, state.best_z, z)  # Adam starts at the best member
-        new, record = _adam_step(problem, dataclasses.replace(state, opt=(start, adam_opt)), args)
+        new, record = _adam_step(step, dataclasses.replace(state, opt=(start, adam_opt)), args)
         return dataclasses.replace(new, opt=(evolution_opt, new.opt)), record
 
     return jax.lax.cond(state.step < switch, evolve, descend, None)
 
 
-def _evosax_step(problem: Problem, state: RunState, args: RunArgs):
-    strategy, params = _strategy(problem)
-    evo = problem.config.evolution_config(problem.embedding_std)
-    pop, n, s = evo.population_size, problem.space.dim, state.step
+def _evosax_step(step: Step, state: RunState, args: RunArgs):
+    strategy, params = _strategy(step)
+    evo = step.config.evolution_config(step.embedding_std)
+    pop, n, s = evo.population_size, step.space_dim, state.step
     population_based = isinstance(strategy, PopulationBasedAlgorithm)
     keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, s), 3))(args.keys)  # (C, 3, 2)
     key_ask, key_tell, key_pop = keys[:, 0], keys[:, 1], keys[:, 2]
@@ -443,7 +490,7 @@ def _evosax_step(problem: Problem, state: RunState, args: RunArgs):
     initial = (z0 + noise).at[:, 0].set(z0)
     population = jnp.where(is_init, initial, asked.astype(jnp.float32))  # (C, P, n)
 
-    losses, dims = fitness(problem, population, args)
+    losses, dims = fitness(step, population, args)
     losses = losses.astype(jnp.float32)  # (C, P)
     finite = jnp.isfinite(losses)
     clean = jnp.where(finite, losses, jnp.inf)
@@ -490,12 +537,12 @@ def _update_best(state: RunState, population, clean, dims, finite, losses):
     return new, record
 
 
-def _adam_step(problem: Problem, state: RunState, args: RunArgs):
-    optimizer = _optimizer(problem)
+def _adam_step(step: Step, state: RunState, args: RunArgs):
+    optimizer = _optimizer(step)
     z, opt_state = state.opt
 
     def total_loss(z_):  # (C, n): sum over targets; each target's gradient is its own
-        losses, dims = fitness(problem, z_[:, None], args)
+        losses, dims = fitness(step, z_[:, None], args)
         return jnp.sum(losses), (losses[:, 0], dims[:, 0])
 
     (_, (losses, dims)), grad = jax.value_and_grad(total_loss, has_aux=True)(z)
@@ -507,7 +554,7 @@ def _adam_step(problem: Problem, state: RunState, args: RunArgs):
     return dataclasses.replace(new, opt=opt), record
 
 
-def run_chunk(problem: Problem, state: RunState, args: RunArgs, s_end: jax.Array, length: int):
+def run_chunk(step: Step, state: RunState, args: RunArgs, s_end: jax.Array, length: int):
     """Scans ``length`` steps on device; steps ``>= s_end`` are skipped (their records dropped on
     the host), so every chunk, the short last one included, reuses one compiled program."""
 
@@ -518,9 +565,30 @@ def run_chunk(problem: Problem, state: RunState, args: RunArgs, s_end: jax.Array
                            "num_failed": jnp.zeros(state.best_loss.shape, jnp.int32),
                            "best_dims": state.best_dims}
 
-        return jax.lax.cond(state.step < s_end, lambda st: generation(problem, st, args), skip, state)
+        return jax.lax.cond(state.step < s_end, lambda st: generation(step, st, args), skip, state)
 
     return jax.lax.scan(body, state, None, length=length)
+
+
+_LOOPS: dict[tuple[Step, int], Any] = {}
+MAX_LOOPS = 16  # jitted loops kept per process (each holds its compiled programs, never weights)
+
+
+def loop_program(step: Step, length: int):
+    """The jitted :func:`run_chunk` for ``step`` and chunk ``length``, one per process.
+
+    jit's own cache then keys on the arguments' shapes and shardings, so an equal step with
+    arrays of the same shapes reuses the compiled program. The oldest loop is dropped past
+    ``MAX_LOOPS``.
+    """
+    key = (step, length)
+    fn = _LOOPS.pop(key, None)
+    if fn is None:
+        fn = jax.jit(lambda st, a, e: run_chunk(step, st, a, e, length))
+        while len(_LOOPS) >= MAX_LOOPS:
+            _LOOPS.pop(next(iter(_LOOPS)))
+    _LOOPS[key] = fn  # most recently used last
+    return fn
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -609,8 +677,7 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
         if step < total:
             bar.phase("compiling the optimizer loop (scoring pass included)...")
             t0 = time.perf_counter()
-            compiled = (jax.jit(lambda st, a, e: run_chunk(problem, st, a, e, length))
-                        .lower(state, args, np.int32(0)).compile())
+            compiled = loop_program(problem.step(), length).lower(state, args, np.int32(0)).compile()
             compile_s = time.perf_counter() - t0
             bar.phase(f"compiled in {compile_s:.1f} s")
         bar.start(max(step - 1, 0))
