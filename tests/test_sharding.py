@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(r"""
     from jaxalign import parallel, vsm13
     from jaxalign.model import load_model
     from jaxalign.optimize import EvolutionConfig, evolve
-    from jaxalign.scoring import make_scorer, _jitted_score
+    from jaxalign.scoring import make_scorer
     from jaxalign.softprompt import subspace
 
     out = {"devices": len(jax.devices())}
@@ -58,7 +58,7 @@ CHILD = textwrap.dedent(r"""
             "q_proj_spec": str(q_spec),
         }
         if (data, model) == (8, 1):
-            hlo = _jitted_score(scorer).lower(parallel.replicate(prompts, mesh), scorer.inputs).compile().as_text()
+            hlo = jax.jit(scorer.score_fn).lower(parallel.replicate(prompts, mesh), scorer.inputs).compile().as_text()
             out["collectives_data8"] = sorted(set(re.findall(
                 r" (all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(", hlo)))
         if (data, model) == (4, 2):  # population 6 does not divide by 4: padded to 8, 2 dropped
