@@ -220,19 +220,21 @@ def test_gradient_resume_equals_uninterrupted(lm, tmp_path):
 
 
 def test_equal_settings_reuse_the_compiled_loop_with_the_numbers_of_a_fresh_one(lm):
-    """A second run of equal settings (here: another target) reuses the process's compiled loop
-    (no new trace) and its result equals the one of a freshly traced and compiled loop. (The
-    loop's key, :class:`~jaxalign.optimize.pipeline.Step`, is the same for every method.)"""
+    """A second run of equal settings but for its target and seed (both reach the loop as
+    arguments) reuses the process's compiled loop (no new trace), and its result equals the one of
+    a freshly traced and compiled loop. (The loop's key, :class:`~jaxalign.optimize.pipeline.Step`,
+    is built alike for every method.)"""
     from jaxalign.optimize import pipeline
 
     config = api.AlignConfig(generations=2, seed=4, **SMALL)
     jaxalign.align(lm, "China", config=config, progress=False)
     loops = dict(pipeline._LOOPS)
     traced = [fn._cache_size() for fn in loops.values()]
-    shared = jaxalign.align(lm, "Japan", config=config, progress=False)
+    other = dataclasses.replace(config, seed=5)
+    shared = jaxalign.align(lm, "Japan", config=other, progress=False)
     assert dict(pipeline._LOOPS) == loops and [fn._cache_size() for fn in loops.values()] == traced
     pipeline._LOOPS.clear()
-    fresh = jaxalign.align(lm, "Japan", config=config, progress=False)
+    fresh = jaxalign.align(lm, "Japan", config=other, progress=False)
     np.testing.assert_array_equal(shared.soft_prompt, fresh.soft_prompt)
     assert shared.history == fresh.history and shared.loss == fresh.loss
 

@@ -212,8 +212,10 @@ class Problem:
             if per_pass == "auto":  # only DE trains with "auto": one pass scores C*P members
                 per_pass = scorer.auto_members_per_pass(members)
             programs.append(scorer.program(per_pass))
-        return Step(config=self.config, embedding_std=float(self.embedding_std), space_dim=int(self.space.dim),
-                    mesh=self.mesh, programs=tuple(programs))
+        # the seed reaches the loop only through its arguments (the targets' keys, the space), so
+        # runs that differ only in their seed share one loop
+        return Step(config=dataclasses.replace(self.config, seed=0), embedding_std=float(self.embedding_std),
+                    space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs))
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint of this problem must match to be resumed (JSON-able)."""
@@ -338,7 +340,8 @@ class Step:
     a process. Holding no weights, a kept loop never keeps a model alive.
 
     Attributes:
-      config: the run's :class:`~jaxalign.AlignConfig` (method, population, strategy settings...).
+      config: the run's :class:`~jaxalign.AlignConfig` (method, population, strategy settings...),
+        its seed set to 0 (the seed is in the arguments).
       embedding_std: the scale of the search space and the initial spread.
       space_dim: ``n``, the search vector's size.
       mesh: a device mesh or ``None``.
