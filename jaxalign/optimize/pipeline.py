@@ -8,7 +8,7 @@ and both-orders tuning, for one target or C targets at once.
                                                            presentation, search space, keys)
     problem.step()                          -> Step       (what a step's trace reads: the
                                                            config and scoring programs, no arrays)
-    initialise(problem, args)               -> RunState   (step 0 not run yet)
+    initialise(problem, step, args)         -> RunState   (step 0 not run yet)
     generation(step, state, args)           -> RunState, record     (one step, on device)
     run_chunk(step, state, args, s_end)     -> RunState, records    (lax.scan of steps)
     save_checkpoint / restore_checkpoint    (orbax; the state pytree and the history)
@@ -408,10 +408,9 @@ def _optimizer(step: Step) -> optax.GradientTransformation:
     return optax.chain(optax.zero_nans(), optax.adam(step_size))
 
 
-def initialise(problem: Problem, args: RunArgs) -> RunState:
+def initialise(problem: Problem, step: Step, args: RunArgs) -> RunState:
     """The state before step 0 (the optimizer state is a template that step 0 replaces)."""
     c, n, d = problem.n_targets, problem.space.dim, len(problem.instrument.dimensions)
-    step = problem.step()
     z0 = jnp.zeros((n,), jnp.float32)
     z = jnp.zeros((c, n), jnp.float32)
     adam = (z, _optimizer(step).init(z))
@@ -651,7 +650,8 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
     """
     config, total = problem.config, problem.total_steps
     args = run_args(problem)
-    state = initialise(problem, args)
+    traced = problem.step()  # what the loop's trace reads; also builds the initial optimizer state
+    state = initialise(problem, traced, args)
     records: list[dict[str, np.ndarray]] = []
     resumed_from = None
     checkpointer = RunCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
@@ -680,7 +680,7 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
         if step < total:
             bar.phase("compiling the optimizer loop (scoring pass included)...")
             t0 = time.perf_counter()
-            compiled = loop_program(problem.step(), length).lower(state, args, np.int32(0)).compile()
+            compiled = loop_program(traced, length).lower(state, args, np.int32(0)).compile()
             compile_s = time.perf_counter() - t0
             bar.phase(f"compiled in {compile_s:.1f} s")
         bar.start(max(step - 1, 0))
