@@ -599,11 +599,16 @@ class ScoringProgram:
     trim_last_layer: bool = True
 
     def _key(self) -> tuple:
-        weights = np.asarray(self.instrument.weights, np.float64)
-        constants = np.asarray(self.instrument.constants, np.float64)
-        return (self.graphdef, self.readout, self.n_respondents, self.members_per_pass, self.mode,
-                self.mesh, self.trim_last_layer, tuple(self.instrument.dimensions), self.instrument.n_items,
-                weights.shape, weights.tobytes(), constants.tobytes())
+        # built once: jit hashes its static argument on every call (a hot path for scoring loops)
+        key = self.__dict__.get("_cached_key")
+        if key is None:
+            weights = np.asarray(self.instrument.weights, np.float64)
+            constants = np.asarray(self.instrument.constants, np.float64)
+            key = (self.graphdef, self.readout, self.n_respondents, self.members_per_pass, self.mode,
+                   self.mesh, self.trim_last_layer, tuple(self.instrument.dimensions), self.instrument.n_items,
+                   weights.shape, weights.tobytes(), constants.tobytes())
+            object.__setattr__(self, "_cached_key", key)
+        return key
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ScoringProgram) and self._key() == other._key()
