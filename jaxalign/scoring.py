@@ -478,11 +478,15 @@ def _score(
 
     def logits_local(members: jax.Array) -> jax.Array:  # (m, K, d) -> (m, Q, n) presented order
         out = jnp.zeros((members.shape[0], n_items, inputs.answer_ids.shape[0]), jnp.float32)
+        # shared prefix: every bucket reads the same [prefix][soft] caches, built once here
+        shared = mode != "full" and inputs.buckets[0].prefix_shared
+        member_cache = _member_cache(graphdef, inputs, members, trim_last_layer) if shared else None
         for bucket in inputs.buckets:
             if mode == "full":
                 logits = _bucket_logits_full(graphdef, inputs, bucket, members)
             else:
-                logits = _bucket_logits_cached(graphdef, inputs, bucket, members, trim_last_layer)
+                logits = _bucket_logits_cached(graphdef, inputs, bucket, members, trim_last_layer,
+                                               member_cache)
             out = out.at[:, bucket.item_index].set(logits)
         return out
 
@@ -514,11 +518,29 @@ def _bucket_logits_full(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prom
     return logits.reshape(n_pop, n_items, -1)
 
 
+def _member_cache(graphdef, inputs: ScorerInputs, prompts, trim_last_layer: bool = True) -> llama.KVCache:
+    """Shared-prefix layouts: the prefix's keys/values once, then each member's ``K`` soft vectors
+    against them; ``(P, Tp + K)`` positions. Every bucket's items run against this one cache (the
+    prefix is the same tokens, at the same length, in every bucket)."""
+    params, bucket = inputs.params, inputs.buckets[0]
+    n_pop, k, _ = prompts.shape
+    cache_only = "none" if trim_last_layer else "all"
+    prefix_embeds = llama.embed_fn(graphdef, params, bucket.prefix_ids[:1])    # (1, Tp, d)
+    soft = prompts.astype(prefix_embeds.dtype)
+    _, prefix_cache = llama.prefill_fn(graphdef, params, prefix_embeds, bucket.prefix_mask[:1],
+                                       hidden=cache_only)                                # C = 1
+    _, soft_cache = llama.extend_fn(graphdef, params, soft, jnp.ones((n_pop, k), jnp.int32),
+                                    prefix_cache, hidden=cache_only)
+    return llama.concat_caches(prefix_cache, soft_cache)                                 # (P, Tp+K)
+
+
 def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts,
-                          trim_last_layer: bool = True) -> jax.Array:
+                          trim_last_layer: bool = True,
+                          member_cache: llama.KVCache | None = None) -> jax.Array:
     """Shared tokens computed once, via key/value caches: ``(P, Qb, n)``.
 
-    Shared prefix (the default layout): prefix once -> each member's K soft vectors once ->
+    Shared prefix (the default layout): prefix once -> each member's K soft vectors once
+    (:func:`_member_cache`, built once for all buckets and passed in as ``member_cache``) ->
     every item's text against its member's cache. Per-item prefix (item-first layout): each
     item's prefix once -> every member's ``[soft][cue]`` against its item's cache. With
     ``trim_last_layer`` the caches are built with ``hidden="none"`` and the read rows run with
@@ -528,11 +550,8 @@ def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, pr
     n_pop, k, _ = prompts.shape
     n_items = bucket.item_index.shape[0]
     cache_only, read = ("none", "last") if trim_last_layer else ("all", "all")
-    prefix_embeds = llama.embed_fn(graphdef, params, bucket.prefix_ids)   # (Qb, Tp, d)
     suffix_embeds = llama.embed_fn(graphdef, params, bucket.suffix_ids)   # (Qb, Ts, d)
-    dtype = prefix_embeds.dtype
-    soft = prompts.astype(dtype)
-    soft_mask = jnp.ones((n_pop, k), jnp.int32)
+    soft = prompts.astype(suffix_embeds.dtype)
 
     def answer_logits(rows: jax.Array, rows_mask: jax.Array, cache: llama.KVCache) -> jax.Array:
         """``rows (B, T, d)`` after ``cache``: the answer logits at each row's last real token, (B, n)."""
@@ -542,11 +561,8 @@ def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, pr
         return llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
 
     if bucket.prefix_shared:
-        _, prefix_cache = llama.prefill_fn(graphdef, params, prefix_embeds[:1], bucket.prefix_mask[:1],
-                                           hidden=cache_only)
-        _, soft_cache = llama.extend_fn(graphdef, params, soft, soft_mask, prefix_cache,
-                                        hidden=cache_only)                            # C = 1
-        member_cache = llama.concat_caches(prefix_cache, soft_cache)                     # (P, Tp+K)
+        if member_cache is None:
+            member_cache = _member_cache(graphdef, inputs, prompts, trim_last_layer)
         ts = suffix_embeds.shape[1]
         rows = jnp.broadcast_to(suffix_embeds[:, None], (n_items, n_pop, ts, suffix_embeds.shape[-1]))
         rows_mask = jnp.broadcast_to(bucket.suffix_mask[:, None], (n_items, n_pop, ts))
@@ -554,6 +570,7 @@ def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, pr
         rows_mask = rows_mask.reshape(n_items * n_pop, ts)
         logits = answer_logits(rows, rows_mask, member_cache)
         return logits.reshape(n_items, n_pop, -1).transpose(1, 0, 2)
+    prefix_embeds = llama.embed_fn(graphdef, params, bucket.prefix_ids)   # (Qb, Tp, d)
     _, item_cache = llama.prefill_fn(graphdef, params, prefix_embeds, bucket.prefix_mask,
                                      hidden=cache_only)                               # C = Qb
     ts = suffix_embeds.shape[1]
