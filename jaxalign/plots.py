@@ -66,7 +66,12 @@ def dims_figure(run: Mapping[str, Any]):
     ax.set_title(f"{run['target']['name']} on {run.get('model', '?')}{partial}\nL1: {loss_text}",
                  fontsize="medium")
     ax.legend(fontsize="small", ncols=min(len(series), 5))
-    fig.tight_layout()
+    # fixed margins in inches instead of tight_layout (which draws the figure once more to measure
+    # it): the labels here have bounded sizes (six short names, indices within +-1000, a two-line
+    # title), and a run over every country draws this figure 65 times
+    width_in, height_in = fig.get_size_inches()
+    fig.subplots_adjust(left=0.9 / width_in, right=1 - 0.15 / width_in, bottom=0.4 / height_in,
+                        top=1 - 0.55 / height_in)
     return fig
 
 
