@@ -29,7 +29,7 @@ def _jaxalign(argv, **kwargs):
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_checkpoint_writes_partial_results_and_says_how_to_resume(tmp_path):
+def test_ctrl_c_keeps_the_checkpoint_writes_partial_results_and_says_how_to_resume(tmp_path, capsys):
     out = tmp_path / "run"
     argv = [*ARGS, "--generations", "400", "--out", str(out)]
     proc = _jaxalign(argv)
@@ -63,11 +63,15 @@ def test_ctrl_c_keeps_the_checkpoint_writes_partial_results_and_says_how_to_resu
     assert len(best) == stopped + 1
     assert results["methods"]["optimized"]["loss"] == pytest.approx(best[-1], abs=1e-3)
 
-    # resuming (budget lowered to a few more generations) announces where it starts
+    # resuming (budget lowered to a few more generations) announces where it starts; run in this
+    # process through the console script's function (a second interpreter would only re-import jax)
+    from jaxalign.cli import main
+
     resume = [*ARGS, "--generations", str(kept + 2), "--out", str(out), "--resume"]
-    proc = _jaxalign(resume)
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr
+    capsys.readouterr()
+    code = main(resume)
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr
     assert f"resuming from generation {kept} of {kept + 2}" in stderr
     done = [line for line in stderr.splitlines() if line.startswith("generation ")]
     assert done[0].startswith(f"generation {kept + 1}/") and done[-1].startswith(f"generation {kept + 2}/")

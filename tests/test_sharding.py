@@ -99,7 +99,6 @@ CHILD = textwrap.dedent(r"""
         out["bad_model_axis"] = None
     except ValueError as error:
         out["bad_model_axis"] = str(error)
-    print("RESULT " + json.dumps(out))
 """)
 
 
@@ -117,7 +116,8 @@ def run_child(code: str, timeout: int) -> dict:
 
 @pytest.fixture(scope="module")
 def child() -> dict:
-    return run_child(CHILD, timeout=600)
+    """One child for the whole module (CHILD, then CHILD_SLOTS below): one start-up, one model load."""
+    return run_child(CHILD + CHILD_SLOTS, timeout=900)
 
 
 @pytest.mark.slow
@@ -231,43 +231,33 @@ def test_initialize_distributed_is_a_no_op_on_one_host(monkeypatch):
 
 
 # ------------------------------------------------------------------ the default scorer, every slot
-# The scorer users run by default (cached keys/values, length buckets) in every soft-prompt slot,
-# on 8 data-parallel devices (one member each) and on a 2 x 2 (data, model) mesh (4 members per
-# data shard, weights split over the model axis), against one device.
+# The scorer users run by default (cached keys/values, length buckets) in every soft-prompt slot
+# on a 2 x 2 (data, model) mesh (4 members per data shard, weights split over the model axis), and
+# its two cached paths (shared prefix: user_start; item-first: after_item) also on 8 data-parallel
+# devices (one member each), against one device. Runs in the module's one child, after CHILD.
+SLOTS_CASES = [(slot, (2, 2)) for slot in ("user_start", "system", "after_item", "user_end", "start")] + [
+    ("user_start", (8, 1)), ("after_item", (8, 1))]
 CHILD_SLOTS = textwrap.dedent(r"""
-    import json
-    import numpy as np, jax
-    from jaxalign import parallel, vsm13
-    from jaxalign.model import load_model
     from jaxalign.prompting.layout import SLOTS
-    from jaxalign.scoring import make_scorer
 
-    instrument = vsm13()
-    target = np.asarray([60, 40, 50, 70, 30, 55], np.float32)
     prompts = (0.2 * np.random.default_rng(1).standard_normal((8, 3, 64))).astype(np.float32)
-    lm = load_model("tiny-random", dtype="float32")
     refs = {slot: np.asarray(make_scorer(lm, instrument, k=3, target=target, slot=slot)(prompts).probs)
             for slot in SLOTS}
-    out = {}
-    for data, model in [(8, 1), (2, 2)]:
-        mesh = parallel.make_mesh(data, model, devices=jax.devices()[: data * model])
+    out["slots"] = {}
+    for slot, (data, model) in SLOTS_CASES:
+        mesh = mesh_of(data, model)
         sharded = load_model("tiny-random", dtype="float32", mesh=mesh)
-        for slot in SLOTS:
-            got = make_scorer(sharded, instrument, k=3, target=target, slot=slot, mesh=mesh)(prompts)
-            out[f"{slot}@{data},{model}"] = float(np.abs(np.asarray(got.probs) - refs[slot]).max())
+        got = make_scorer(sharded, instrument, k=3, target=target, slot=slot, mesh=mesh)(prompts)
+        out["slots"][f"{slot}@{data},{model}"] = float(np.abs(np.asarray(got.probs) - refs[slot]).max())
     print("RESULT " + json.dumps(out))
-""")
-
-
-@pytest.fixture(scope="module")
-def slots_child() -> dict:
-    return run_child(CHILD_SLOTS, timeout=900)
+""").replace("SLOTS_CASES", repr(SLOTS_CASES))
 
 
 @pytest.mark.slow
-def test_default_scorer_on_a_mesh_matches_one_device_in_every_slot(slots_child):
+def test_default_scorer_on_a_mesh_matches_one_device_in_every_slot(child):
     from jaxalign.prompting.layout import SLOTS
 
-    assert len(slots_child) == 2 * len(SLOTS)
-    worst = {case: diff for case, diff in slots_child.items() if diff > PROBS_TOL}
+    cases = child["slots"]
+    assert len(cases) == len(SLOTS_CASES) and {c.split("@")[0] for c in cases} == set(SLOTS)
+    worst = {case: diff for case, diff in cases.items() if diff > PROBS_TOL}
     assert worst == {}
