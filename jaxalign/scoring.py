@@ -535,13 +535,12 @@ def _member_cache(graphdef, inputs: ScorerInputs, prompts, trim_last_layer: bool
 
 
 def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts,
-                          trim_last_layer: bool = True,
-                          member_cache: llama.KVCache | None = None) -> jax.Array:
+                          trim_last_layer: bool, member_cache: llama.KVCache | None) -> jax.Array:
     """Shared tokens computed once, via key/value caches: ``(P, Qb, n)``.
 
     Shared prefix (the default layout): prefix once -> each member's K soft vectors once
-    (:func:`_member_cache`, built once for all buckets and passed in as ``member_cache``) ->
-    every item's text against its member's cache. Per-item prefix (item-first layout): each
+    (``member_cache``, from :func:`_member_cache`, built once for all buckets; ``None`` for the
+    item-first layout) -> every item's text against its member's cache. Per-item prefix (item-first layout): each
     item's prefix once -> every member's ``[soft][cue]`` against its item's cache. With
     ``trim_last_layer`` the caches are built with ``hidden="none"`` and the read rows run with
     ``hidden="last"`` (see :meth:`jaxalign.model.llama.Llama.extend`).
@@ -561,8 +560,6 @@ def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, pr
         return llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
 
     if bucket.prefix_shared:
-        if member_cache is None:
-            member_cache = _member_cache(graphdef, inputs, prompts, trim_last_layer)
         ts = suffix_embeds.shape[1]
         rows = jnp.broadcast_to(suffix_embeds[:, None], (n_items, n_pop, ts, suffix_embeds.shape[-1]))
         rows_mask = jnp.broadcast_to(bucket.suffix_mask[:, None], (n_items, n_pop, ts))
