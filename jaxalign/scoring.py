@@ -518,7 +518,7 @@ def _bucket_logits_full(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prom
     return logits.reshape(n_pop, n_items, -1)
 
 
-def _member_cache(graphdef, inputs: ScorerInputs, prompts, trim_last_layer: bool = True) -> llama.KVCache:
+def _member_cache(graphdef, inputs: ScorerInputs, prompts, trim_last_layer: bool) -> llama.KVCache:
     """Shared-prefix layouts: the prefix's keys/values once, then each member's ``K`` soft vectors
     against them; ``(P, Tp + K)`` positions. Every bucket's items run against this one cache (the
     prefix is the same tokens, at the same length, in every bucket)."""
@@ -540,8 +540,9 @@ def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, pr
 
     Shared prefix (the default layout): prefix once -> each member's K soft vectors once
     (``member_cache``, from :func:`_member_cache`, built once for all buckets; ``None`` for the
-    item-first layout) -> every item's text against its member's cache. Per-item prefix (item-first layout): each
-    item's prefix once -> every member's ``[soft][cue]`` against its item's cache. With
+    item-first layout) -> every item's text against its member's cache. Per-item prefix
+    (item-first layout): each item's prefix once -> every member's ``[soft][cue]`` against its
+    item's cache. With
     ``trim_last_layer`` the caches are built with ``hidden="none"`` and the read rows run with
     ``hidden="last"`` (see :meth:`jaxalign.model.llama.Llama.extend`).
     """

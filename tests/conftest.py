@@ -102,13 +102,13 @@ def pytest_collection_modifyitems(session, config, items):
 # per test module here), and jit caches hold executables for the life of the process (jaxalign
 # shares one scoring pass and one optimizer loop per setting on purpose). A test worker runs half
 # the suite in one process; measured on 2026-12-02, four slow modules run in one process ended
-# with 30,259 mappings. Linux refuses mappings past vm.max_map_count (65,530 by default), and loading the
-# next executable then kills the process: three whole-suite runs on 2026-12-01/02 lost a worker to a
-# segmentation fault inside jaxlib's deserialize_executable, and with the limit lowered to 12,000
-# the same two modules in one process aborted there ("allocateMappedMemory failed"). So each
-# module's compiled programs are dropped when it ends (the same modules then stayed under 760
-# mappings between modules and passed under the 12,000 limit; 150.4 s against 149.5 s without); the persistent
-# compilation cache on disk is kept.
+# with 30,259 mappings. Linux refuses mappings past vm.max_map_count (65,530 by default), and
+# loading the next executable then kills the process: three whole-suite runs on 2026-12-01/02 lost
+# a worker to a segmentation fault inside jaxlib's deserialize_executable, and with the limit
+# lowered to 12,000 the same two modules in one process aborted there ("allocateMappedMemory
+# failed"). So each module's compiled programs are dropped when it ends (the same modules then
+# stayed under 760 mappings between modules and passed under the 12,000 limit; 150.4 s against
+# 149.5 s without); the persistent compilation cache on disk is kept.
 @pytest.fixture(scope="module", autouse=True)
 def _drop_compiled_programs_after_each_module():
     yield
