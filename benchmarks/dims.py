@@ -220,24 +220,17 @@ def aggregate(per_seed: list[dict[str, Any]], targets, methods) -> dict[str, Any
 def culturalbench_accuracy(lm, path: str, targets, prompts_per_seed: list[dict[str, Any]], slot: str):
     """Easy/Hard accuracy per country: plain model and DE-aligned prompt (mean over seeds)."""
     from jaxalign.evaluate.culturalbench import evaluate_culturalbench, load_culturalbench
-    from jaxalign.survey import resolve_target
 
     table: dict[str, dict[str, Any]] = {}
     for set_name in ("easy", "hard"):
         bench = load_culturalbench(path, set=set_name)
-        by_code: dict[str, str] = {}
-        for country in bench.countries():
-            try:
-                by_code[resolve_target(country).code] = country
-            except ValueError:
-                pass
         for target in targets:
             row = table.setdefault(target.name, {})
-            bench_country = by_code.get(target.code)
-            if bench_country is None:
+            try:  # the benchmark's name for the country may differ ("United States" for U.S.A.)
+                subset = bench.for_country(target.name)
+            except ValueError:  # no question about it
                 row[set_name] = None
                 continue
-            subset = bench.for_country(bench_country)
             plain = evaluate_culturalbench(lm, subset, slot=slot)
             aligned = [evaluate_culturalbench(lm, subset, soft_prompt=prompts[target.name], slot=slot)
                        for prompts in prompts_per_seed]

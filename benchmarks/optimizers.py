@@ -228,19 +228,45 @@ def score_conditions(scorers: dict[str, Any], records: list[dict[str, Any]], cou
     return naive
 
 
-def culturalbench_accuracy(lm, records, countries, args) -> dict[str, Any]:
-    """CulturalBench accuracy per record (on its country's questions) and of the naive model."""
-    from jaxalign.evaluate.culturalbench import evaluate_culturalbench, load_culturalbench
+def culturalbench_questions(args, countries) -> dict[str, Any]:
+    """Each country's CulturalBench questions (``None`` when the file has none about it).
+
+    Read before any search, so a wrong path or a file about none of the countries fails at once
+    instead of after hours of searching. The benchmark's names are matched to the survey's
+    (``"United States"`` for U.S.A.) by :meth:`BenchSet.for_country`.
+    """
+    from jaxalign.evaluate.culturalbench import load_culturalbench
 
     bench = load_culturalbench(args.culturalbench, set=args.culturalbench_set)
-    naive = {}
+    subsets: dict[str, Any] = {}
     for country in countries:
-        subset = bench.for_country(country.name)
-        naive[country.name] = evaluate_culturalbench(lm, subset).accuracy
+        try:
+            subsets[country.name] = bench.for_country(country.name)
+        except ValueError:
+            subsets[country.name] = None
+    missing = [name for name, subset in subsets.items() if subset is None]
+    if len(missing) == len(subsets):
+        raise ValueError(f"--culturalbench: no CulturalBench-{args.culturalbench_set.title()} question about "
+                         f"{', '.join(missing)} in {bench.source}; countries there: {', '.join(bench.countries())}")
+    if missing:
+        print(f"CulturalBench-{args.culturalbench_set.title()}: no question about {', '.join(missing)}; "
+              "their accuracy is left out", file=sys.stderr, flush=True)
+    return subsets
+
+
+def culturalbench_accuracy(lm, records, subsets: dict[str, Any], naive: dict[str, Any]) -> None:
+    """Sets ``record["culturalbench"]`` (accuracy on its country's questions, ``None`` without any)
+    on every record that has none yet, and ``naive["culturalbench"]`` (per country) when absent."""
+    from jaxalign.evaluate.culturalbench import evaluate_culturalbench
+
+    if "culturalbench" not in naive:
+        naive["culturalbench"] = {name: None if subset is None else evaluate_culturalbench(lm, subset).accuracy
+                                  for name, subset in subsets.items()}
+    for name, subset in subsets.items():
         for r in records:
-            if r["country"] == country.name:
-                r["culturalbench"] = evaluate_culturalbench(lm, subset, soft_prompt=r["soft_prompt"]).accuracy
-    return naive
+            if r["country"] == name and "culturalbench" not in r:
+                r["culturalbench"] = (None if subset is None else
+                                      evaluate_culturalbench(lm, subset, soft_prompt=r["soft_prompt"]).accuracy)
 
 
 def summarise(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -255,15 +281,19 @@ def summarise(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[d
         row: dict[str, Any] = {"method": method, "option": option, "evaluations": mine[0]["evaluations"],
                                "n_seeds": len(seeds), "countries": countries}
         for metric in metrics:
-            if any(metric not in r or r[metric] is None for r in mine):
+            if any(metric not in r for r in mine):
                 continue
-            per_seed = [float(np.mean([r[metric] for r in mine if r["seed"] == s])) for s in seeds]
+            # CulturalBench has no figure for a country without questions: the means skip it
+            have = [r for r in mine if r[metric] is not None]
+            if not have:
+                continue
+            per_seed = [float(np.mean([r[metric] for r in have if r["seed"] == s])) for s in seeds]
             row[metric] = {
                 "mean": float(np.mean(per_seed)),
                 "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
                 "per_seed": per_seed,
-                "per_country": {c: float(np.mean([r[metric] for r in mine if r["country"] == c]))
-                                for c in countries},
+                "per_country": {c: float(np.mean([r[metric] for r in have if r["country"] == c]))
+                                for c in countries if any(r["country"] == c for r in have)},
             }
         row["wall_s"] = float(np.sum([r["wall_s"] for r in mine]) / max(1, len(mine)))
         rows.append(row)
@@ -324,8 +354,14 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines.append(f"| {row['method']} | {row['option']} | "
                      + " | ".join(_cell(row.get(m)) for m in metrics) + f" | {row['evaluations']} |")
     naive = report["naive"]
+    naive_means = {m: [v for v in naive[m].values() if v is not None] for m in metrics if m in naive}
     lines.append("| naive (plain model) | - | " + " | ".join(
-        f"{np.mean(list(naive[m].values())):.2f}" if m in naive else "-" for m in metrics) + " | 0 |")
+        f"{np.mean(naive_means[m]):.2f}" if naive_means.get(m) else "-" for m in metrics) + " | 0 |")
+    if "culturalbench" in metrics and "culturalbench" in report:
+        bench = report["culturalbench"]
+        lines += ["", f"CulturalBench-{bench['set'].title()} (`{bench['source']}`), questions per country: "
+                  + ", ".join(f"{c} {n}" for c, n in bench["questions"].items())
+                  + "; its column is the mean over the countries with questions."]
     lines += ["", "Per country (mean over seeds), tuned / held-out / reversed L1:", "",
               "| method | tuned on | " + " | ".join(setup["countries"]) + " |",
               "|---|---|" + "---|" * len(setup["countries"])]
@@ -349,11 +385,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     meta = common.run_metadata("benchmarks/optimizers.py", args.argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     countries = [jaxalign.resolve_target(c) for c in args.countries]
-    for name in args.methods:  # every config checked before anything runs
+    for name in args.methods:  # every config and the CulturalBench file checked before anything runs
         for option in args.options:
             method_config(name, option, args)
+    subsets = culturalbench_questions(args, countries) if args.culturalbench else None
+    if subsets is not None:
+        meta["culturalbench"] = {"set": args.culturalbench_set, "source": args.culturalbench,
+                                 "questions": {c: 0 if q is None else q.n_questions for c, q in subsets.items()}}
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if args.model == "100m":
         lm = common.build_preset("100m", dtype=args.dtype)
@@ -368,7 +408,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     commands = [{"date": meta["date"], "command": meta["command"]}]
     naive: dict[str, Any] = {}
     if args.append:
-        records, naive, earlier = read_back(out, lm.name, countries, args)
+        records, naive, earlier, saved_bench = read_back(out, lm.name, countries, args)
+        if subsets is None and saved_bench is not None:  # the earlier figures stay, with their source
+            meta["culturalbench"] = saved_bench
+        elif subsets is not None and saved_bench is not None and any(
+                saved_bench[k] != meta["culturalbench"][k] for k in ("set", "source")):
+            naive.pop("culturalbench", None)  # another set or file: every search is evaluated on this one
+            for record in records:
+                record.pop("culturalbench", None)
         commands = earlier + commands
         meta.update(date=commands[0]["date"], command=" ; ".join(c["command"] for c in commands))
         done = {(r["method"], r["option"]) for r in records}
@@ -378,13 +425,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         found = run_method(lm, instrument, name, option, countries, args)
         naive.update(score_conditions(scorers, found, countries))
-        if args.culturalbench:
-            naive["culturalbench"] = culturalbench_accuracy(lm, found, countries, args)
         records += found
+        if subsets is not None:  # also for searches read back without a figure (--append)
+            culturalbench_accuracy(lm, records, subsets, naive)
         print(f"{name} ({option}): {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         report = write_report(out, meta, lm, countries, records, naive, args, start,
                               complete=i == len(runs) - 1)
-    if not runs:  # --append with nothing new to run: the report of what is there
+    if not runs:  # --append with nothing new to run: the report of what is there (CulturalBench added)
+        if subsets is not None:
+            culturalbench_accuracy(lm, records, subsets, naive)
         report = write_report(out, meta, lm, countries, records, naive, args, start, complete=True)
     print(markdown_report(report))
     return report
@@ -394,8 +443,10 @@ SETUP_KEYS = ("countries", "seeds", "k", "subspace", "population", "generations"
               "space_seed", "learning_rate", "hybrid_fraction", "hybrid_strategy")
 
 
-def read_back(out: Path, model: str, countries, args) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
-    """The searches, naive figures and commands of the study in ``out`` (for ``--append``).
+def read_back(out: Path, model: str, countries, args
+              ) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """The searches, naive figures, commands and CulturalBench setting (``None`` without one) of
+    the study in ``out`` (for ``--append``).
 
     Raises ValueError when there is no study there or its setup differs from this run's.
     """
@@ -431,7 +482,7 @@ def read_back(out: Path, model: str, countries, args) -> tuple[list[dict[str, An
         record["soft_prompt"] = prompts[prompt_key(record)]
         records.append(record)
     earlier = saved.get("commands") or [{"date": saved["date"], "command": saved["command"]}]
-    return records, saved["naive"], earlier
+    return records, saved["naive"], earlier, saved.get("culturalbench")
 
 
 def prompt_key(record: dict[str, Any]) -> str:
@@ -441,7 +492,7 @@ def prompt_key(record: dict[str, Any]) -> str:
 
 def write_report(out: Path, meta, lm, countries, records, naive, args, start, *, complete: bool):
     """Writes optimizers.json/.md (and the figure) for the searches done so far."""
-    metrics = CONDITIONS + (("culturalbench",) if args.culturalbench else ())
+    metrics = CONDITIONS + (("culturalbench",) if any("culturalbench" in r for r in records) else ())
     budget = args.population * (args.generations + 1)
     report = {
         **meta,

@@ -72,6 +72,15 @@ def test_fixture_files_load_in_published_format(easy, hard):
     assert easy.for_country("CHINA").n_questions == 3
 
 
+def test_for_country_takes_the_survey_names_of_a_country(easy, hard):
+    # the benchmark says "United States", the survey U.S.A.; any name resolve_target knows works
+    for name in ("U.S.A.", "USA", "united states"):
+        assert [q.question_idx for q in easy.for_country(name).questions] == ["fx-6"]
+        assert {q.country for q in easy.for_country(name).questions} == {"United States"}
+    with pytest.raises(ValueError, match="no CulturalBench-Hard question about 'U.S.A.'"):
+        hard.for_country("U.S.A.")  # Hard has no question about it
+
+
 def test_jsonl_and_json_read_like_csv(easy, hard, tmp_path):
     import csv
 

@@ -121,18 +121,34 @@ class BenchSet:
     def for_country(self, country: str | None) -> "BenchSet":
         """The questions about ``country`` (case-insensitive); ``None`` or ``"all"`` keeps all.
 
+        A name the benchmark does not use matches the benchmark's names for the same survey
+        country (:func:`jaxalign.resolve_target`): ``"U.S.A."`` selects ``"United States"``.
         Raises ValueError listing the available countries when none matches.
         """
         if country is None or country.strip().lower() == "all":
             return self
         wanted = " ".join(country.split()).lower()
         kept = tuple(q for q in self.questions if q.country.lower() == wanted)
+        code = _survey_code(country) if not kept else None
+        if code is not None:
+            same = {name for name in self.countries() if _survey_code(name) == code}
+            kept = tuple(q for q in self.questions if q.country in same)
         if not kept:
             raise ValueError(
                 f"no CulturalBench-{self.name.title()} question about {country!r} in {self.source}; "
                 f"countries there: {', '.join(self.countries())}"
             )
         return dataclasses.replace(self, questions=kept)
+
+
+def _survey_code(name: str) -> str | None:
+    """The VSM country code that ``name`` resolves to, or ``None`` when it names no survey country."""
+    from jaxalign.survey import resolve_target
+
+    try:
+        return resolve_target(name).code
+    except ValueError:
+        return None
 
 
 def load_culturalbench(
