@@ -17,6 +17,7 @@ import sys
 import textwrap
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 PROBS_TOL = 1e-5
@@ -116,8 +117,8 @@ def run_child(code: str, timeout: int) -> dict:
 
 @pytest.fixture(scope="module")
 def child() -> dict:
-    """One child for the whole module (CHILD, then CHILD_SLOTS below): one start-up, one model load."""
-    return run_child(CHILD + CHILD_SLOTS, timeout=900)
+    """One child for the whole module (CHILD, then CHILD_SLOTS and CHILD_METHODS below): one start-up."""
+    return run_child(CHILD + CHILD_SLOTS + CHILD_METHODS, timeout=900)
 
 
 @pytest.mark.slow
@@ -250,6 +251,26 @@ CHILD_SLOTS = f"SLOTS_BY_MESH = {SLOTS_BY_MESH!r}\n" + textwrap.dedent(r"""
         for slot in slots:
             got = make_scorer(sharded, instrument, k=3, target=target, slot=slot, mesh=mesh)(prompts)
             out["slots"][f"{slot}@{data},{model}"] = float(np.abs(np.asarray(got.probs) - refs[slot]).max())
+""")
+
+# ------------------------------------------------------------- gradient tuning and the hybrid
+# `method="gradient"` and `"hybrid"` through jaxalign.align on a 2 x 2 mesh and on one device:
+# the one member each step scores is padded to the data axis, its gradient flows back through the
+# all-gathers. Runs in the module's one child, after CHILD_SLOTS.
+CHILD_METHODS = textwrap.dedent(r"""
+    import jaxalign
+    from jaxalign import AlignConfig
+
+    out["methods"] = {}
+    for method in ("gradient", "hybrid"):
+        config = AlignConfig(method=method, k=2, subspace=8, population=4, generations=5, baselines=())
+        for data, model in [(1, 1), (2, 2)]:
+            mesh = None if data * model == 1 else mesh_of(data, model)
+            run_lm = load_model("tiny-random", dtype="float32", mesh=mesh)
+            result = jaxalign.align(run_lm, "China", config=config, mesh=mesh, progress=False)
+            out["methods"][f"{method}@{data},{model}"] = {
+                "loss": float(result.loss), "soft_prompt": np.asarray(result.soft_prompt).tolist(),
+                "history": np.asarray(result.history["best_loss"]).ravel().tolist()}
     print("RESULT " + json.dumps(out))
 """)
 
@@ -262,3 +283,15 @@ def test_default_scorer_on_a_mesh_matches_one_device_in_every_slot(child):
     assert len(cases) == sum(map(len, SLOTS_BY_MESH.values())) and {c.split("@")[0] for c in cases} == set(SLOTS)
     worst = {case: diff for case, diff in cases.items() if diff > PROBS_TOL}
     assert worst == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gradient", "hybrid"])
+def test_gradient_and_hybrid_on_a_mesh_match_one_device(child, method):
+    one, sharded = child["methods"][f"{method}@1,1"], child["methods"][f"{method}@2,2"]
+    assert one["history"][-1] < one["history"][0]  # the run did something
+    assert len(sharded["history"]) == len(one["history"])
+    for a, b in zip(one["history"], sharded["history"]):
+        assert abs(a - b) <= LOSS_TOL * max(1.0, abs(a))
+    assert abs(sharded["loss"] - one["loss"]) <= LOSS_TOL * max(1.0, abs(one["loss"]))
+    assert np.abs(np.asarray(sharded["soft_prompt"]) - np.asarray(one["soft_prompt"])).max() <= 1e-3
