@@ -38,7 +38,8 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
     _model_arguments(bench)
     bench.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors from 'jaxalign align'")
     bench.add_argument("--country", default=None,
-                       help="CulturalBench country or region, e.g. 'China' (default: all questions)")
+                       help="CulturalBench country or region, e.g. 'China'; a survey name such as 'U.S.A.' finds "
+                            "the benchmark's 'United States' (default: all questions)")
     bench.add_argument("--data", default=None,
                        help="CulturalBench CSV/JSONL/JSON/parquet file, or a folder holding "
                        "CulturalBench-Easy.csv / -Hard.csv (default: download from the Hub)")
