@@ -326,6 +326,10 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str) -> None
     save_figure(fig, path)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _cell(entry: Any) -> str:
     if not isinstance(entry, dict):
         return "-"
@@ -343,7 +347,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         f"# Optimizers at equal budget: {report['model']}", "",
         f"Date {report['date']}; command `{report['command']}`; device {report['device']}.", "",
-        f"Countries {', '.join(setup['countries'])}; {setup['seeds']} seeds each; K = {setup['k']}, "
+        f"Countries {', '.join(setup['countries'])}; {_count(setup['seeds'], 'seed', 'seeds')} each; K = {setup['k']}, "
         f"subspace {setup['subspace']}, population {setup['population']}, {setup['generations']} generations "
         f"= {setup['budget']} forward-pass equivalents per search (an Adam step counted as 3); readout "
         f"{setup['readout']}. Each cell: mean over seeds of the mean over countries, ± the std over seeds.", "",
@@ -518,7 +522,8 @@ def write_report(out: Path, meta, lm, countries, records, naive, args, start, *,
     np.savez_compressed(out / "prompts.npz", **{prompt_key(r): r["soft_prompt"] for r in records})
     if not args.no_figure:
         curves_figure(records, out / "optimizers.png",
-                      f"{lm.name}: {len(countries)} countries x {args.seeds} seeds")
+                      f"{lm.name}: {_count(len(countries), 'country', 'countries')} x "
+                      f"{_count(args.seeds, 'seed', 'seeds')}")
     return report
 
 
