@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import jaxalign
 
-BENCH = "tests/data/culturalbench"  # Easy: China 3 questions, "United States" 1; Hard: China 2, no U.S.A.
+BENCH = str(Path(__file__).parent / "data" / "culturalbench")  # Easy: China 3 questions, "United States" 1; Hard: China 2, no U.S.A.
 
 
 @pytest.mark.slow
