@@ -262,13 +262,13 @@ CHILD_METHODS = textwrap.dedent(r"""
     from jaxalign import AlignConfig
 
     out["methods"] = {}
+    mesh22 = mesh_of(2, 2)
+    models = {"1,1": (lm, None), "2,2": (load_model("tiny-random", dtype="float32", mesh=mesh22), mesh22)}
     for method in ("gradient", "hybrid"):
         config = AlignConfig(method=method, k=2, subspace=8, population=4, generations=5, baselines=())
-        for data, model in [(1, 1), (2, 2)]:
-            mesh = None if data * model == 1 else mesh_of(data, model)
-            run_lm = load_model("tiny-random", dtype="float32", mesh=mesh)
+        for name, (run_lm, mesh) in models.items():
             result = jaxalign.align(run_lm, "China", config=config, mesh=mesh, progress=False)
-            out["methods"][f"{method}@{data},{model}"] = {
+            out["methods"][f"{method}@{name}"] = {
                 "loss": float(result.loss), "soft_prompt": np.asarray(result.soft_prompt).tolist(),
                 "history": np.asarray(result.history["best_loss"]).ravel().tolist()}
     print("RESULT " + json.dumps(out))

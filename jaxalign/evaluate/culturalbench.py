@@ -129,8 +129,7 @@ class BenchSet:
             return self
         wanted = " ".join(country.split()).lower()
         kept = tuple(q for q in self.questions if q.country.lower() == wanted)
-        code = _survey_code(country) if not kept else None
-        if code is not None:
+        if not kept and (code := _survey_code(country)) is not None:  # the survey's name for it
             same = {name for name in self.countries() if _survey_code(name) == code}
             kept = tuple(q for q in self.questions if q.country in same)
         if not kept:
