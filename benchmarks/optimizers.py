@@ -21,7 +21,8 @@ An equal-budget study of the soft-prompt optimizers on one model::
     reports    per method: tuned L1 (the wording and order tuned on), held-out-wording L1 and
                reversed-order L1 (the scorers of ``jaxalign.evaluate_robustness``), as the mean
                over countries of each seed, then mean and std over seeds; per country means;
-               CulturalBench accuracy with --culturalbench; the naive model's figures;
+               CulturalBench accuracy with --culturalbench (each country's questions, matched by
+               survey name; a country without any is left out of the means); the naive model's figures;
                loss-vs-forward-passes curves (best-so-far, mean over replicates) in one figure
 
 Writes ``optimizers.json``, ``optimizers.md``, ``optimizers.png`` and ``prompts.npz`` (every
@@ -29,7 +30,8 @@ search's best prompt, key ``method|option|country|seed``) into ``--out``, after 
 stopped run leaves its finished methods, marked ``"complete": false``). ``--append`` adds methods
 to the study already in ``--out`` (same setup, checked): its searches are read back from
 ``optimizers.json`` and ``prompts.npz`` and the report covers both; ``"commands"`` lists every
-invocation.
+invocation. With ``--culturalbench`` it also evaluates the searches already there that have no
+figure from that file and set.
 
 Examples::
 
