@@ -8,9 +8,14 @@ An equal-budget study of the soft-prompt optimizers on one model::
                hybrid (an evolution phase, then Adam from its best prompt)
     options    normal (tune on the normal option order), both-orders (mean loss of the normal
                and reversed orders), each applied to --option-methods
-    budget     population * (generations + 1) forward-pass equivalents for every method: a DE
-               generation scores P prompts; an Adam step costs 3 (one forward, one backward
-               counted as two forwards); hybrid spends --hybrid-fraction of it on evolution
+    budget     population * (generations + 1) forward passes of one prompt for every method (equal
+               FLOPs): a DE/SNES/CMA step scores P prompts (step 0's initial population
+               included); an Adam step costs what XLA's cost analysis of the compiled programs
+               says (its FLOPs over one member's forward pass, the rematerialised backward
+               included; RESULTS.md has the figures; recorded per search as "cost"); hybrid
+               spends --hybrid-fraction of it on evolution. Each search's loop time is measured
+               too, and a second table compares the methods at equal wall time (each curve read
+               at the loop time of the fastest method)
     replicates C countries x S seeds = C*S independent searches in ONE compiled program per
                method (``jaxalign.align`` with a list of targets); replicate s of a country is
                that country's target named "<country> #s", so it draws its own PRNG stream.
@@ -63,7 +68,7 @@ METHODS = ("de-paper", "SNES", "gradient", "de", "hybrid", "CMA_ES", "Sep_CMA_ES
 OPTIONS = ("normal", "both-orders")
 CONDITIONS = ("tuned", "heldout", "reversed")
 DEFAULT_COUNTRIES = ("China", "U.S.A.", "India")
-FORWARDS_PER_STEP = 3
+LEGACY_FORWARDS_PER_STEP = 3.0  # what searches recorded without a measured cost were run with
 
 
 def _list(text: str) -> tuple[str, ...]:
@@ -147,18 +152,33 @@ def method_config(name: str, option: str, args: argparse.Namespace):
     return AlignConfig(strategy=name, **common_fields)
 
 
-def forward_passes(config, steps: int) -> np.ndarray:
-    """Cumulative forward-pass equivalents after each of ``steps`` steps of ``config``'s run."""
-    from jaxalign.optimize.pipeline import hybrid_steps
+def step_costs(config, steps: int, cost: dict[str, Any] | None) -> np.ndarray:
+    """Forward passes of one prompt spent by each of ``steps`` steps of ``config``'s run: P per
+    evolution step, the measured ``cost["forwards_per_step"]`` per Adam step (3 for searches
+    recorded before the cost was measured)."""
+    from jaxalign.optimize.pipeline import evolution_steps
 
-    s = np.arange(1, steps + 1)
-    if config.method == "gradient":
-        return FORWARDS_PER_STEP * s
-    if config.method == "hybrid":
-        evolution, _ = hybrid_steps(config.population, config.generations, config.hybrid_fraction)
-        return np.where(s <= evolution, config.population * s,
-                        config.population * evolution + FORWARDS_PER_STEP * (s - evolution))
-    return config.population * s
+    per_step = LEGACY_FORWARDS_PER_STEP if not cost else float(cost["forwards_per_step"])
+    s = np.arange(steps)
+    if config.method not in ("gradient", "hybrid"):
+        return np.full(steps, float(config.population))
+    evolution = evolution_steps(config, per_step)
+    return np.where(s < evolution, float(config.population), per_step)
+
+
+def forward_passes(config, steps: int, cost: dict[str, Any] | None = None) -> np.ndarray:
+    """Cumulative forward passes of one prompt after each of ``steps`` steps of ``config``'s run."""
+    return np.cumsum(step_costs(config, steps, cost))
+
+
+def loop_seconds(record: dict[str, Any]) -> np.ndarray:
+    """Cumulative loop seconds after each step of a search: its measured loop time
+    (``s_per_step * steps``) shared out in proportion to the steps' FLOPs (a hybrid's evolution
+    and Adam steps differ; the other methods' steps are all alike)."""
+    steps = len(record["curve"])
+    costs = step_costs(record["config"], steps, record.get("cost"))
+    total = float(record.get("s_per_step") or np.nan) * steps
+    return total * np.cumsum(costs) / costs.sum()
 
 
 def run_method(lm, instrument, name: str, option: str, countries, args) -> list[dict[str, Any]]:
@@ -182,10 +202,11 @@ def run_method(lm, instrument, name: str, option: str, countries, args) -> list[
     out = []
     for seed, country, result in runs:
         out.append({"method": name, "option": option, "seed": seed, "country": country.name,
-                    "evaluations": int(result.evaluations), "train_loss": float(result.loss),
+                    "evaluations": float(result.evaluations), "train_loss": float(result.loss),
                     "soft_prompt": result.soft_prompt, "config": result.config,
                     "curve": np.asarray(result.history["best_loss"], np.float64),
-                    "wall_s": float(result.wall_s), "compile_s": float(result.compile_s)})
+                    "wall_s": float(result.wall_s), "compile_s": float(result.compile_s),
+                    "s_per_step": float(result.s_per_generation), "cost": result.cost})
     return out
 
 
@@ -298,8 +319,39 @@ def summarise(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[d
                                 for c in countries if any(r["country"] == c for r in have)},
             }
         row["wall_s"] = float(np.sum([r["wall_s"] for r in mine]) / max(1, len(mine)))
+        costs = [r["cost"]["forwards_per_step"] for r in mine if r.get("cost")]
+        row["forwards_per_step"] = float(np.mean(costs)) if costs else None
+        loops = [float(loop_seconds(r)[-1]) for r in mine]
+        row["loop_s"] = float(np.mean(loops)) if all(np.isfinite(loops)) else None
         rows.append(row)
     return rows
+
+
+def equal_time(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Best-so-far training L1 of each (method, option) at equal wall time: every search's curve
+    read at the mean loop time of the fastest (method, option), so all had at least that long.
+
+    Returns ``{"seconds", "rows": [{"method", "option", "tuned": {"mean", "std", "per_seed"},
+    "steps"}]}``; ``None`` when some search has no measured loop time (older records)."""
+    keys = list(dict.fromkeys((r["method"], r["option"]) for r in records))
+    times = {key: [loop_seconds(r) for r in records if (r["method"], r["option"]) == key] for key in keys}
+    if any(not np.isfinite(t[-1]) for ts in times.values() for t in ts):
+        return None
+    budget_s = min(float(np.mean([t[-1] for t in ts])) for ts in times.values())
+    rows = []
+    for key in keys:
+        mine = [r for r in records if (r["method"], r["option"]) == key]
+        seeds = sorted({r["seed"] for r in mine})
+        at, steps = [], []
+        for r, t in zip(mine, times[key]):
+            i = max(int(np.searchsorted(t, budget_s, side="right")) - 1, 0)  # last step done by then
+            at.append(float(r["curve"][i]))
+            steps.append(i + 1)
+        per_seed = [float(np.mean([a for a, r in zip(at, mine) if r["seed"] == s])) for s in seeds]
+        rows.append({"method": key[0], "option": key[1], "steps": float(np.mean(steps)),
+                     "tuned": {"mean": float(np.mean(per_seed)), "per_seed": per_seed,
+                               "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None}})
+    return {"seconds": budget_s, "rows": rows}
 
 
 def curves_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -314,12 +366,12 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str) -> None
     keys = list(dict.fromkeys((r["method"], r["option"]) for r in records))
     for method, option in keys:
         mine = [r for r in records if (r["method"], r["option"]) == (method, option)]
-        x = forward_passes(mine[0]["config"], len(mine[0]["curve"]))
+        x = forward_passes(mine[0]["config"], len(mine[0]["curve"]), mine[0].get("cost"))
         y = np.stack([r["curve"] for r in mine])
         label = method if option == "normal" else f"{method} ({option})"
         line, = ax.plot(x, y.mean(0), label=label, linestyle="-" if option == "normal" else "--")
         ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.12)
-    ax.set_xlabel("forward-pass equivalents (backward = 2 forwards)")
+    ax.set_xlabel("forward passes of one prompt (an Adam step at its measured FLOP cost)")
     ax.set_ylabel("best-so-far training L1 (mean over replicates)")
     ax.set_yscale("log")
     ax.set_title(title)
@@ -351,14 +403,22 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Date {report['date']}; command `{report['command']}`; device {report['device']}.", "",
         f"Countries {', '.join(setup['countries'])}; {_count(setup['seeds'], 'seed', 'seeds')} each; K = {setup['k']}, "
         f"subspace {setup['subspace']}, population {setup['population']}, {setup['generations']} generations "
-        f"= {setup['budget']} forward-pass equivalents per search (an Adam step counted as 3); readout "
-        f"{setup['readout']}. Each cell: mean over seeds of the mean over countries, ± the std over seeds.", "",
-        "| method | tuned on | " + " | ".join(names[m] for m in metrics) + " | forward passes |",
-        "|---|---|" + "---:|" * (len(metrics) + 1),
+        f"= {setup['budget']} forward passes of one prompt per search; readout {setup['readout']}.", "",
+        "**Equal FLOPs**: every search spends at most that budget; an Adam step is counted at its cost "
+        "read from the compiled programs (XLA's FLOPs of one Adam step over one member's forward pass; "
+        "column 'Adam step'; '3 (assumed)' for searches run before it was measured). Each cell: mean over "
+        "seeds of the mean over countries, ± the std over seeds; 'loop s': seconds of the search loop "
+        "(compile excluded).", "",
+        "| method | tuned on | " + " | ".join(names[m] for m in metrics) + " | forward passes | Adam step | loop s |",
+        "|---|---|" + "---:|" * (len(metrics) + 3),
     ]
     for row in report["rows"]:
+        adam = ("-" if row["method"] not in ("gradient", "hybrid") else
+                "3 (assumed)" if row.get("forwards_per_step") is None else f"{row['forwards_per_step']:.3f}")
+        loop = "-" if row.get("loop_s") is None else f"{row['loop_s']:.0f}"
         lines.append(f"| {row['method']} | {row['option']} | "
-                     + " | ".join(_cell(row.get(m)) for m in metrics) + f" | {row['evaluations']} |")
+                     + " | ".join(_cell(row.get(m)) for m in metrics)
+                     + f" | {float(row['evaluations']):.6g} | {adam} | {loop} |")
     naive = report["naive"]
     naive_means = {m: [v for v in naive[m].values() if v is not None] for m in metrics if m in naive}
     lines.append("| naive (plain model) | - | " + " | ".join(
@@ -379,6 +439,17 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines.append(f"| {row['method']} | {row['option']} | " + " | ".join(cells) + " |")
     lines.append("| naive | - | " + " | ".join(
         " / ".join(f"{naive[m][c]:.2f}" for m in ("tuned", "heldout", "reversed")) for c in setup["countries"]) + " |")
+    timed = report.get("equal_time")
+    if timed:
+        lines += ["", f"**Equal wall time**: best-so-far training L1 (tuned wording) of each search after "
+                  f"{timed['seconds']:.0f} s of its loop (the fastest method's mean loop time; a step's time "
+                  "from the search's measured loop time, shared out by the steps' FLOPs); same searches "
+                  "as above, so the slower methods are cut short.", "",
+                  "| method | tuned on | training L1 | steps done |", "|---|---|---:|---:|"]
+        for row in timed["rows"]:
+            lines.append(f"| {row['method']} | {row['option']} | {_cell(row['tuned'])} | {row['steps']:.0f} |")
+    else:
+        lines += ["", "Equal wall time: not reported (some searches were recorded without their loop time)."]
     lines += ["", "Curves: `optimizers.png` (best-so-far training L1 against forward passes).", ""]
     if not report.get("complete", True):
         lines += ["**Partial**: the run was stopped before every method had run.", ""]
@@ -513,6 +584,7 @@ def write_report(out: Path, meta, lm, countries, records, naive, args, start, *,
                   "configs": {f"{r['method']}/{r['option']}": r["config"].to_dict()
                               for r in records if r["seed"] == 0 and r["country"] == countries[0].name}},
         "rows": summarise(records, metrics),
+        "equal_time": equal_time(records),
         "naive": naive,
         "searches": [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()
                       if k not in ("soft_prompt", "config", "curve")} | {"curve": r["curve"].tolist()}

@@ -1,7 +1,9 @@
 """jaxalign: align a frozen LLM with a country's Hofstede profile by tuning a soft prompt.
 
 The public names are imported lazily, so ``import jaxalign`` is cheap and pulls in jax,
-transformers or evosax only when the name that needs them is first used.
+transformers or evosax only when the name that needs them is first used. The subpackages
+(``jaxalign.survey``, ``jaxalign.model``, ``jaxalign.optimize``...) are attributes of the
+package the same way: ``import jaxalign`` is enough for ``jaxalign.survey.save_wording(...)``.
 """
 
 from __future__ import annotations
@@ -82,6 +84,13 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
+# subpackages and modules reachable as attributes after a plain ``import jaxalign``
+# (``jaxalign.survey.save_wording(...)``), imported on first use like the names above
+_SUBMODULES: frozenset[str] = frozenset({
+    "api", "baselines", "cli", "evaluate", "fingerprint", "generation", "memory", "model",
+    "optimize", "parallel", "plots", "prompting", "scoring", "softprompt", "survey",
+})
+
 
 class _NoTorchAdvice(logging.Filter):
     """Drops transformers' import-time "PyTorch was not found" advice.
@@ -100,6 +109,8 @@ if not any(isinstance(f, _NoTorchAdvice) for f in logging.getLogger("transformer
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:  # importing sets the attribute on the package itself
+        return importlib.import_module(f"jaxalign.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jaxalign' has no attribute {name!r}")
@@ -109,4 +120,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted(set(__all__) | _SUBMODULES)

@@ -35,19 +35,18 @@ from jaxalign.model import LM
 from jaxalign.parallel import is_main_process, sync_processes
 from jaxalign.optimize import EvolutionConfig
 from jaxalign.scoring import MODES, READOUTS, Scores, check_members_per_pass, make_scorer
-from jaxalign.prompting.chat_formats import bind_run_date, chat_template_name, check_date
+from jaxalign.prompting.chat_formats import bind_run_date, check_date
 from jaxalign.softprompt import (
     SoftPromptSpace,
-    check_soft_prompt,
     full_space,
     init_from_ids,
     init_random_vocab,
-    load_soft_prompt,
-    prompt_provenance,
+    ordinary_token_ids,
     save_soft_prompt,
     subspace,
 )
 from jaxalign.survey import Instrument, Target, resolve_target, vsm13
+from jaxalign.survey.targets import check_reachable
 
 MAX_K = 512
 METHODS: tuple[str, ...] = ("de", "gradient", "hybrid")
@@ -279,7 +278,10 @@ class AlignResult:
       s_per_generation: steady seconds per optimizer step (one population scored and updated),
         measured over the run's device chunks (compile, set-up, baselines and checkpoints
         excluded); NaN where not measured.
-      evaluations: number of prompts scored by the optimizer (forward-pass equivalents).
+      evaluations: forward passes of one prompt the optimizer spent (an Adam step counted at its
+        measured cost, ``cost``).
+      cost: for ``"gradient"``/``"hybrid"``, an Adam step's cost read from the compiled programs
+        (:class:`jaxalign.optimize.pipeline.RunCost` as a dict); ``None`` otherwise.
       method: how the prompt was found: ``"de"`` (evosax strategy ``config.strategy``),
         ``"gradient"`` (:func:`jaxalign.optimize.gradient.gradient_align`), ``"de-both-orders"``.
     """
@@ -297,13 +299,14 @@ class AlignResult:
     config: AlignConfig
     wall_s: float
     compile_s: float
-    evaluations: int
+    evaluations: int | float
     resumed_from: int | None = None
     method: str = "de"
     s_per_generation: float = float("nan")
     partial: bool = False
     fingerprints: dict[str, Any] | None = None
     chat_template: str | None = None
+    cost: dict[str, Any] | None = None  # gradient/hybrid: an Adam step's measured cost (RunCost.to_dict)
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -340,6 +343,7 @@ class AlignResult:
                 "mean_loss": [_num(v) for v in self.history["mean_loss"]],
             },
             "evaluations": self.evaluations,
+            **({"cost": self.cost} if self.cost is not None else {}),
             "resumed_from": self.resumed_from,
             "wall_s": round(self.wall_s, 3),
             "compile_s": round(self.compile_s, 3),
@@ -399,31 +403,166 @@ def _version() -> str:
     return __version__
 
 
-def check_out_dir(out: str | os.PathLike, *, resume: bool) -> Path:
-    """Checks that ``out`` can hold a run: writable, and not holding another run unless resuming."""
+def check_out_dir(out: str | os.PathLike, *, resume: bool, cli: bool = False) -> Path:
+    """Checks that ``out`` can hold a run: a folder (or one that can be made), writable, and not
+    holding another run unless resuming. Creates nothing: :func:`run_pipeline` makes the folder
+    when the run starts and removes what it made there if the run fails before its first
+    checkpoint, so a run refused or failed early leaves no empty folder behind.
+
+    ``cli``: word the messages for the command line (``--resume``) instead of the API
+    (``resume=True``).
+    """
     out = Path(out)
+    where = f"--out {str(out)!r}" if cli else f"out {str(out)!r}"
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+        raise ValueError(f"{where} exists and is not a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:  # the nearest folder that exists
+        existing = existing.parent
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{str(existing)!r} is not a folder")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".jaxalign-write-test-")
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
-        raise ValueError(f"cannot write to --out {str(out)!r}: {error.strerror or error}") from None
+        raise ValueError(f"cannot write to {where}: {error.strerror or error}") from None
     holds_run = any((out / name).exists() for name in ("results.json", "summary.json", CHECKPOINT_FOLDER))
     if holds_run and not resume:
         raise ValueError(
-            f"{str(out)!r} already holds a run; pass resume=True (--resume) to continue it, "
-            "or choose another folder"
-        )
+            f"{str(out)!r} already holds a run; pass --resume to continue it, or choose another --out"
+            if cli else
+            f"{str(out)!r} already holds a run; pass resume=True to continue it, or choose another out folder")
     return out
 
 
+#: Config fields a checkpoint does not record (:meth:`jaxalign.optimize.pipeline.Problem.fingerprint`
+#: leaves them out): they may change on resume (``generations`` only upwards).
+RESUMABLE_CHANGES: tuple[str, ...] = ("generations", "chunk_size", "checkpoint_every", "baselines")
+# the order in which a refused resume lists what changed: the settings a person chose first,
+# content digests (the "content" entry) after them
+_SETTINGS_ORDER: tuple[str, ...] = (
+    "model", "dtype", "wording", "targets", *(f.name for f in dataclasses.fields(AlignConfig)), "n")
+
+
+def _latest_record(out_dir: Path) -> tuple[int, dict[str, Any]] | None:
+    """``(generation, record)`` of the newest checkpoint under ``out_dir``; ``None`` if none (reads
+    no array, creates nothing)."""
+    from jaxalign.optimize.checkpoint import RunCheckpointer
+
+    folder = Path(out_dir) / CHECKPOINT_FOLDER
+    if not folder.is_dir():
+        return None
+    checkpointer = RunCheckpointer(str(folder.resolve()))
+    try:
+        latest = checkpointer.latest_step()
+        return None if latest is None else (latest, checkpointer.read_record(latest))
+    finally:
+        checkpointer.close()
+
+
+def _targets_fingerprint(targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """The ``targets`` entry of a checkpoint's fingerprint (as ``Problem.fingerprint`` writes it)."""
+    return [{"name": t.name, "dims": [_num(v) for v in np.asarray(t.values, np.float64)]} for t in targets]
+
+
+def resume_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       dimensions: Sequence[str]) -> list[str]:
+    """What differs between a checkpoint's fingerprint and this run's, for a person to read:
+    ``["population: 8 -> 16", ...]`` (checkpoint -> now), the settings first (model, dtype,
+    wording, targets, then :class:`AlignConfig`'s fields), content digests last. Targets of the
+    same names are compared per dimension (``"targets.Japan.PDI: 54.0 -> 55.0"``)."""
+    from jaxalign.optimize.checkpoint import changed_fields
+
+    saved, current = dict(saved), dict(current)
+    order = list(_SETTINGS_ORDER)
+    old, new = saved.get("targets"), current.get("targets")
+    if isinstance(old, list) and isinstance(new, list):
+        old_names, new_names = [t.get("name") for t in old], [t.get("name") for t in new]
+        if old_names != new_names:
+            saved["targets"], current["targets"] = ", ".join(map(str, old_names)), ", ".join(map(str, new_names))
+        else:
+            del saved["targets"], current["targets"]
+            for name, a, b in zip(new_names, old, new):
+                key = f"targets.{name}"
+                saved[key] = dict(zip(dimensions, a.get("dims", [])))
+                current[key] = dict(zip(dimensions, b.get("dims", [])))
+                order.insert(order.index("targets") + 1, key)
+    return changed_fields(saved, current, order=order)
+
+
+def resume_refusal(directory: str | os.PathLike, differences: Sequence[str], *, cli: bool = False) -> str:
+    """The one-line message refusing a resume: the changed settings first, then content."""
+    settings = [d for d in differences if not d.startswith("content")]
+    content = [d for d in differences if d.startswith("content")]
+    parts = []
+    if settings:
+        parts.append(f"the settings differ from the checkpoint's (checkpoint -> now): {'; '.join(settings)}")
+    if content:
+        parts.append(f"what the run is made of differs (checkpoint -> now): {'; '.join(content)}")
+    elsewhere = "another --out" if cli else "another out folder"
+    return (f"refusing to resume from {str(directory)!r}: {'; and '.join(parts)}. Resume with the "
+            f"checkpoint's settings, or start the new run in {elsewhere}")
+
+
+def check_resume(
+    out: str | os.PathLike,
+    config: AlignConfig,
+    targets: Sequence[Target],
+    *,
+    instrument: Instrument,
+    model: str | None = None,
+    dtype: str | None = None,
+    cli: bool = False,
+) -> int | None:
+    """Refuses, before any model is loaded or anything compiled, to resume the run checkpointed in
+    ``out`` with settings a person changed (``population: 8 -> 16``).
+
+    Compares what the checkpoint recorded of ``config`` (all fields but
+    :data:`RESUMABLE_CHANGES`; ``chat_date`` only when set, a resume inherits the run's), the
+    targets, the wording's name, and ``model`` / ``dtype`` when given (the name passed to
+    :func:`jaxalign.load_model` and its dtype name). The content (weights, rendered tokens,
+    search space) is compared after the model is loaded. ``cli``: word the messages for the
+    command line. Returns the checkpoint's generation, or ``None`` when ``out`` holds none.
+    """
+    latest = _latest_record(Path(out))
+    if latest is None:
+        return None
+    step, record = latest
+    saved = record.get("fingerprint", {})
+    fields = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    if config.chat_date is None:
+        del fields["chat_date"]
+    current: dict[str, Any] = {"wording": instrument.wording, "targets": _targets_fingerprint(targets), **fields}
+    if model is not None:
+        current["model"] = str(model)
+    if dtype is not None:
+        current["dtype"] = str(dtype)
+    from jaxalign.optimize.checkpoint import normalise_json
+
+    current = normalise_json(current)
+    differences = resume_differences({k: saved[k] for k in current if k in saved}, current,
+                                     instrument.dimensions)
+    if differences:
+        raise ValueError(resume_refusal(Path(out) / CHECKPOINT_FOLDER, differences, cli=cli))
+    if config.method == "de" and step > config.generations:
+        asked = f"--generations {config.generations}" if cli else f"generations={config.generations}"
+        raise ValueError(f"the checkpoint in {str(Path(out) / CHECKPOINT_FOLDER)!r} is at generation {step}, "
+                         f"beyond {asked}; ask for at least {step} generations")
+    return step
+
+
 def initial_prompt(lm: LM, k: int, *, text: str | None, seed: int) -> np.ndarray:
-    """``(k, d)`` starting prompt: the embeddings of ``text``'s tokens, or random vocabulary rows."""
+    """``(k, d)`` starting prompt: the embeddings of ``text``'s tokens, or ``k`` random rows.
+
+    Without ``text`` the rows are drawn (seed ``seed``) from the tokenizer's ordinary tokens
+    (:func:`~jaxalign.softprompt.ordinary_token_ids`: no special, reserved, added or padding
+    row), or from every row of a model without a tokenizer.
+    """
     if text is None:
-        return np.asarray(init_random_vocab(lm.embedding_matrix, k, jax.random.key(seed)))
+        n_rows = int(lm.embedding_matrix.shape[0])
+        allowed = None if lm.tokenizer is None else ordinary_token_ids(lm.tokenizer, n_rows)
+        return np.asarray(init_random_vocab(lm.embedding_matrix, k, jax.random.key(seed), allowed_ids=allowed))
     if lm.tokenizer is None:
         raise ValueError("init_text needs the model's tokenizer, and this model has none")
     ids = lm.tokenizer.encode(text, add_special_tokens=False)
@@ -515,7 +654,8 @@ def align(
     Args:
       lm: the frozen model (:func:`jaxalign.load_model`).
       target: a :class:`~jaxalign.survey.Target`, a country name or code, ``"PDI=80,IDV=20"``
-        or a mapping of dimension scores (missing dimensions are left out of the loss); or a
+        or a mapping of dimension scores (missing dimensions are left out of the loss; a score
+        no answers can give, e.g. ``PDI=800``, is refused: see :mod:`jaxalign.survey.targets`); or a
         list of those: C independent searches in one compiled program (the C x P members share
         every scoring pass), each target's result equal to its own single run with the same
         seed up to float rounding (see :mod:`jaxalign.optimize.pipeline`).
@@ -527,7 +667,8 @@ def align(
         target plus ``summary.md``, ``summary.json`` and ``summary.png``). ``None`` keeps
         everything in memory.
       resume: continue the run checkpointed in ``out``; a checkpoint of another configuration
-        (or another set of targets) is refused. The resumed result equals the uninterrupted one.
+        (or another set of targets) is refused, naming what changed (``population: 8 -> 16``).
+        The resumed result equals the uninterrupted one.
       progress: show a progress bar with the best loss (on process 0 only; for several targets
         the mean of their best losses), and a line for each phase before it; ``"lines"`` prints
         one plain line per chunk instead of the bar (``True`` does so when stderr is not a
@@ -572,65 +713,166 @@ def run_pipeline(
     ``align_both_orders``: set-up, run loop, baselines, results (one per target), files.
 
     ``layout="single"`` writes one target's files into ``out``; ``"sets"`` one folder per target
-    plus the summary files.
+    plus the summary files. ``out`` is created when the run starts; a run that fails before its
+    first checkpoint removes what it made there (see :class:`_RunFolder`). With ``resume``, the
+    changed settings are refused first (:func:`check_resume`), the changed content after the
+    set-up, before the baselines are scored or anything is compiled.
     """
     from jaxalign.optimize import pipeline
 
     t_start = time.perf_counter()
     instrument = instrument or vsm13()
+    targets = tuple(targets)
     out_dir = check_out_dir(out, resume=resume) if out is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs out= (the folder holding the checkpoints)")
+    if log is not None:
+        if out_dir is None:
+            raise ValueError("log= needs out= (the logs are written under out/logs)")
+        check_logger(log)
+    for target in targets:  # a score no answers can give (PDI=800) is a typo, not a target
+        if tuple(target.dimensions) == tuple(instrument.dimensions):  # else setup names the mismatch
+            check_reachable(target, instrument)
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
     lm, config = fix_chat_date(lm, config, out_dir if resume else None)
+    if resume:  # changed settings are refused before anything is rendered or compiled
+        check_resume(out_dir, config, targets, instrument=instrument, model=lm.name,
+                     dtype=str(np.dtype(lm.dtype)))
     unit = "gen" if config.method == "de" else "step"
-    if log is not None and out_dir is None:
-        raise ValueError("log= needs out= (the logs are written under out/logs)")
-    run_log = None
-    if log is not None and is_main_process():
-        run_log = RunLog(log, out_dir / "logs", targets=[t.name for t in targets],
-                         dimensions=instrument.dimensions, config=config.to_dict())
-    report = RunProgress(0, enabled=progress if is_main_process() else False, unit=unit, log=run_log)
-    n_items = len(instrument.items) * (2 if config.both_orders else 1)
-    report.phase(f"rendering {n_items} survey items with {lm.name}'s chat template "
-                 f"({len(targets)} target{'s' if len(targets) > 1 else ''}, slot {config.slot})")
-    problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options,
-                             space_file=None if out_dir is None else out_dir / SPACE_FILE, resume=resume)
-    report.total = problem.total_steps - 1
-    report.phase(f"scoring the baselines ({', '.join(config.baselines) or 'none'})")
-    if "persona" in config.baselines:
-        for target in targets:
-            if not target.code:
-                report.phase(f"no persona baseline for {target.name}: a custom target names no "
-                             "country for the persona to come from")
-    baseline_rows = pipeline.baselines(problem)
+    folder = _RunFolder(out_dir) if out_dir is not None else None
     checkpoint_dir = None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve())
-
-    def write(found: list[AlignResult]) -> None:
-        if out_dir is not None and is_main_process():
-            if layout == "single":
-                found[0].save(out_dir)
-            else:
-                AlignResults(tuple(found)).save(out_dir)
-
+    report = None
     try:
-        outcome = pipeline.run(problem, checkpoint_dir=checkpoint_dir, resume=resume, progress=report)
-    except RunInterrupted as stop:
-        # keep the best prompt so far next to the checkpoint (a second Ctrl-C skips it)
-        if stop.state is not None and stop.generation >= 0 and out_dir is not None:
-            try:
-                partial = pipeline.RunOutcome(state=stop.state, history=stop.history, compile_s=0.0,
-                                              loop_s=0.0, steps_run=0, resumed_from=None)
-                found = pipeline.results(problem, partial, t_start=t_start, baseline_rows=baseline_rows)
-                write([dataclasses.replace(r, partial=True) for r in found])
-                stop.partial = str(out_dir)
-            except KeyboardInterrupt:
-                pass
+        run_log = None
+        if log is not None and is_main_process():
+            run_log = RunLog(log, out_dir / "logs", targets=[t.name for t in targets],
+                             dimensions=instrument.dimensions, config=config.to_dict())
+        report = RunProgress(0, enabled=progress if is_main_process() else False, unit=unit, log=run_log)
+        n_items = len(instrument.items) * (2 if config.both_orders else 1)
+        report.phase(f"rendering {n_items} survey items with {lm.name}'s chat template "
+                     f"({len(targets)} target{'s' if len(targets) > 1 else ''}, slot {config.slot})")
+        problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options,
+                                 space_file=None if out_dir is None else out_dir / SPACE_FILE, resume=resume)
+        if resume:  # what the run is made of (weights, tokens, space), before the baselines are scored
+            _check_resume_content(out_dir, problem)
+        report.total = problem.total_steps - 1
+        report.phase(f"scoring the baselines ({', '.join(config.baselines) or 'none'})")
+        if "persona" in config.baselines:
+            for target in targets:
+                if not target.code:
+                    report.phase(f"no persona baseline for {target.name}: a custom target names no "
+                                 "country for the persona to come from")
+        baseline_rows = pipeline.baselines(problem)
+
+        def write(found: list[AlignResult]) -> None:
+            if out_dir is not None and is_main_process():
+                if layout == "single":
+                    found[0].save(out_dir)
+                else:
+                    AlignResults(tuple(found)).save(out_dir)
+
+        try:
+            outcome = pipeline.run(problem, checkpoint_dir=checkpoint_dir, resume=resume, progress=report)
+        except RunInterrupted as stop:
+            # keep the best prompt so far next to the checkpoint (a second Ctrl-C skips it)
+            if stop.state is not None and stop.generation >= 0 and out_dir is not None:
+                try:
+                    partial = pipeline.RunOutcome(state=stop.state, history=stop.history, compile_s=0.0,
+                                                  loop_s=0.0, steps_run=0, resumed_from=None)
+                    found = pipeline.results(problem, partial, t_start=t_start, baseline_rows=baseline_rows)
+                    write([dataclasses.replace(r, partial=True) for r in found])
+                    stop.partial = str(out_dir)
+                except KeyboardInterrupt:
+                    pass
+            raise
+        found = pipeline.results(problem, outcome, t_start=t_start, baseline_rows=baseline_rows)
+        write(found)
+        return found
+    except RunInterrupted:
         raise
-    found = pipeline.results(problem, outcome, t_start=t_start, baseline_rows=baseline_rows)
-    write(found)
-    return found
+    except KeyboardInterrupt:  # before the loop (rendering, baselines, compiling): say how to go on
+        kept = None if out_dir is None else _newest_checkpoint_step(out_dir)
+        stop = RunInterrupted(-1, 0 if report is None else report.total, kept, checkpoint_dir)
+        stop.phase = None if report is None else report.last_phase
+        raise stop from None
+    except Exception:
+        if folder is not None:
+            folder.remove_if_unfinished()
+        raise
+
+
+class _RunFolder:
+    """The ``out`` folder of one run: made (with its parents) when the run starts; when the run
+    fails before it has anything to keep (a checkpoint, results), what it made there is removed
+    again (the search-space file, an empty checkpoint folder, logs, the folders it created), so a
+    failed first run leaves nothing behind. Entries that were there before, or that the run did
+    not make, are never touched, and a folder holding any is kept. With several processes only
+    process 0 removes, and a folder another process made first is left (empty)."""
+
+    MADE_BY_A_RUN = (SPACE_FILE, CHECKPOINT_FOLDER, "logs")
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.before = set(os.listdir(self.path)) if self.path.is_dir() else set()
+        self.created = []  # the folders this run makes, deepest first
+        folder = self.path
+        while not folder.exists() and folder != folder.parent:
+            self.created.append(folder)
+            folder = folder.parent
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def remove_if_unfinished(self) -> None:
+        """Removes what the run made, unless it wrote a checkpoint or results (process 0 only)."""
+        import shutil
+
+        if not is_main_process() or not self.path.is_dir():
+            return
+        if any((self.path / n).exists() for n in ("results.json", "summary.json")):
+            return
+        checkpoints = self.path / CHECKPOINT_FOLDER
+        try:  # a checkpoint (or a step being written) is the run's to resume: keep everything
+            if checkpoints.is_dir() and any(checkpoints.iterdir()):
+                return
+        except OSError:
+            return
+        for name in self.MADE_BY_A_RUN:
+            entry = self.path / name
+            if name in self.before or not (entry.exists() or entry.is_symlink()):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        for folder in self.created:
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break
+
+
+def _newest_checkpoint_step(out_dir: Path) -> int | None:
+    """The newest complete checkpoint step under ``out_dir``, read from the folder names (orbax
+    names a finished step by its number, one being written gets a suffix); no orbax call, so one
+    process may ask alone."""
+    try:
+        steps = [int(p.name) for p in (Path(out_dir) / CHECKPOINT_FOLDER).iterdir()
+                 if p.is_dir() and p.name.isdigit()]
+    except OSError:
+        return None
+    return max(steps) if steps else None
+
+
+def _check_resume_content(out_dir: Path, problem: Any) -> None:
+    """Refuses to resume when the checkpoint was made of other content (weights, wording,
+    rendered tokens, search space): the full fingerprint of the set-up ``problem``."""
+    latest = _latest_record(out_dir)
+    if latest is None:
+        return
+    differences = resume_differences(latest[1].get("fingerprint", {}), problem.fingerprint(),
+                                     problem.instrument.dimensions)
+    if differences:
+        raise ValueError(resume_refusal(out_dir / CHECKPOINT_FOLDER, differences))
 
 
 def target_folder(target: Target) -> str:
@@ -653,19 +895,8 @@ def fix_chat_date(lm: LM, config: AlignConfig, resume_from: Path | None = None) 
 
 def _checkpointed_chat_date(out_dir: Path) -> str | None:
     """The ``chat_date`` in the latest checkpoint's fingerprint under ``out_dir`` (None if none)."""
-    from jaxalign.optimize.checkpoint import RunCheckpointer
-
-    folder = Path(out_dir) / CHECKPOINT_FOLDER
-    if not folder.is_dir():
-        return None
-    checkpointer = RunCheckpointer(str(folder.resolve()))
-    try:
-        latest = checkpointer.latest_step()
-        if latest is None:
-            return None
-        return checkpointer.read_record(latest).get("fingerprint", {}).get("chat_date")
-    finally:
-        checkpointer.close()
+    latest = _latest_record(Path(out_dir))
+    return None if latest is None else latest[1].get("fingerprint", {}).get("chat_date")
 
 
 
@@ -773,6 +1004,7 @@ class RunProgress:
         self._what = "adam steps" if unit == "step" else "generations"
         self._start = 0
         self.log = log
+        self.last_phase: str | None = None  # the latest phase() text (said by an interrupt)
 
     def record(self, first_generation: int, chunk: Mapping[str, np.ndarray]) -> None:
         """A chunk of history rows, for the run's logger (TensorBoard / wandb), if any."""
@@ -784,6 +1016,7 @@ class RunProgress:
 
     def phase(self, text: str) -> None:
         """One line about a phase of the run (before the loop starts, or a notice)."""
+        self.last_phase = text
         if self.mode != "off":
             import sys
 
@@ -818,6 +1051,20 @@ class RunProgress:
 
 
 LOGGERS: tuple[str, ...] = ("tensorboard", "wandb")
+_LOGGER_PACKAGES = {"tensorboard": ("tensorboardX", "pip install 'jaxalign[log]'"),
+                    "wandb": ("wandb", "pip install wandb (then wandb login)")}
+
+
+def check_logger(kind: str) -> None:
+    """Raises ``ValueError`` unless ``kind`` is a :data:`LOGGERS` name whose package is installed
+    (checked without importing it, so a run can refuse before it loads the model)."""
+    import importlib.util
+
+    if kind not in LOGGERS:
+        raise ValueError(f"log must be one of {', '.join(LOGGERS)}, not {kind!r}")
+    package, install = _LOGGER_PACKAGES[kind]
+    if importlib.util.find_spec(package) is None:
+        raise ValueError(f"logging to {kind} needs the {package} package: {install}")
 
 
 class RunLog:
@@ -831,20 +1078,15 @@ class RunLog:
 
     def __init__(self, kind: str, folder: str | os.PathLike, *, targets: Sequence[str],
                  dimensions: Sequence[str], config: Mapping[str, Any]):
-        if kind not in LOGGERS:
-            raise ValueError(f"log must be one of {', '.join(LOGGERS)}, not {kind!r}")
         self.kind, self.targets, self.dimensions = kind, list(targets), list(dimensions)
+        check_logger(kind)
         if kind == "tensorboard":
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                raise ValueError("--log tensorboard needs tensorboardX: pip install 'jaxalign[log]'") from None
+            from tensorboardX import SummaryWriter
+
             self._writer = SummaryWriter(logdir=str(folder))
         else:
-            try:
-                import wandb
-            except ImportError:
-                raise ValueError("--log wandb needs wandb: pip install wandb (then wandb login)") from None
+            import wandb
+
             self._writer = wandb.init(project="jaxalign", dir=str(folder), config=dict(config),
                                       name=", ".join(self.targets)[:128])
 
@@ -877,12 +1119,18 @@ class RunLog:
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`align`: what was kept and how to continue.
 
+    Raised for a Ctrl-C at any point of the run once ``out`` is checked: during the loop, or
+    before it (rendering, baselines, compiling: ``generation`` is then -1 and ``phase`` says
+    what was under way); :meth:`explain` says how to continue or start again.
+
     Attributes:
-      generation: generations completed when the run stopped (of ``total``).
+      generation: generations completed when the run stopped (of ``total``); -1 before the loop.
       checkpoint: the generation of the newest checkpoint kept on disk (``None``: none yet).
       checkpoint_dir: where the checkpoints are (``None`` without ``out=``).
       partial: the folder holding the partial results (best prompt so far, ``results.json``
         marked ``"partial": true``), or ``None`` when none were written.
+      phase: the last phase the run announced (``"compiling the optimizer loop..."``), set for
+        an interrupt before the loop; else ``None``.
     """
 
     def __init__(self, generation: int, total: int, checkpoint: int | None,
@@ -892,18 +1140,25 @@ class RunInterrupted(KeyboardInterrupt):
         self.generation, self.total, self.checkpoint = generation, total, checkpoint
         self.checkpoint_dir, self.partial = checkpoint_dir, partial
         self.state, self.history = state, history
+        self.phase: str | None = None  # what the run was doing, for an interrupt before the loop
 
     def explain(self, resume_command: str | None = None) -> str:
-        """Several lines for the user: what is kept and how to continue."""
-        lines = [f"interrupted after generation {self.generation} of {self.total}."]
+        """Several lines for the user: what is kept and how to continue (the ``resume_command``
+        given, else the ``align(...)`` call with ``resume=True``)."""
+        if self.generation < 0:  # before the loop: rendering, baselines, compiling
+            during = f" (while {self.phase.rstrip('.')})" if self.phase else ""
+            lines = [f"interrupted before the first generation{during}." if self.checkpoint is None else
+                     f"interrupted before the run went on from generation {self.checkpoint}{during}."]
+        else:
+            lines = [f"interrupted after generation {self.generation} of {self.total}."]
         if self.checkpoint is not None:
             lines.append(f"kept: the checkpoint of generation {self.checkpoint} in {self.checkpoint_dir}")
         else:
-            lines.append("no checkpoint had been written yet: a rerun starts from the beginning")
+            lines.append("no checkpoint had been written yet: the run starts again from the beginning")
         if self.partial is not None:
             lines.append(f"partial results (best prompt so far, marked partial) in {self.partial}")
-        if self.checkpoint is not None:
-            lines.append("continue with:")
+        if self.checkpoint is not None or self.checkpoint_dir is not None:
+            lines.append("continue with:" if self.checkpoint is not None else "start it again with:")
             lines.append(f"  {resume_command}" if resume_command else
                          "  the same align(...) call with resume=True")
         return "\n".join(lines)
@@ -926,8 +1181,9 @@ def score(
     """Scores one prompt: the plain model, a system text, a soft prompt, or both.
 
     Args:
-      soft_prompt: ``(K, d)`` array or a ``.safetensors`` file from :func:`align`; its stored
-        readout and slot are used unless given here.
+      soft_prompt: ``(K, d)`` array or a ``.safetensors`` file from :func:`align`; a file is read
+        by :func:`jaxalign.saved_prompt.load_prompt` (provenance checked) and its stored readout,
+        slot, system text and chat date are used unless given here.
       system: system text (e.g. a persona) before the soft prompt.
       target: computes the loss against it (a Target, a country, or ``"PDI=..."``).
       allow_mismatch: a prompt file tuned on another model, wording or slot is used with a
@@ -940,30 +1196,22 @@ def score(
       :class:`~jaxalign.scoring.Scores` for a population of one: ``probs (1, Q, 5)``,
       ``item_means (1, Q)``, ``dims (1, D)``, ``loss (1,)``.
     """
+    from jaxalign.saved_prompt import load_prompt
+
     instrument = instrument or vsm13()
-    metadata: dict[str, str] = {}
-    if soft_prompt is None:
-        prompt = np.zeros((0, lm.config.hidden_size), np.float32)
-    elif isinstance(soft_prompt, (str, os.PathLike)):
-        prompt, metadata = load_soft_prompt(soft_prompt)
-    else:
-        prompt = np.asarray(soft_prompt, np.float32)
-    if prompt.shape[0]:
-        check_soft_prompt(prompt, lm.config.hidden_size)
-    if isinstance(soft_prompt, (str, os.PathLike)):
-        prompt_provenance(prompt, metadata, lm=lm, instrument=instrument,
-                          slot=slot or metadata.get("slot", "user_start"), allow_mismatch=allow_mismatch)
+    if soft_prompt is not None and not isinstance(soft_prompt, (str, os.PathLike)) and not np.shape(soft_prompt)[0]:
+        soft_prompt = None  # a (0, d) array: the plain model
+    loaded = load_prompt(soft_prompt, lm, instrument=instrument, slot=slot, allow_mismatch=allow_mismatch,
+                         chat_date=chat_date)
+    prompt = loaded.vectors if loaded.vectors is not None else np.zeros((0, lm.config.hidden_size), np.float32)
     if target is not None and not isinstance(target, Target):
         target = resolve_target(target)
-    if system is None and metadata.get("system"):
-        system = metadata["system"]
-    lm, _ = bind_run_date(lm, chat_date or metadata.get("chat_date") or None)
     scorer = make_scorer(
-        lm, instrument, k=prompt.shape[0], target=target, system=system,
-        slot=slot or metadata.get("slot", "user_start"),
-        readout=readout or metadata.get("readout", "expected"), seed=seed, mesh=mesh,
+        loaded.lm, instrument, k=prompt.shape[0], target=target,
+        system=system if system is not None else loaded.system, slot=loaded.slot,
+        readout=readout or loaded.readout or "expected", seed=seed, mesh=mesh,
     )
-    return scorer(prompt[None])
+    return scorer(prompt[None])  # (1, K, d)
 
 
 def plot_dims(result: AlignResult, path: str | os.PathLike) -> None:

@@ -37,13 +37,24 @@ def target_argument(text: str):
     Returns a :class:`jaxalign.survey.Target`. A bad value is the user's data, not a misuse of the
     command line: it raises :class:`CommandError` with the lookup's message (closest matches,
     accepted dimensions), which :func:`main` prints as one line without argparse's usage block.
+    A score no answers to VSM 2013 can give (``PDI=800``) is refused the same way; one that can
+    be reached but lies outside the published scores (0..112) is kept with one warning (see
+    :mod:`jaxalign.survey.targets`).
     """
-    from jaxalign.survey.targets import resolve_target
+    from jaxalign.survey.targets import check_reachable, outside_published, published_range, resolve_target
+    from jaxalign.survey.vsm13 import vsm13
 
     try:
-        return resolve_target(text)
+        target = resolve_target(text)
+        check_reachable(target, vsm13())  # every wording shares the formulas and constants
     except ValueError as error:
         raise CommandError(str(error)) from None
+    far = outside_published(target)
+    if far:
+        low, high = published_range()
+        warn_on_stderr(f"{', '.join(far)} lies outside the published Hofstede scores ({low:g}..{high:g}); "
+                       "the run aims at it all the same")
+    return target
 
 
 def countries_argument(text: str):
@@ -144,7 +155,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-        help="weights and activations dtype; auto: float32 for tiny-random, bfloat16 otherwise "
+        help="weights and activations dtype; auto: float32 on a CPU backend (XLA:CPU has no fast "
+             "bfloat16 matmul) and for tiny-random, bfloat16 on GPUs and TPUs "
              "(float16: for GPUs without bfloat16, e.g. a T4)",
     )
     parser.add_argument(
@@ -200,7 +212,8 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--country", type=countries_argument,
                        help="target country or region (name, alias or code); a comma list; or 'all' "
                             "(every country with all six dimensions, see --min-dims)")
-    group.add_argument("--target", type=target_argument, help="custom target, e.g. 'PDI=80,IDV=20' (others left out)")
+    group.add_argument("--target", type=target_argument, help="custom target, e.g. 'PDI=80,IDV=20' (others left out; a score no "
+                            "answers can give, such as PDI=800, is refused)")
     parser.add_argument("--min-dims", type=int, default=None,
                         help="with --country all: keep countries with at least this many of the six "
                              "dimensions (missing ones are masked in the loss; default 6)")
@@ -345,7 +358,8 @@ def _float_pair(text: str) -> tuple[float, float] | None:
 
 def run_align(args: argparse.Namespace) -> int:
     _start_distributed(args)  # before jaxalign.api: importing evosax starts the XLA backend
-    from jaxalign.api import AlignConfig, align, check_out_dir
+    from jaxalign.api import AlignConfig, align, check_logger, check_out_dir, check_resume, resolve_targets
+    from jaxalign.optimize.pipeline import tuning_wording
 
     config = AlignConfig(
         k=args.k,
@@ -374,8 +388,17 @@ def run_align(args: argparse.Namespace) -> int:
         raise CommandError("--min-dims only applies to --country all")
     if target == "all":
         target = select_all_countries(6 if args.min_dims is None else args.min_dims)
-    check_out_dir(args.out, resume=args.resume)
+    # everything that can be checked without the model is checked before it loads; --out is
+    # created only when the run starts (a refused or failed run leaves no folder behind)
+    check_out_dir(args.out, resume=args.resume, cli=True)
     instrument = _instrument(args.wording)
+    for path in config.extra_wordings:
+        tuning_wording(path, instrument)
+    if args.log is not None:
+        check_logger(args.log)
+    if args.resume:  # settings changed since the checkpoint: refused now, not after the load
+        check_resume(args.out, config, resolve_targets(target)[0], instrument=instrument, model=args.model,
+                     dtype=None if args.dtype == "auto" else args.dtype, cli=True)
     mesh = _mesh(args)
     lm = _load(args.model, args.dtype, mesh, args.quantize, args.chat_template)
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
@@ -445,9 +468,16 @@ def _load(model: str, dtype: str, mesh=None, quantize: str = "none", chat_templa
 
     if chat_template is not None:
         resolve_chat_template(chat_template)  # a bad name or file fails before the weights load
+    chosen = ""
     if dtype == "auto":
-        dtype = "float32" if model == "tiny-random" else "bfloat16"
-    _note(f"loading weights: {model} ({dtype}{'' if quantize == 'none' else ', ' + quantize})")
+        from jaxalign.model.loader import auto_dtype
+
+        dtype = auto_dtype(model, mesh)
+        chosen = ", chosen by --dtype auto for this backend"
+    _note(f"loading weights: {model} ({dtype}{'' if quantize == 'none' else ', ' + quantize}{chosen})")
+    if model == "tiny-random":
+        _note("note: tiny-random has random weights: its dims mean nothing cultural (it tests the "
+              "machinery); pass --model with a real chat model for real figures")
     t0 = time.perf_counter()
     lm = load_model(model, dtype=dtype, mesh=mesh, quantize=None if quantize == "none" else quantize)
     from jaxalign.memory import weight_bytes_per_device
@@ -519,24 +549,21 @@ def warn_on_stderr(message: str) -> None:
 def run_score(args: argparse.Namespace) -> int:
     _start_distributed(args)
     from jaxalign.api import score
-    from jaxalign.prompting.chat_formats import bind_run_date, chat_template_name
-    from jaxalign.softprompt import load_soft_prompt, prompt_provenance
+    from jaxalign.prompting.chat_formats import chat_template_name
+    from jaxalign.saved_prompt import load_prompt
 
     instrument = _instrument(args.wording)
-    prompt, metadata, provenance = None, {}, None
-    if args.soft_prompt is not None:
-        prompt, metadata = load_soft_prompt(args.soft_prompt)  # read errors before loading the model
     mesh = _mesh(args)
-    lm = _load(args.model, args.dtype, mesh, args.quantize, args.chat_template)
-    lm, chat_date = bind_run_date(lm, metadata.get("chat_date") or None)  # the prompt's own date
-    slot = metadata.get("slot") or "user_start"
-    if prompt is not None:
-        provenance = prompt_provenance(prompt, metadata, lm=lm, instrument=instrument, slot=slot,
-                                       allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)
+    # file and width errors before the weights load; then provenance and the prompt's own date
+    loaded = load_prompt(args.soft_prompt, lambda: _load(args.model, args.dtype, mesh, args.quantize,
+                                                         args.chat_template),
+                         model=args.model, instrument=instrument, allow_mismatch=args.allow_mismatch,
+                         warn=warn_on_stderr)
+    lm, chat_date, provenance = loaded.lm, loaded.chat_date, loaded.provenance
     target = args.country or args.target
-    scores = score(lm, soft_prompt=prompt, system=args.persona or metadata.get("system") or None,
-                   target=target, instrument=instrument, slot=slot,
-                   readout=args.readout or metadata.get("readout") or "expected", mesh=mesh)
+    scores = score(lm, soft_prompt=loaded.vectors, system=args.persona or loaded.system,
+                   target=target, instrument=instrument, slot=loaded.slot,
+                   readout=args.readout or loaded.readout or "expected", mesh=mesh)
     dims = [float(v) for v in scores.dims[0]]
     probs = [[round(float(p), 6) for p in row] for row in scores.probs[0]]
     if args.json:
@@ -795,6 +822,30 @@ def _stdout_on_process_zero_only() -> Iterator[None]:
         sys.stdout = real
 
 
+@contextlib.contextmanager
+def _logged_warnings_on_stderr() -> Iterator[None]:
+    """While a command runs, jaxalign's logged warnings read like its other messages
+    (``jaxalign: warning: ...`` on stderr) instead of Python logging's ``WARNING:name:...``."""
+    import logging
+
+    class Formatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"jaxalign: {record.levelname.lower()}: {record.getMessage()}"
+
+    logger = logging.getLogger("jaxalign")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(Formatter())
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # not twice (a root handler set up by a library would repeat it)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def resume_command(argv: Sequence[str]) -> str:
     """The command line that continues an interrupted ``jaxalign align`` (``--resume`` added)."""
     import shlex
@@ -818,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        with _stdout_on_process_zero_only():
+        with _stdout_on_process_zero_only(), _logged_warnings_on_stderr():
             return int(args.run(args) or 0)
     except (CommandError, ValueError, FileNotFoundError) as error:
         print(f"jaxalign: error: {error}", file=sys.stderr)

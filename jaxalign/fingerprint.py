@@ -10,6 +10,8 @@ compare key by key, so a refused resume names exactly what changed.
  model folder ──► model_fingerprint ─► {"config", "tokenizer", "chat_template", "weights", "dtype"}
    config.json, tokenizer files            exact SHA-256 of each small file
    *.safetensors                           per-file size + header + sampled tensor bytes
+ model.gguf ─────► model_fingerprint ─► weights: size + exact header (metadata, tensor infos)
+                                           + sampled tensor bytes + ggml types (quantisation)
  in-memory model (tiny-random) ─────────► {"config", "tokenizer", "chat_template", "weights"}
                                            weights: sampled elements of every parameter
  Instrument ─► instrument_fingerprint ─► {"items", "formulas", "constants", "dimensions"}
@@ -161,6 +163,36 @@ def weights_fingerprint(folder: str | os.PathLike, *, full: bool = False) -> dic
     return {"files": sizes, "sample": digest.hexdigest(), "sampled": "full" if full else "sample"}
 
 
+def gguf_weights_fingerprint(file: str | os.PathLike, *, full: bool = False) -> dict[str, Any]:
+    """Fingerprint of a GGUF file (:mod:`jaxalign.model.gguf`), as :func:`weights_fingerprint` is of safetensors.
+
+    The header (metadata: config, tokenizer, chat template; tensor names, types, shapes and
+    offsets) is hashed exactly, each tensor's bytes are sampled with :func:`sample_ranges`
+    (``full=True``: every byte of the file). The same blind spot as for safetensors.
+
+    Returns:
+      ``{"files": {name: size}, "format": "gguf", "tensor_types": {ggml type: count}, "sample":
+      sha256 hex, "sampled": "sample" | "full"}``: the file and its quantisation types are recorded.
+    """
+    from jaxalign.model.gguf import read_gguf
+
+    path = Path(file)
+    header = read_gguf(path)
+    digest = hashlib.sha256()
+    digest.update(path.name.encode() + b"\0" + struct.pack("<Q", header.size))
+    with open(path, "rb") as handle:
+        if full:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        else:
+            digest.update(_read_at(handle, 0, header.data_start))
+            for entry in sorted(header.tensors.values(), key=lambda e: e.offset):
+                for offset, count in sample_ranges(entry.nbytes):
+                    digest.update(_read_at(handle, entry.offset + offset, count))
+    return {"files": {path.name: header.size}, "format": "gguf", "tensor_types": dict(header.tensor_types),
+            "sample": digest.hexdigest(), "sampled": "full" if full else "sample"}
+
+
 def _file_digests(folder: Path, names: Iterable[str]) -> dict[str, str]:
     out = {}
     for name in names:
@@ -236,6 +268,9 @@ def model_fingerprint(lm: Any, folder: str | os.PathLike | None = None) -> dict[
         out["weights"] = {"params": params_fingerprint(lm.params), "sampled": "memory"}
         return out
     folder = Path(folder)
+    if folder.is_file() and folder.suffix.lower() == ".gguf":  # one GGUF file: header + sampled tensors
+        out["weights"] = gguf_weights_fingerprint(folder)
+        return out
     out["config_files"] = _file_digests(folder, CONFIG_FILES)
     out["tokenizer_files"] = _file_digests(folder, TOKENIZER_FILES)
     out["chat_template_files"] = _file_digests(folder, CHAT_TEMPLATE_FILES)

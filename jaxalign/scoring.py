@@ -36,7 +36,10 @@ Readouts (``readout=``):
 - ``"argmax"``: the most likely answer, one deterministic respondent. Piecewise constant in the
   prompt, so an optimizer sees plateaus.
 - ``"sample"``: ``n_respondents`` answers drawn per item from the distribution (seeded), their
-  mean. The same seed gives the same respondents, so fitness values are comparable within a run.
+  mean. A member's respondents come from the seed and the member's own values
+  (:func:`member_keys`), not its position: the same seed and prompt give the same respondents in
+  any population, so fitness values are comparable within a run and a target scored beside others
+  equals its single run.
 """
 
 from __future__ import annotations
@@ -459,6 +462,26 @@ def readout_means(
     raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
 
 
+def member_keys(key: jax.Array, prompts: jax.Array) -> jax.Array:
+    """One PRNG key per member, from ``key`` and the member's own values: ``prompts (P, K, d)`` -> ``(P,)``.
+
+    The ``"sample"`` readout draws a member's respondents with its key, so a prompt gets the same
+    respondents wherever it sits in a population (and in whichever population: C targets scored
+    together, padding to a mesh, a resumed run), and two different prompts get independent ones.
+    The key folds in a 32-bit hash of the prompt's float32 bit patterns, each mixed with its
+    position (a murmur3-style finaliser), so equal prompts, and only those in practice, share keys.
+    """
+    n_pop = prompts.shape[0]
+    bits = jax.lax.bitcast_convert_type(prompts.astype(jnp.float32), jnp.uint32).reshape(n_pop, -1)  # (P, K*d)
+    position = jnp.arange(bits.shape[1], dtype=jnp.uint32)
+    x = bits ^ (position * jnp.uint32(0x9E3779B9))
+    x = (x ^ (x >> 16)) * jnp.uint32(0x85EBCA6B)
+    x = (x ^ (x >> 13)) * jnp.uint32(0xC2B2AE35)
+    x = x ^ (x >> 16)
+    digest = jnp.sum(x, axis=1, dtype=jnp.uint32)                              # (P,), wraps mod 2**32
+    return jax.vmap(lambda d: jax.random.fold_in(key, d))(digest)
+
+
 def _score(
     graphdef: Any,
     inputs: ScorerInputs,
@@ -474,6 +497,10 @@ def _score(
 ) -> Scores:
     n_pop = prompts.shape[0]
     n_items = sum(b.item_index.shape[0] for b in inputs.buckets)
+    if len({b.prefix_shared for b in inputs.buckets}) != 1:
+        # one bucket's [prefix][soft] cache would be read for another bucket's items
+        raise ValueError("item buckets disagree on whether the prefix is shared; build them with "
+                         "make_scorer (bucket_items keeps the batch's prefix_shared)")
     per_pass = n_pop if members_per_pass is None else min(members_per_pass, n_pop)
 
     def logits_local(members: jax.Array) -> jax.Array:  # (m, K, d) -> (m, Q, n) presented order
@@ -501,7 +528,12 @@ def _score(
     probs_presented = jax.nn.softmax(logits, axis=-1)
     # presented position j shows answer code answer_order[j] + 1: scatter back to code order
     probs = jnp.zeros_like(probs_presented).at[..., inputs.answer_order].set(probs_presented)
-    item_means = readout_means(probs, readout, key=inputs.sample_key, n_respondents=n_respondents)
+    if readout == "sample":  # each member's respondents from its own key: position-independent
+        keys = member_keys(inputs.sample_key, prompts)                          # (P,) keys
+        item_means = jax.vmap(lambda p, key: readout_means(p, readout, key=key, n_respondents=n_respondents))(
+            probs, keys)                                                        # (P, Q)
+    else:
+        item_means = readout_means(probs, readout, n_respondents=n_respondents)
     dims = instrument.indices(item_means, inputs.constants)  # (P, D)
     loss = l1_loss(dims, inputs.target_values)  # (P,)
     return Scores(probs=probs, item_means=item_means, dims=dims, loss=loss)

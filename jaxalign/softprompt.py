@@ -173,13 +173,51 @@ def init_from_ids(embedding_matrix: jax.Array, token_ids: Any, k: int) -> jax.Ar
     return embedding_matrix[jnp.asarray(ids)].astype(jnp.float32)
 
 
-def init_random_vocab(embedding_matrix: jax.Array, k: int, key: jax.Array) -> jax.Array:
-    """Initial prompt from K random rows of the embedding matrix (distinct rows when K <= V).
+def ordinary_token_ids(tokenizer: Any, n_rows: int) -> np.ndarray:
+    """``(n,)`` int64, ascending: the ids of the ordinary text tokens, the rows worth drawing p0 from.
+
+    An id is ordinary when it belongs to the tokenizer's own vocabulary (``get_vocab()``, so
+    text can encode to it), is not an added token (``added_tokens_decoder``: special, control
+    and reserved tokens such as Llama-3's 250 ``<|reserved_special_token_*|>``, and added
+    non-special ones such as Qwen's ``<tool_call>``) nor in ``all_special_ids``, and lies below
+    both ``len(tokenizer)`` and ``n_rows`` (embedding rows past the tokenizer's length are
+    padding that no text reaches: Qwen2.5 has 293 of them). Such rows were never trained or
+    were trained only in markup positions, so a prompt drawn from them starts off-distribution.
+
+    Args:
+        tokenizer: a transformers tokenizer (or anything with ``get_vocab``, ``__len__`` and,
+            optionally, ``added_tokens_decoder`` / ``all_special_ids``).
+        n_rows: V, the number of rows of the model's embedding matrix.
+
+    Raises:
+        ValueError: when no id is ordinary.
+    """
+    limit = min(int(len(tokenizer)), int(n_rows))
+    excluded = set(getattr(tokenizer, "added_tokens_decoder", None) or {})
+    excluded.update(getattr(tokenizer, "all_special_ids", None) or ())
+    ids = np.asarray(sorted({int(i) for i in tokenizer.get_vocab().values()} - excluded), dtype=np.int64)
+    ids = ids[(ids >= 0) & (ids < limit)]
+    if ids.size == 0:
+        raise ValueError(f"the tokenizer has no ordinary (non-special, non-added) token below id {limit}")
+    return ids
+
+
+def init_random_vocab(
+    embedding_matrix: jax.Array, k: int, key: jax.Array, allowed_ids: Any = None
+) -> jax.Array:
+    """Initial prompt from K random rows of the embedding matrix (distinct rows when K <= the rows allowed).
+
+    The rows are the first K allowed ids in the order of ``jax.random.permutation(key, V)``,
+    so a seed whose draw held no excluded row draws the same rows with and without
+    ``allowed_ids``. When K exceeds the number of allowed rows, K rows are drawn with
+    replacement (``jax.random.randint`` over the allowed ids).
 
     Args:
         embedding_matrix: (V, d) input embedding matrix (any float dtype).
         k: number of virtual tokens K.
         key: PRNG key.
+        allowed_ids: 1-D ids in [0, V) to draw from (e.g. :func:`ordinary_token_ids`), or
+            ``None`` for every row.
 
     Returns:
         (K, d) float32.
@@ -187,8 +225,22 @@ def init_random_vocab(embedding_matrix: jax.Array, k: int, key: jax.Array) -> ja
     embedding_matrix = _check_embedding_matrix(embedding_matrix)
     k = _check_num_tokens(k)
     vocab = embedding_matrix.shape[0]
-    ids = jax.random.choice(key, vocab, (k,), replace=k > vocab)
-    return embedding_matrix[ids].astype(jnp.float32)
+    if allowed_ids is None:
+        allowed = np.arange(vocab, dtype=np.int64)
+    else:
+        allowed = np.asarray(allowed_ids)
+        if allowed.ndim != 1 or allowed.size == 0 or not np.issubdtype(allowed.dtype, np.integer):
+            raise ValueError(f"allowed_ids must be a non-empty 1-D sequence of integers, got shape "
+                             f"{allowed.shape} dtype {allowed.dtype}")
+        allowed = np.unique(allowed)
+        if allowed[0] < 0 or allowed[-1] >= vocab:
+            raise ValueError(f"allowed_ids must lie in [0, {vocab}), got range [{allowed[0]}, {allowed[-1]}]")
+    if k > allowed.size:  # more tokens than rows: repeats
+        ids = allowed[np.asarray(jax.random.randint(key, (k,), 0, allowed.size))]
+    else:
+        order = np.asarray(jax.random.permutation(key, vocab))  # (V,)
+        ids = order[np.isin(order, allowed)][:k]
+    return embedding_matrix[jnp.asarray(ids)].astype(jnp.float32)
 
 
 def check_soft_prompt(prompt: Any, d_model: int) -> None:

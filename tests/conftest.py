@@ -81,7 +81,7 @@ def real_tokenizer():
 # test_suite_times_*.txt), then the rest in their usual order. A wrong or stale list changes only
 # the order, never what runs.
 SLOWEST_MODULES = (
-    "test_real_checkpoints.py", "test_optimizers.py", "test_multiprocess.py", "test_many_targets.py",
+    "test_real_checkpoints.py", "test_optimizers.py", "test_multiprocess.py", "test_smollm2.py", "test_many_targets.py",
     "test_align.py", "test_sharding.py", "test_quantize.py", "test_notebooks.py", "test_optimizers_benchmark.py",
     "test_scoring.py", "test_benchmarks.py", "test_interrupt.py",
 )

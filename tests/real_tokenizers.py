@@ -201,13 +201,18 @@ SENTENCEPIECE_CORPUS = (
     "One can be a good manager without having a precise answer to every question. "
     "People from China, Japan, Germany and Brazil eat rice, bread and beans at 12 or 7 o'clock. "
     "Count 0 1 2 3 4 5 6 7 8 9 10 and 2024. "
+    # so that "▁A".."▁D" are all single pieces, as in the Llama-2 and Mistral vocabularies (without
+    # this line "D" after a space is "▁" + "D" at 400 pieces)
+    "Denmark and Dubai: D. D. D. "
 )
 
 
 def sentencepiece_tokenizer_folder(vocab_size: int = 400) -> Path:
     """A Llama-2-style SentencePiece tokenizer trained at test time: BPE, byte fallback, digits
-    split, ``add_dummy_prefix`` (so a digit after a space is ``▁`` then the digit, and a digit
-    alone at the start of a text is ``▁1``-like), ``<s>``=1 / ``</s>``=2 / ``<unk>``=0.
+    split, ``add_dummy_prefix`` (so a digit after a space, or alone at the start of a text, is
+    ``▁`` then the digit: no ``▁1`` piece exists, as in Llama 2 and Mistral), ``<s>``=1 /
+    ``</s>``=2 / ``<unk>``=0. The letters ``▁A``..``▁D`` are single pieces (as in the real
+    vocabularies); ``True``/``False`` are not (``▁``, ``T``, ``r``, ...).
 
     Saved as ``tokenizer.model`` + ``tokenizer.json`` (transformers' LlamaTokenizer conversion).
     """

@@ -8,7 +8,7 @@ import pytest
 
 import jaxalign
 from jaxalign.api import AlignConfig, initial_prompt
-from jaxalign.optimize.gradient import FORWARDS_PER_STEP, gradient_align, gradient_steps
+from jaxalign.optimize.gradient import gradient_align, gradient_steps
 from jaxalign.scoring import make_scorer
 from jaxalign.softprompt import subspace
 
@@ -52,16 +52,19 @@ def result(lm, planted, config):
     return gradient_align(lm, planted, config=config, learning_rate=0.1, scorer_options={"n_buckets": 1})
 
 
-def test_budget_is_des_forward_passes_over_three():
-    assert FORWARDS_PER_STEP == 3
-    assert gradient_steps(32, 50) == 32 * 51 // 3 == 544
-    assert gradient_steps(POP, GENS) == 16
+def test_budget_is_des_forward_passes_over_the_step_cost():
+    assert gradient_steps(32, 50, 3.0) == 32 * 51 // 3 == 544
+    assert gradient_steps(32, 50, 4.0) == 32 * 51 // 4 == 408
+    assert gradient_steps(POP, GENS, 3.07) == 15  # 48 / 3.07 = 15.6
 
 
 def test_budget_is_counted_honestly(result):
-    steps = gradient_steps(POP, GENS)
+    """The steps follow the Adam step's cost measured from the compiled programs (result.cost)."""
+    cost = result.cost["forwards_per_step"]
+    assert result.cost["source"] == "xla" and cost > 3.0
+    steps = gradient_steps(POP, GENS, cost)
     assert len(result.history["mean_loss"]) == len(result.history["best_loss"]) == steps
-    assert result.evaluations == 3 * steps == 48 <= POP * (GENS + 1)
+    assert result.evaluations == pytest.approx(cost * steps) and result.evaluations <= POP * (GENS + 1)
 
 
 def test_same_parameterisation_as_de(lm, result):

@@ -78,3 +78,53 @@ def test_ctrl_c_keeps_the_checkpoint_writes_partial_results_and_says_how_to_resu
     final = json.loads((out / "results.json").read_text())
     assert "partial" not in final and len(final["history"]["best_loss"]) == kept + 3
     assert final["history"]["best_loss"][: kept + 1] == best[: kept + 1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_compiling_says_how_to_go_on_and_the_resume_warns_like_the_cli(tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A Ctrl-C before the first generation (here: in the compile) gives the command to run; that
+    --resume finds no checkpoint and says so as a `jaxalign: warning:` line, not in Python
+    logging's format. (In this process: the compile is replaced by the interrupt.)"""
+    from jaxalign.cli import main
+    from jaxalign.optimize import pipeline
+
+    def interrupted_compile(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "loop_program", interrupted_compile)
+    out = tmp_path / "run"
+    argv = ["align", "--country", "China", "--population", "4", "--k", "2", "--subspace", "4",
+            "--baselines", "none", "--no-progress", "--generations", "3", "--out", str(out)]
+    capsys.readouterr()
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first generation (while compiling the optimizer loop" in err, err
+    assert "no checkpoint had been written yet" in err
+    command = err.split("start it again with:\n")[1].strip().splitlines()[0]
+    assert command.startswith("jaxalign align ") and command.endswith(f"--out {out} --resume")
+
+    assert main([*argv, "--resume"]) == 130  # interrupted in the compile once more
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "holds no checkpoint" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("jaxalign: warning: "), err
+    assert "WARNING:" not in err and "resume=True" not in err
+    assert command in err  # the same command again
+
+
+def test_an_interrupt_before_the_loop_of_a_resumed_run_names_the_kept_checkpoint():
+    from jaxalign.api import RunInterrupted
+
+    stop = RunInterrupted(-1, 6, 4, "/runs/x/checkpoints")
+    stop.phase = "compiling the optimizer loop (scoring pass included)..."
+    lines = stop.explain("jaxalign align --out /runs/x --resume").splitlines()
+    assert lines == [
+        "interrupted before the run went on from generation 4 (while compiling the optimizer loop "
+        "(scoring pass included)).",
+        "kept: the checkpoint of generation 4 in /runs/x/checkpoints",
+        "continue with:",
+        "  jaxalign align --out /runs/x --resume",
+    ]
+    api_side = RunInterrupted(-1, 6, None, "/runs/x/checkpoints").explain()
+    assert api_side.splitlines()[-1] == "  the same align(...) call with resume=True"
+    assert RunInterrupted(-1, 6, None, None).explain().splitlines()[-1].startswith("no checkpoint")

@@ -12,7 +12,7 @@ import pytest
 import jaxalign
 from jaxalign import api
 from jaxalign.cli import ALIGN_DEFAULTS, ALIGN_PRESETS, build_parser, preset_settings
-from jaxalign.optimize.pipeline import FORWARDS_PER_STEP, hybrid_steps
+from jaxalign.optimize.pipeline import hybrid_steps
 from jaxalign.scoring import make_scorer
 from jaxalign.survey import DIMENSIONS, custom_target
 
@@ -111,10 +111,11 @@ def test_bad_method_settings_are_refused(bad, message):
 
 def test_hybrid_budget_never_exceeds_de():
     for population, generations, fraction in [(8, 6, 0.25), (16, 40, 0.25), (32, 50, 0.5), (4, 1, 1.0)]:
-        evolution, adam = hybrid_steps(population, generations, fraction)
-        assert evolution >= 2 and adam >= 1
-        spent = population * evolution + FORWARDS_PER_STEP * adam
-        assert spent <= population * (generations + 1) or adam == 1, (population, generations, fraction)
+        for cost in (3.0, 3.07, 4.0):
+            evolution, adam = hybrid_steps(population, generations, fraction, cost)
+            assert evolution >= 1 and adam >= 1
+            spent = population * evolution + cost * adam
+            assert spent <= population * (generations + 1), (population, generations, fraction, cost)
 
 
 # ---------------------------------------------------------------------------- planted target
@@ -157,8 +158,9 @@ def test_gradient_and_hybrid_recover_a_planted_target(lm, planted, method):
     assert np.all(np.diff(history) <= 1e-6)
     assert result.method == method
     assert result.evaluations <= 16 * 11
-    evolution = 0 if method == "gradient" else hybrid_steps(16, 10, 0.25)[0]
-    assert len(history) == evolution + (16 * (11 - evolution)) // FORWARDS_PER_STEP
+    cost = result.cost["forwards_per_step"]
+    evolution = 0 if method == "gradient" else hybrid_steps(16, 10, 0.25, cost)[0]
+    assert len(history) == evolution + int((16 * (11 - evolution)) // cost)
 
 
 # ---------------------------------------------------------------------------- resume + outputs
@@ -179,10 +181,12 @@ def test_hybrid_cli_outputs_and_resume_equal_uninterrupted(lm, tmp_path, monkeyp
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     for name in ("soft_prompt.safetensors", "dims.png", "checkpoints"):
         assert (tmp_path / "whole" / name).exists(), name
-    evolution, adam = hybrid_steps(8, 6, 0.25)
+    cost = whole["cost"]["forwards_per_step"]
+    assert whole["cost"]["source"] == "xla" and cost > 3.0
+    evolution, adam = hybrid_steps(8, 6, 0.25, cost)
     assert whole["config"]["method"] == "hybrid" and whole["methods"]["optimized"]["method"] == "hybrid"
     assert len(whole["history"]["best_loss"]) == evolution + adam
-    assert whole["evaluations"] == 8 * evolution + FORWARDS_PER_STEP * adam
+    assert whole["evaluations"] == pytest.approx(8 * evolution + cost * adam)
 
     config = api.AlignConfig(method="hybrid", generations=6, chunk_size=3, checkpoint_every=3, seed=3,
                              **{**SMALL, "baselines": ("naive",)})
@@ -210,7 +214,7 @@ def test_gradient_resume_equals_uninterrupted(lm, tmp_path):
     config = api.AlignConfig(method="gradient", generations=2, chunk_size=3, checkpoint_every=3,
                              seed=2, **SMALL)
     whole = jaxalign.align(lm, "India", config=config, progress=False)
-    # first a shorter run in the folder (generations=1: 8*2//3 = 5 steps), then resumed to 8 steps
+    # first a shorter run in the folder (generations=1: 16 / 3.1 = 5 steps), then resumed to 7 steps
     short = dataclasses.replace(config, generations=1)
     jaxalign.align(lm, "India", config=short, out=tmp_path / "run", progress=False)
     resumed = jaxalign.align(lm, "India", config=config, out=tmp_path / "run", resume=True, progress=False)

@@ -29,7 +29,18 @@ def test_optimizers_study_end_to_end(tmp_path, capsys):
     saved = json.loads((out / "optimizers.json").read_text())
     assert saved["complete"] is True
     assert (out / "optimizers.png").stat().st_size > 0
-    assert "held-out wording L1" in (out / "optimizers.md").read_text()
+    markdown = (out / "optimizers.md").read_text()
+    assert "held-out wording L1" in markdown
+    # both budgets, each table saying which: equal FLOPs (an Adam step at its compiled cost) and
+    # equal wall time (each curve read at the fastest method's loop time)
+    assert "**Equal FLOPs**" in markdown and "**Equal wall time**" in markdown
+    for search in saved["searches"]:
+        assert search["s_per_step"] > 0
+        if search["method"] in ("gradient", "hybrid"):
+            assert search["cost"]["source"] == "xla" and search["cost"]["forwards_per_step"] > 3.0
+    timed = saved["equal_time"]
+    assert timed["seconds"] > 0 and {r["method"] for r in timed["rows"]} == {"de-paper", "gradient", "hybrid"}
+    assert min(r["steps"] for r in timed["rows"]) >= 1
     rows = {(r["method"], r["option"]): r for r in report["rows"]}
     # both orders on DE: one multi-target program for every seed (gradient runs one per seed)
     assert set(rows) == {("de-paper", "normal"), ("de-paper", "both-orders"), ("gradient", "normal"),

@@ -127,7 +127,7 @@ def reference_probs(folder: Path, family: str, prompt: np.ndarray, slot: str, ch
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                        chat_template=chat_template, **_template_kwargs(family))
         before, after = text.split(MARK)
-        whole = tok(before + after, add_special_tokens=False)["input_ids"]
+        whole = tok(before + after + _ANSWER_LEAD.get(family, ""), add_special_tokens=False)["input_ids"]
         cut = _common_prefix(tok(before, add_special_tokens=False)["input_ids"], whole)
         with torch.no_grad():
             ids = torch.tensor(whole)
@@ -135,6 +135,11 @@ def reference_probs(folder: Path, family: str, prompt: np.ndarray, slot: str, ch
             logits = model(inputs_embeds=x).logits[0, -1, digits]
         out.append(torch.softmax(logits.double(), -1).numpy())
     return np.stack(out)
+
+
+# What a family writes after the generation prompt before the digit: Mistral writes " 3" ("▁" then
+# "3", SentencePiece splits digits), so its digit is read after the "▁" (issue 25, point 9).
+_ANSWER_LEAD = {"mistral": " "}
 
 
 def _soft_prompt(lm, k: int = 3, seed: int = 0) -> np.ndarray:
@@ -173,7 +178,8 @@ def test_slot_split_is_the_whole_texts_tokens(family, tokenizers):
             before, after = text.split(MARK)
             prefix = [int(t) for t, m in zip(batch.prefix_ids[q], batch.prefix_mask[q]) if m]
             suffix = [int(t) for t, m in zip(batch.suffix_ids[q], batch.suffix_mask[q]) if m]
-            assert prefix + suffix == tok(before + after, add_special_tokens=False)["input_ids"]
+            assert prefix + suffix == tok(before + after + _ANSWER_LEAD.get(family, ""),
+                                          add_special_tokens=False)["input_ids"]
             alone = tok(before, add_special_tokens=False)["input_ids"]
             if family != "mistral":  # byte-level BPE: no token of these texts spans the slot
                 assert prefix == alone, (slot, q)
@@ -240,12 +246,13 @@ def test_culturalbench_answer_tokens(family, tokenizers):
     tok = tokenizers(family)
     easy = render_judgements(tok, load_culturalbench(BENCH_DATA, set="easy"))
     hard = render_judgements(tok, load_culturalbench(BENCH_DATA, set="hard"))
-    assert easy.answer_tokens == ("A", "B", "C", "D")
+    # SentencePiece writes a letter after "[/INST]" as one "▁"-word (issue 25, point 9)
+    assert easy.answer_tokens == (("▁A", "▁B", "▁C", "▁D") if family == "mistral" else ("A", "B", "C", "D"))
     if family in EXPECTED_BENCH_TOKENS:
         letters, true_false = EXPECTED_BENCH_TOKENS[family]
         assert easy.answer_ids.tolist() == letters
         assert hard.answer_ids.tolist() == true_false and hard.answer_tokens == ("True", "False")
-    else:  # SentencePiece: "True"/"False" are several pieces; their distinct first pieces are read
+    else:  # SentencePiece: "True"/"False" are "▁", "T", ...; "▁" ends the prompt, "T"/"F" are read
         assert [tok.convert_ids_to_tokens(tok(w, add_special_tokens=False)["input_ids"]) for w in ("True", "False")] \
             != [["▁True"], ["▁False"]]
         assert hard.answer_tokens == ("T", "F")
@@ -279,7 +286,8 @@ def test_align_and_eval_run(family, models, tmp_path):
     assert result.config.chat_date == (CHAT_DATE if family == "llama3.2" else None)
     assert result.chat_template == "model"
     bench = evaluate_culturalbench(lm, load_culturalbench(BENCH_DATA, set="easy"), soft_prompt=result.soft_prompt)
-    assert bench.n_questions == 6 and bench.answer_tokens == ("A", "B", "C", "D")
+    letters = ("▁A", "▁B", "▁C", "▁D") if family == "mistral" else ("A", "B", "C", "D")  # issue 25, point 9
+    assert bench.n_questions == 6 and bench.answer_tokens == letters
     # eval robustness runs through the CLI on the Llama-3.2 checkpoint (test below); here, one
     # family-specific part of it: the reversed-options scorer on this tokenizer
     reversed_ = make_scorer(lm, vsm13(), k=2, reverse_options=True)(result.soft_prompt[None])

@@ -114,7 +114,8 @@ def test_other_target(lm, wording, run, tmp_path):
     japan = resolve_target("Japan")
     values = dict(zip(japan.dimensions, japan.values.tolist()))
     values["PDI"] += 1
-    with pytest.raises(ValueError, match=r"content\.targets"):
+    # refused by the settings check, before the content (content.targets) is fingerprinted
+    with pytest.raises(ValueError, match=r"targets\.Japan\.PDI: 54\.0 -> 55\.0\. Resume"):
         _resume(lm, _copy(run, tmp_path), jaxalign.vsm13(wording=wording),
                 target=custom_target(values, name="Japan"))
 
@@ -184,3 +185,69 @@ def test_nan_weights_stop_the_run_with_a_clear_error(tmp_path):
     with pytest.raises(NonFiniteFitnessError, match="NaN or inf.*dtype.*broken"):
         jaxalign.align(broken, "Japan", config=CONFIG, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+# ---------------------------------------------------------------------------- changed settings, early
+def _cli_resume(out, wording, *changes):
+    """``jaxalign align --resume`` with the fixture run's settings, then ``changes``."""
+    from jaxalign.cli import main
+
+    return main(["align", "--country", "Japan", "--wording", str(wording), "--k", "2", "--population", "4",
+                 "--subspace", "4", "--seed", "5", "--chunk-size", "1", "--baselines", "none",
+                 "--generations", "3", "--no-progress", "--out", str(out), "--resume", *changes])
+
+
+class _Loaded(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_cli_refuses_changed_settings_before_loading_the_model(wording, run, tmp_path, monkeypatch, capsys):
+    """README: a resume with other settings is refused before anything is compiled; the command
+    does not even load the model, and the message names what changed, not digests."""
+    from jaxalign import cli
+
+    def load(*args, **kwargs):
+        raise _Loaded
+
+    monkeypatch.setattr(cli, "_load", load)
+    out = _copy(run, tmp_path)
+    capsys.readouterr()
+    assert _cli_resume(out, wording, "--population", "8", "--readout", "argmax") == 2
+    err = capsys.readouterr().err
+    assert "(checkpoint -> now): population: 4 -> 8; readout: 'expected' -> 'argmax'. Resume" in err, err
+    assert "content" not in err and "another --out" in err and "resume=True" not in err
+    assert _cli_resume(out, wording, "--generations", "1") == 2  # the checkpoint is at generation 2
+    assert "beyond --generations 1" in capsys.readouterr().err
+    with pytest.raises(_Loaded):  # the same settings pass the early check and go on to the load
+        _cli_resume(out, wording)
+
+
+@pytest.mark.slow
+def test_api_refuses_changed_settings_before_the_set_up(lm, wording, run, tmp_path, monkeypatch):
+    from jaxalign.optimize import pipeline
+
+    def no_setup(*args, **kwargs):
+        raise AssertionError("the run was set up (rendered) before the settings were compared")
+
+    monkeypatch.setattr(pipeline, "setup", no_setup)
+    with pytest.raises(ValueError, match=r"\(checkpoint -> now\): k: 2 -> 3; seed: 5 -> 6\. Resume") as error:
+        _resume(lm, _copy(run, tmp_path), jaxalign.vsm13(wording=wording), k=3, seed=6)
+    assert "content" not in str(error.value)
+    with pytest.raises(ValueError, match=r"targets: 'Japan' -> 'China'"):
+        _resume(lm, _copy(run, tmp_path / "b"), jaxalign.vsm13(wording=wording), target="China")
+
+
+def test_resume_differences_lead_with_the_settings():
+    """Settings in the order a person reads them (model, dtype, wording, targets, AlignConfig's
+    fields), content digests last; targets of the same name compared per dimension."""
+    digest_a, digest_b = "a" * 64, "b" * 64
+    saved = {"content": {"space": {"basis": digest_a}}, "population": 8, "k": 2, "model": "m",
+             "targets": [{"name": "Japan", "dims": [54.0, 46.0]}], "n": 4}
+    now = {"content": {"space": {"basis": digest_b}}, "population": 16, "k": 2, "model": "m",
+           "targets": [{"name": "Japan", "dims": [55.0, 46.0]}], "n": 8}
+    assert api.resume_differences(saved, now, ("PDI", "IDV")) == [
+        "targets.Japan.PDI: 54.0 -> 55.0", "population: 8 -> 16", "n: 4 -> 8",
+        "content.space.basis: 'aaaaaaaaaaaa...' -> 'bbbbbbbbbbbb...'"]
+    message = api.resume_refusal("ckpt", api.resume_differences(saved, now, ("PDI", "IDV")))
+    assert message.index("population: 8 -> 16") < message.index("content.space.basis")

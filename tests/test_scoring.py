@@ -189,6 +189,23 @@ def test_sample_readout_is_seeded_and_near_the_expected_answer(lm, vsm, prompts,
     np.testing.assert_allclose(means * 4000, np.round(means * 4000), atol=1e-2)
 
 
+def test_sample_readout_depends_on_the_member_not_its_position(lm, vsm, prompts):
+    """A member's respondents follow it through the population: permuted, duplicated or alone,
+    a prompt gets the same sampled item means (a target scored beside others equals its single run)."""
+    sampler = make_scorer(lm, vsm, k=K, readout="sample", n_respondents=50, seed=1)
+    base = np.asarray(sampler(prompts).item_means)                              # (P, Q)
+    order = np.array([2, 0, 1])
+    np.testing.assert_array_equal(np.asarray(sampler(prompts[order]).item_means), base[order])
+    np.testing.assert_array_equal(np.asarray(sampler(prompts[1]).item_means)[0], base[1])
+    twice = np.asarray(sampler(np.stack([prompts[0], prompts[0], prompts[2]])).item_means)
+    np.testing.assert_array_equal(twice[0], twice[1])
+    # different members (and seeds) still draw different respondents: 50 draws are noisy
+    expected = np.asarray(make_scorer(lm, vsm, k=K)(prompts).item_means)
+    assert np.abs((base - expected)[0] - (base - expected)[2]).max() > 0.05
+    other_seed = np.asarray(make_scorer(lm, vsm, k=K, readout="sample", n_respondents=50, seed=2)(prompts).item_means)
+    assert np.abs(other_seed - base).max() > 0.05
+
+
 def test_readout_function():
     probs = np.array([[0.0, 0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5]], np.float32)  # (Q, 5)
     sample = lambda seed: np.asarray(  # noqa: E731
@@ -325,3 +342,48 @@ def test_equal_scorers_share_one_compiled_pass(lm, vsm, scorer, prompts, scores)
     assert make_scorer(lm, doubled, k=K).program(None) != scorer.program(None)
     got = np.asarray(make_scorer(lm, doubled, k=K)(prompts).dims)
     np.testing.assert_allclose(got, 2 * np.asarray(scores.dims), rtol=1e-5, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- 7. bucketing
+SLOTS = ("user_start", "system", "after_item", "user_end", "start")
+
+
+@pytest.fixture(scope="module")
+def six_items(vsm):
+    """Six VSM items of different lengths in one small instrument (one index: their mean), so
+    every slot x mode x bucket count compiles in a second or two instead of 24 one-item passes."""
+    lengths = {item.id: len(item.text) for item in vsm.items}
+    picked = sorted(vsm.items, key=lambda item: lengths[item.id])[::4][:6]  # spread of lengths
+    return jaxalign.Instrument(name="six", wording="test", items=tuple(picked), dimensions=("MEAN",),
+                               weights=np.full((1, 6), 1 / 6), constants=np.zeros(1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slot", SLOTS)
+def test_bucketing_never_changes_what_is_scored(lm, six_items, prompts, slot):
+    """Every slot, both modes, 2 buckets and one item per bucket, against the unbucketed full pass.
+
+    The one-item case once scored every item of an item-first layout against bucket 0's question
+    (a one-item bucket looked prefix-shared, so all buckets read bucket 0's cache): answer
+    probabilities off by up to 0.97."""
+    reference = np.asarray(make_scorer(lm, six_items, k=K, slot=slot, mode="full", n_buckets=1)(prompts).probs)
+    for mode, n_buckets in (("cached", 1), ("cached", 2), ("cached", 6), ("full", 6)):
+        scorer = make_scorer(lm, six_items, k=K, slot=slot, mode=mode, n_buckets=n_buckets)
+        assert len(scorer.inputs.buckets) == n_buckets
+        assert {b.prefix_shared for b in scorer.inputs.buckets} == {scorer.batch.prefix_shared}
+        np.testing.assert_allclose(np.asarray(scorer(prompts).probs), reference, atol=1e-5,
+                                   err_msg=f"slot={slot} mode={mode} n_buckets={n_buckets}")
+    # not vacuous: the items' answers differ from each other, so reading the wrong item shows
+    assert np.abs(reference[:, 1:] - reference[:, :1]).max() > 0.05
+
+
+def test_one_item_buckets_keep_the_batch_prefix_layout(lm, vsm):
+    """A sub-batch of a per-item-prefix layout is never taken for a shared-prefix one."""
+    from jaxalign.prompting import bucket_items, render_items
+
+    for slot in SLOTS:
+        batch = render_items(lm.tokenizer, vsm, slot=slot)
+        groups = bucket_items(batch, 24)
+        assert len(groups) == 24
+        assert all(sub.prefix_shared == batch.prefix_shared for _, sub in groups), slot
+        assert not batch.take([3]).prefix_shared or batch.prefix_shared

@@ -17,6 +17,7 @@ from jaxalign.softprompt import (
     init_from_ids,
     init_random_vocab,
     load_soft_prompt,
+    ordinary_token_ids,
     save_soft_prompt,
     subspace,
 )
@@ -100,6 +101,82 @@ def test_init_random_vocab_draws_distinct_rows():
     assert np.all(rows == np.round(rows)) and len(set(rows.tolist())) == 8  # real, distinct rows
     np.testing.assert_array_equal(prompt, init_random_vocab(embedding, 8, jax.random.PRNGKey(5)))
     assert init_random_vocab(embedding[:3], 5, jax.random.PRNGKey(0)).shape == (5, 2)  # K > V: repeats
+
+
+def _drawn_ids(n_rows: int, k: int, seed: int, allowed) -> np.ndarray:
+    """The row ids init_random_vocab draws (an embedding whose row i holds the number i)."""
+    table = jnp.arange(n_rows, dtype=jnp.float32)[:, None]  # (V, 1), exact below 2**24
+    return np.asarray(init_random_vocab(table, k, jax.random.key(seed), allowed_ids=allowed))[:, 0].astype(np.int64)
+
+
+def test_init_random_vocab_draws_only_allowed_rows():
+    allowed = np.arange(0, 50, 3)  # 17 rows
+    for seed in range(5):
+        ids = _drawn_ids(50, 8, seed, allowed)
+        assert set(ids.tolist()) <= set(allowed.tolist()) and len(set(ids.tolist())) == 8
+        # the first 8 allowed rows in the permutation's order: a draw that held no excluded row is
+        # the same with and without allowed_ids
+        order = np.asarray(jax.random.permutation(jax.random.key(seed), 50))
+        assert ids.tolist() == [i for i in order.tolist() if i % 3 == 0][:8]
+        np.testing.assert_array_equal(_drawn_ids(50, 8, seed, None), order[:8])
+    many = _drawn_ids(50, 40, 0, allowed)  # K > allowed rows: repeats, still only allowed rows
+    assert many.shape == (40,) and set(many.tolist()) <= set(allowed.tolist())
+    table = jnp.zeros((50, 2))
+    for bad, message in (([], "non-empty 1-D"), ([3, 50], r"lie in \[0, 50\)"), ([[1, 2]], "1-D")):
+        with pytest.raises(ValueError, match=message):
+            init_random_vocab(table, 4, jax.random.key(0), allowed_ids=bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, n_rows, n_ordinary", [("llama3", 128256, 128000), ("qwen2.5", 151936, 151643)])
+def test_ordinary_token_ids_of_real_tokenizers(real_tokenizer, family, n_rows, n_ordinary):
+    """Llama-3: 128,000 BPE ranks, then 256 specials (250 of them reserved); Qwen2.5: 151,643
+    ranks, then 22 added tokens (two of them not special), then 271 embedding rows past the
+    tokenizer (293 rows beyond the ranks in all). Only the ranks are drawn."""
+    tok = real_tokenizer(family, chat_template=False)
+    ids = ordinary_token_ids(tok, n_rows)
+    np.testing.assert_array_equal(ids, np.arange(n_ordinary))  # every rank, nothing after them
+    added = set(tok.added_tokens_decoder)
+    assert min(added) == n_ordinary and len(tok) == n_ordinary + len(added)
+    assert n_rows - len(tok) == {"llama3": 0, "qwen2.5": 271}[family]  # padding rows past the tokenizer
+    # what text encodes to is ordinary; special and added tokens are not
+    text = "In choosing an ideal job, how important would it be to you? 1 2 3 4 5 über 東京"
+    assert set(tok(text, add_special_tokens=False)["input_ids"]) <= set(ids.tolist())
+    drawn = np.concatenate([_drawn_ids(n_rows, 2000, seed, ids) for seed in range(3)])
+    assert drawn.max() < n_ordinary and not set(drawn.tolist()) & added  # no special, reserved or padding row
+    everything = np.concatenate([_drawn_ids(n_rows, 2000, seed, None) for seed in range(3)])
+    assert everything.max() >= n_ordinary  # every row allowed, the same seeds do reach them
+    # fewer embedding rows than tokenizer ids: the table's rows bound the ids
+    assert ordinary_token_ids(tok, 1000).tolist() == list(range(1000))
+
+
+def test_initial_prompt_draws_ordinary_tiny_tokens():
+    """tiny-random: 1016 BPE ids then 8 special ones (1016..1023), which old draws could hit
+    (K=10: seeds 3, 5, 11, 15, ...; not the study's seeds 0..2, whose draws are unchanged)."""
+    from types import SimpleNamespace
+
+    from jaxalign.api import initial_prompt
+    from jaxalign.model.tiny import tiny_model
+
+    lm = tiny_model()
+    table = np.asarray(lm.embedding_matrix, np.float32)  # (1024, d), distinct rows
+
+    def rows(prompt: np.ndarray) -> list[int]:
+        return [int(np.flatnonzero((table == row).all(axis=1))[0]) for row in prompt]
+
+    ordinary = ordinary_token_ids(lm.tokenizer, table.shape[0])
+    assert ordinary.tolist() == list(range(1016))
+    for seed in (0, 1, 2, 3, 5, 11, 15):
+        drawn = rows(initial_prompt(lm, 10, text=None, seed=seed))
+        assert len(set(drawn)) == 10 and max(drawn) < 1016, (seed, drawn)  # no special row
+        assert rows(initial_prompt(lm, 10, text=None, seed=seed)) == drawn  # deterministic per seed
+        every_row = rows(initial_prompt(SimpleNamespace(embedding_matrix=lm.embedding_matrix, tokenizer=None),
+                                        10, text=None, seed=seed))
+        if max(every_row) < 1016:  # the draw over every row held no special one: the same rows
+            assert every_row == drawn
+        else:
+            assert seed in (3, 5, 11, 15)
+    assert rows(initial_prompt(lm, 10, text=None, seed=0)) != rows(initial_prompt(lm, 10, text=None, seed=1))
 
 
 def test_save_load_round_trip(tmp_path, p0):

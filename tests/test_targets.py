@@ -164,3 +164,62 @@ def test_resolve_target():
     assert resolve_target({"MAS": 1}).available == ("MAS",)
     with pytest.raises(ValueError, match="closest matches"):
         resolve_target("Indai")
+
+
+# ---------------------------------------------------------------------------- plausible values
+def test_published_range_is_the_shipped_files_extremes():
+    """0..112 read straight from the shipped CSV (Greece's UAI 112; LTO and IVR reach 0)."""
+    from jaxalign.survey.targets import HOFSTEDE_DATA_FILE, published_range
+
+    text = resources.files("jaxalign.survey").joinpath("data", HOFSTEDE_DATA_FILE).read_text("utf-8")
+    values = [float(row[c]) for row in csv.DictReader(text.splitlines())
+              for c in ("pdi", "idv", "mas", "uai", "ltowvs", "ivr") if row[c] != "#NULL!"]
+    assert published_range() == (min(values), max(values)) == (0.0, 112.0)
+
+
+def test_reachable_range_of_vsm13_by_hand():
+    """The VSM 2013 manual's formulas, each item mean in 1..5: PDI = 35(m7 - m2) + 25(m20 - m23)
+    spans 35*4 + 25*4 = 240 either side of C; IDV, MAS 2*35*4 = 280; UAI, LTO 40*4 + 25*4 = 260;
+    IVR 35*4 + 40*4 = 300. The extremes are indices the instrument really gives."""
+    import jaxalign
+    from jaxalign.survey.targets import reachable_range
+
+    instrument = jaxalign.vsm13()
+    bounds = reachable_range(instrument)  # (6, 2)
+    half = np.array([240, 280, 280, 260, 260, 300], np.float64)
+    np.testing.assert_array_equal(bounds, np.stack([-half, half], axis=1))
+    weights = np.asarray(instrument.weights)  # (6, 24)
+    for d in range(6):  # the answers at the box's corner give the bound exactly
+        means = np.where(weights[d] > 0, 5.0, 1.0)[None]  # (1, 24)
+        assert float(np.asarray(instrument.indices(means))[0, d]) == pytest.approx(half[d])
+    shifted = reachable_range(jaxalign.vsm13(constants={"PDI": 10.0}))
+    np.testing.assert_array_equal(shifted[0], [-230.0, 250.0])
+
+
+def test_unreachable_target_is_refused_reachable_one_kept():
+    import jaxalign
+    from jaxalign.survey.targets import check_reachable, outside_published
+
+    instrument = jaxalign.vsm13()
+    with pytest.raises(ValueError, match=r"PDI=800 \(reachable: -240\.\.240\).*0\.\.112"):
+        check_reachable(custom_target("PDI=800,IDV=20"), instrument)
+    with pytest.raises(ValueError, match=r"IVR=-301"):
+        check_reachable(custom_target("IVR=-301"), instrument)
+    check_reachable(custom_target("PDI=240,IVR=-300"), instrument)  # the edges are reachable
+    check_reachable(hofstede("Greece"), instrument)
+    assert outside_published(custom_target("PDI=150,IDV=20,MAS=-1")) == ["PDI=150", "MAS=-1"]
+    assert outside_published(hofstede("Greece")) == []
+
+
+def test_cli_target_outside_the_published_scores_warns_once(capsys):
+    from jaxalign.cli import CommandError, target_argument
+
+    assert target_argument("PDI=150,IDV=20").values[0] == 150
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxalign: warning: PDI=150 lies outside")
+    assert "IDV" not in err[0] and "0..112" in err[0]
+    target_argument("PDI=80,IDV=20")
+    target_argument("Greece")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(CommandError, match="PDI=800"):
+        target_argument("PDI=800")

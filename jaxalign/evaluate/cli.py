@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -95,22 +96,21 @@ def _missing_evaluation(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _load_model(args: argparse.Namespace, metadata: dict[str, str]):
-    """The model of ``--model``/``--dtype``/``--quantize`` in the ``--chat-template`` format, with
-    the date the soft prompt was tuned with bound (for templates that read today's date)."""
-    from jaxalign.cli import _load
-    from jaxalign.prompting.chat_formats import bind_run_date
+def _load_prompt(args: argparse.Namespace, *, instrument: Any = None,
+                 before_weights: Callable[[], None] | None = None) -> Any:
+    """``--soft-prompt`` read and width-checked, then the model of ``--model``/``--dtype``/
+    ``--quantize`` in the ``--chat-template`` format loaded (after ``before_weights()``, if given),
+    the prompt's provenance checked and its chat date bound (:func:`jaxalign.saved_prompt.load_prompt`)."""
+    from jaxalign.cli import _load, warn_on_stderr
+    from jaxalign.saved_prompt import load_prompt
 
-    lm = _load(args.model, args.dtype, None, args.quantize, args.chat_template)
-    return bind_run_date(lm, metadata.get("chat_date") or None)[0]
+    def load():
+        if before_weights is not None:
+            before_weights()
+        return _load(args.model, args.dtype, None, args.quantize, args.chat_template)
 
-
-def _read_prompt(path: str | None) -> tuple[Any, dict[str, str]]:
-    if path is None:
-        return None, {}
-    from jaxalign.softprompt import load_soft_prompt
-
-    return load_soft_prompt(path)
+    return load_prompt(args.soft_prompt, load, model=args.model, instrument=instrument,
+                       allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)
 
 
 def _fmt(v: float, digits: int = 3) -> str:
@@ -126,25 +126,24 @@ def _start_distributed() -> None:
 
 def run_culturalbench(args: argparse.Namespace) -> int:
     _start_distributed()
-    from jaxalign.cli import warn_on_stderr
     from jaxalign.evaluate.culturalbench import CULTURALBENCH_CITATION, evaluate_culturalbench, load_culturalbench
-    from jaxalign.softprompt import prompt_provenance
 
-    prompt, metadata = _read_prompt(args.soft_prompt)  # file errors before the model loads
     sets = ("easy", "hard") if args.bench_set == "both" else (args.bench_set,)
-    benches = [load_culturalbench(args.data, set=s).for_country(args.country) for s in sets]
-    lm = _load_model(args, metadata)
+    benches: list[Any] = []
+    # prompt file errors first, then the data's, then the weights load; CulturalBench is not the
+    # survey: model and slot are what the provenance checks
+    loaded = _load_prompt(args, before_weights=lambda: benches.extend(
+        load_culturalbench(args.data, set=s).for_country(args.country) for s in sets))
+    lm, prompt = loaded.lm, loaded.vectors
     out: dict[str, Any] = {"model": lm.name, "country": args.country or "all", "sets": {}}
-    if prompt is not None:  # CulturalBench is not the survey: model and slot are what matter
-        out["soft_prompt_provenance"] = prompt_provenance(
-            prompt, metadata, lm=lm, slot=metadata.get("slot") or "user_start",
-            allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)
+    if prompt is not None:
+        out["soft_prompt_provenance"] = loaded.provenance
     for bench in benches:
         results = {"naive": evaluate_culturalbench(lm, bench, batch_size=args.batch_size)}
         if prompt is not None:
             results["soft prompt"] = evaluate_culturalbench(
-                lm, bench, soft_prompt=prompt, system=metadata.get("system") or None,
-                slot=metadata.get("slot") or "user_start", batch_size=args.batch_size)
+                lm, bench, soft_prompt=prompt, system=loaded.system, slot=loaded.slot,
+                batch_size=args.batch_size)
         out["sets"][bench.name] = {"source": bench.source, **{k: r.to_json() for k, r in results.items()}}
         if args.json:
             continue
@@ -167,25 +166,20 @@ def run_culturalbench(args: argparse.Namespace) -> int:
 
 def run_robustness(args: argparse.Namespace) -> int:
     _start_distributed()
-    from jaxalign.cli import warn_on_stderr
     from jaxalign.evaluate.robustness import evaluate_robustness
-    from jaxalign.softprompt import prompt_provenance
     from jaxalign.survey import vsm13
 
-    prompt, metadata = _read_prompt(args.soft_prompt)
     instrument = vsm13(wording=args.wording)
-    lm = _load_model(args, metadata)
-    provenance = prompt_provenance(prompt, metadata, lm=lm, instrument=instrument,
-                                   slot=metadata.get("slot") or "user_start",
-                                   allow_mismatch=args.allow_mismatch, warn=warn_on_stderr)
+    loaded = _load_prompt(args, instrument=instrument)
+    lm = loaded.lm
     target = args.country or args.target
-    readout = args.readout or metadata.get("readout") or "expected"
+    readout = args.readout or loaded.readout or "expected"
     report = evaluate_robustness(
-        lm, prompt, target, instrument=instrument, readout=readout, seed=args.seed,
-        system=metadata.get("system") or None, slot=metadata.get("slot") or "user_start",
+        lm, loaded.vectors, target, instrument=instrument, readout=readout, seed=args.seed,
+        system=loaded.system, slot=loaded.slot,
     )
     if args.json:
-        print(json.dumps({"model": lm.name, **report.to_json(), "soft_prompt_provenance": provenance},
+        print(json.dumps({"model": lm.name, **report.to_json(), "soft_prompt_provenance": loaded.provenance},
                          indent=2))
         return 0
     print(f"target {report.target.name}; model {lm.name}; readout {readout}; "

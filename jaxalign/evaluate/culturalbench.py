@@ -19,10 +19,15 @@ and the answer is read from the logits of the answer tokens at the last position
 through one jit-compiled batched forward pass (``batch_size`` splits it into equal chunks when
 memory is short). Nothing is random: the same inputs give the same result.
 
-Answer tokens are found by appending each answer to an open assistant turn. Easy's letters must
-each be one token (a clear error otherwise). ``True``/``False`` are one token each for Llama 3;
-for a tokenizer that splits them (the tiny test tokenizer reads ``T``/``F`` first) the first
-token of each is read, which is what the model would emit first, as long as the two differ.
+Answer tokens are the tokens the model writes first in its assistant turn
+(:func:`choice_spelling`, the survey digits' rule): after a prompt ending in whitespace (Llama 3's
+``"\\n\\n"``), the answer as it continues the prompt; after ``"[/INST]"`` (Mistral, Llama 2), the
+answer as a new SentencePiece segment, ``"▁A"`` for a letter, and for a word the tokenizer splits
+into ``"▁"``, ``"T"``, ... the ``"▁"`` is appended to every prompt and ``"T"`` is read after it.
+Easy's letters must each be one token (a clear error otherwise). ``True``/``False`` are one token
+each for Llama 3; for a tokenizer that splits them (the tiny test tokenizer reads ``T``/``F``
+first) the first token of each is read, which is what the model would emit first, as long as
+the two differ.
 
 Accuracy is reported with a 95% Wilson score interval (:func:`wilson_interval`).
 """
@@ -44,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.model import llama
+from jaxalign.prompting.batch import AnswerSpelling, answer_spelling
 from jaxalign.scoring import build_sequences
 
 CULTURALBENCH_REPO = "kellycyy/CulturalBench"
@@ -407,12 +413,7 @@ def choice_token_ids(
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Token ids of ``answers`` as the model would write them first in its turn.
 
-    Each answer is appended to an open assistant turn rendered with the same template as the
-    questions (``chat_template``, default the tokenizer's own; none: the answer alone, as for the
-    survey digits). When the answer would merge with the turn's last token (a prompt ending in a
-    space, as the ``plain`` template's ``"Answer: "``, before a byte-level BPE letter), the
-    answer's tokens on their own are used, since the prompt's tokens are fixed. It must add exactly one token
-    there (or, with ``first_token_ok``, its first token is used), and the ids must be distinct.
+    :func:`choice_spelling`'s ids and their token strings (read after its lead, if any).
 
     Returns:
       ``(ids (n,) int32, token strings)``.
@@ -420,39 +421,28 @@ def choice_token_ids(
     Raises:
       ValueError: naming the answer that is not a single token, or the clash.
     """
-    from jaxalign.prompting.layout import render_conversation
+    spelling = choice_spelling(tokenizer, answers, first_token_ok=first_token_ok, chat_template=chat_template)
+    return spelling.ids, tuple(tokenizer.convert_ids_to_tokens(spelling.ids.tolist()))
 
-    if chat_template is not None or getattr(tokenizer, "chat_template", None):
-        context = render_conversation(tokenizer, [{"role": "user", "content": "Hi"}], chat_template)
-    else:
-        context = ""
-    encode = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
-    base = encode(context)
-    ids = []
-    for answer in answers:
-        full = encode(context + answer)
-        added = full[len(base):]
-        if full[: len(base)] != base or not added:
-            # The answer merges with the prompt's last token (e.g. the plain template's "Answer: "
-            # ends with a space, and byte-level BPE writes " A" as one token): the prompt's tokens
-            # are fixed, so the model's next token is the answer's own first token.
-            added = encode(answer)
-            if not added:
-                raise ValueError(f"answer {answer!r} encodes to no token")
-        if len(added) != 1 and not first_token_ok:
-            raise ValueError(
-                f"answer {answer!r} is not a single token at the start of the assistant turn "
-                f"(it encodes as {tokenizer.convert_ids_to_tokens(added)}); CulturalBench scoring "
-                "reads single-token answers"
-            )
-        ids.append(added[0])
-    if len(set(ids)) != len(ids):
-        tokens = tokenizer.convert_ids_to_tokens(ids)
-        raise ValueError(
-            f"answers {list(answers)} start with the same token(s) {tokens} for this tokenizer; "
-            "their logits cannot tell them apart"
-        )
-    return np.asarray(ids, np.int32), tuple(tokenizer.convert_ids_to_tokens(ids))
+
+def choice_spelling(
+    tokenizer: Any, answers: Sequence[str], *, first_token_ok: bool, chat_template: str | None = None,
+) -> AnswerSpelling:
+    """How the model writes ``answers`` first in its turn (lead tokens, then the id read).
+
+    The survey digits' rule (:func:`jaxalign.prompting.batch.answer_spelling`), rendered with the
+    same template as the questions (``chat_template``, default the tokenizer's own): after a
+    prompt ending in whitespace, the tokens the answer adds there, or, when the answer would merge
+    with the prompt's last token (the ``plain`` template's ``"Answer: "`` before a byte-level BPE
+    letter), the answer's own tokens, since the prompt's tokens are fixed; after a prompt ending
+    in markup (``"[/INST]"``), the answer's own tokens, word marker included: a SentencePiece
+    model writes the letter ``"▁A"`` (one token) there, and a word it splits (``"▁"``, ``"T"``,
+    ...) after the shared ``"▁"`` lead, which :func:`render_judgements` appends to the prompt.
+    Each answer must be one token after the lead (or, with ``first_token_ok``, its first token
+    is used), and the ids must be distinct.
+    """
+    return answer_spelling(tokenizer, answers, chat_template=chat_template, first_token_ok=first_token_ok,
+                           own_when_merged=True, reader="CulturalBench scoring reads single-token answers")
 
 
 def render_judgements(
@@ -484,11 +474,13 @@ def render_judgements(
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with")
     prefix_rows, suffix_rows = encode_split(tokenizer, prefixes, suffixes)
+    answers = LETTERS if bench.name == "easy" else TRUE_FALSE
+    spelling = choice_spelling(tokenizer, answers, first_token_ok=bench.name == "hard", chat_template=chat_template)
+    suffix_rows = [row + list(spelling.lead) for row in suffix_rows]  # the model's first tokens ("▁")
     prefix_ids, prefix_mask = _pad(prefix_rows, int(pad_id), left=True)
     suffix_ids, suffix_mask = _pad(suffix_rows, int(pad_id), left=False)
-    answers = LETTERS if bench.name == "easy" else TRUE_FALSE
-    answer_ids, answer_tokens = choice_token_ids(tokenizer, answers, first_token_ok=bench.name == "hard",
-                                                 chat_template=chat_template)
+    answer_ids = spelling.ids
+    answer_tokens = tuple(tokenizer.convert_ids_to_tokens(answer_ids.tolist()))
     return JudgementBatch(
         prefix_ids=prefix_ids, prefix_mask=prefix_mask, suffix_ids=suffix_ids, suffix_mask=suffix_mask,
         answer_ids=answer_ids, answer_tokens=answer_tokens,

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import textwrap
+from typing import Any
 
 # The survey items asked as open questions by ``generate --compare`` when none are given.
 COMPARE_ITEMS: tuple[str, ...] = ("1", "11", "19", "20")
@@ -54,8 +55,8 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from jaxalign.cli import CommandError, _load
-    from jaxalign.generation.decoding import as_soft_prompt, generate
+    from jaxalign.cli import CommandError
+    from jaxalign.generation.decoding import generate
 
     if args.compare and args.soft_prompt is None:
         raise CommandError("--compare needs --soft-prompt (the aligned model to compare with the plain one)")
@@ -64,18 +65,13 @@ def run_generate(args: argparse.Namespace) -> int:
         if not args.compare:
             raise CommandError("give at least one PROMPT (or --compare with --soft-prompt)")
         questions = default_questions(args.wording)
-    if args.soft_prompt is not None:
-        from jaxalign.softprompt import load_soft_prompt
-
-        load_soft_prompt(args.soft_prompt)  # read errors before loading the model
-    lm = _load(args.model, args.dtype, quantize=args.quantize, chat_template=args.chat_template)
-    _check_provenance(args, lm)
-    aligned = as_soft_prompt(args.soft_prompt, lm.config.hidden_size, args.slot)
+    lm, aligned, chat_date = _load_with_prompt(args)
     soft = [None, aligned] if args.compare else [aligned]
     result = generate(lm, questions, soft, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                      top_p=args.top_p, seed=args.seed, system=args.system)
+                      top_p=args.top_p, seed=args.seed, system=args.system, chat_date=chat_date)
     settings = {"model": lm.name, "soft_prompt": args.soft_prompt,
-                "slot": None if aligned is None else aligned.slot, "max_new_tokens": args.max_new_tokens,
+                "slot": None if aligned is None else aligned.slot, "chat_date": chat_date,
+                "max_new_tokens": args.max_new_tokens,
                 "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
     if args.compare:
         answers = [{"question": q, "plain": result.texts[0][n], "aligned": result.texts[1][n],
@@ -147,17 +143,12 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from jaxalign.cli import CommandError, _load
+    from jaxalign.cli import CommandError
     from jaxalign.generation.decoding import prepare
 
     if args.chunk < 1:
         raise CommandError(f"--chunk must be >= 1, got {args.chunk}")
-    if args.soft_prompt is not None:
-        from jaxalign.softprompt import load_soft_prompt
-
-        load_soft_prompt(args.soft_prompt)
-    lm = _load(args.model, args.dtype, quantize=args.quantize, chat_template=args.chat_template)
-    _check_provenance(args, lm)
+    lm, aligned, chat_date = _load_with_prompt(args)
     interactive = sys.stdin.isatty()
     history: list[dict[str, str]] = []
     turn = 0
@@ -177,9 +168,9 @@ def run_chat(args: argparse.Namespace) -> int:
         if not line.strip():
             continue
         history.append({"role": "user", "content": line})
-        decoder, _, _ = prepare(lm, [history], args.soft_prompt, max_new_tokens=args.max_new_tokens,
+        decoder, _, _ = prepare(lm, [history], aligned, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed + turn,
-                                slot=args.slot, system=args.system)
+                                system=args.system, chat_date=chat_date)
         print("assistant> ", end="", flush=True)
         state = decoder.start()
         shown = ""
@@ -226,14 +217,21 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_provenance(args: argparse.Namespace, lm) -> None:
-    """Refuses a soft prompt of another width; warns on stderr when it was tuned on another model
-    or for another slot (:func:`jaxalign.softprompt.prompt_provenance`)."""
-    if args.soft_prompt is None:
-        return
-    from jaxalign.cli import warn_on_stderr
-    from jaxalign.softprompt import load_soft_prompt, prompt_provenance
+def _load_with_prompt(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """``(lm, soft prompt or None, chat date)`` for ``generate`` / ``chat``: the ``--soft-prompt``
+    file read and its width checked before the weights load, its provenance warned on stderr
+    (another model or slot), and the date it was tuned under bound to the model
+    (:func:`jaxalign.saved_prompt.load_prompt`)."""
+    from jaxalign.cli import _load, warn_on_stderr
+    from jaxalign.generation.decoding import SoftPrompt
+    from jaxalign.prompting.layout import check_slot
+    from jaxalign.saved_prompt import load_prompt
 
-    prompt, metadata = load_soft_prompt(args.soft_prompt)
-    prompt_provenance(prompt, metadata, lm=lm, slot=args.slot or metadata.get("slot") or "user_start",
-                      warn=warn_on_stderr)
+    if args.slot is not None and args.soft_prompt is not None:
+        check_slot(args.slot)  # before the weights load
+    loaded = load_prompt(
+        args.soft_prompt,
+        lambda: _load(args.model, args.dtype, quantize=args.quantize, chat_template=args.chat_template),
+        model=args.model, slot=args.slot, warn=warn_on_stderr)
+    aligned = None if loaded.vectors is None else SoftPrompt.from_loaded(loaded)
+    return loaded.lm, aligned, loaded.chat_date

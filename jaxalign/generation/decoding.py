@@ -63,32 +63,41 @@ Conversation = list[dict[str, str]]
 
 @dataclasses.dataclass(frozen=True)
 class SoftPrompt:
-    """A soft prompt ``vectors (K, d)`` float32, the slot it goes in, and its own system text."""
+    """A soft prompt ``vectors (K, d)`` float32, the slot it goes in, its own system text, and
+    the chat date it was tuned under (``YYYY-MM-DD``; ``None`` if none was recorded)."""
 
     vectors: np.ndarray
     slot: str = "user_start"
     system: str | None = None
     name: str = "soft prompt"
+    chat_date: str | None = None
+
+    @classmethod
+    def from_loaded(cls, loaded: Any, name: str | None = None) -> "SoftPrompt":
+        """The :class:`SoftPrompt` of a :class:`jaxalign.saved_prompt.LoadedPrompt`."""
+        return cls(vectors=loaded.vectors, slot=loaded.slot, system=loaded.system,
+                   name=name or loaded.source or "soft prompt", chat_date=loaded.stored_chat_date)
 
 
-def as_soft_prompt(value: Any, d_model: int, slot: str | None = None) -> SoftPrompt | None:
+def as_soft_prompt(value: Any, lm: LM, slot: str | None = None) -> SoftPrompt | None:
     """``None`` (plain model), a ``(K, d)`` array, a :class:`SoftPrompt` or a ``.safetensors`` path.
 
-    A file's stored ``slot`` and ``system`` are used (``slot`` overrides the slot).
+    A file is read by :func:`jaxalign.saved_prompt.load_prompt` (its provenance checked against
+    ``lm``, warnings through :func:`warnings.warn`); its stored ``slot``, ``system`` and
+    ``chat_date`` are used (``slot`` overrides the slot).
     """
-    from jaxalign.softprompt import check_soft_prompt, load_soft_prompt
+    from jaxalign.saved_prompt import load_prompt
+    from jaxalign.softprompt import check_soft_prompt
 
     if value is None:
         return None
     if isinstance(value, SoftPrompt):
         prompt = value
     elif isinstance(value, (str, os.PathLike)):
-        vectors, metadata = load_soft_prompt(value)
-        prompt = SoftPrompt(vectors=vectors, slot=metadata.get("slot", "user_start"),
-                            system=metadata.get("system") or None, name=os.fspath(value))
+        prompt = SoftPrompt.from_loaded(load_prompt(value, lm, slot=slot), name=os.fspath(value))
     else:
         prompt = SoftPrompt(vectors=np.asarray(value, np.float32))
-    check_soft_prompt(prompt.vectors, d_model)
+    check_soft_prompt(prompt.vectors, lm.config.hidden_size)
     if slot is not None:
         prompt = dataclasses.replace(prompt, slot=slot)
     check_slot(prompt.slot)
@@ -154,11 +163,14 @@ def stop_token_ids(tokenizer: Any) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Rows:
-    """The batch to decode: ``embeds (B, T, d)`` left-padded, ``mask (B, T)`` int32, row lengths."""
+    """The batch to decode: ``embeds (B, T, d)`` left-padded, ``mask (B, T)`` int32, row lengths,
+    and ``texts`` (B,): each row's rendered chat, the soft vectors' place marked by
+    :data:`~jaxalign.prompting.layout.SOFT_PROMPT_SENTINEL` (what the model reads, for inspection)."""
 
     embeds: Array
     mask: Array
     lengths: np.ndarray  # (B,) real tokens of each row
+    texts: tuple[str, ...] = ()
 
 
 def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequence[SoftPrompt | None],
@@ -175,17 +187,20 @@ def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequ
         raise ValueError(f"model {lm.name!r} has no tokenizer; generation needs one")
     encode = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     pieces = []  # (prefix ids, soft vectors or None, suffix ids)
+    texts = []   # (B,) the rendered chat of each row
     for prompt in soft_prompts:
         for conversation in conversations:
             if prompt is None:
                 messages = conversation
                 if system is not None and conversation[0]["role"] != "system":
                     messages = [{"role": "system", "content": str(system).strip()}, *conversation]
-                pieces.append(([], None, encode(render_conversation(tokenizer, messages, chat_template))))
+                texts.append(render_conversation(tokenizer, messages, chat_template))
+                pieces.append(([], None, encode(texts[-1])))
                 continue
             own_system = system if system is not None else prompt.system
             messages = slotted_messages(conversation, prompt.slot, own_system)
             text = render_with_slot(tokenizer, messages, prompt.slot, chat_template)
+            texts.append(text)
             before, after = text.split(SOFT_PROMPT_SENTINEL)
             # one encoding of the whole text cut at the slot, as the scorer does (SentencePiece
             # would start a separately encoded suffix with a word marker the text does not have)
@@ -209,7 +224,7 @@ def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequ
         ids[row, start + len(before) + k:] = after
         mask[row, start:] = 1
     embeds = jnp.where(jnp.asarray(is_soft)[..., None], jnp.asarray(soft, lm.dtype), lm.embed(ids))
-    return Rows(embeds=embeds, mask=jnp.asarray(mask), lengths=lengths)
+    return Rows(embeds=embeds, mask=jnp.asarray(mask), lengths=lengths, texts=tuple(texts))
 
 
 # -- the compiled decoder -------------------------------------------------------------------------
@@ -375,8 +390,10 @@ class Decoder:
 def prepare(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: int = 64,
             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, slot: str | None = None,
             system: str | None = None, stop_ids: Sequence[int] | None = None,
-            chat_template: str | None = None) -> tuple[Decoder, int, int]:
-    """Checks the arguments of :func:`generate` and lays out its batch; returns ``(decoder, S, N)``."""
+            chat_template: str | None = None, chat_date: str | None = None) -> tuple[Decoder, int, int]:
+    """Checks the arguments of :func:`generate` and lays out its batch; returns ``(decoder, S, N)``.
+
+    ``decoder.lm`` is ``lm`` with the batch's chat date bound (:func:`batch_chat_date`)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if not np.isfinite(temperature) or temperature < 0:
@@ -390,9 +407,10 @@ def prepare(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: in
         raise ValueError("prompts must be a string, a conversation, or a non-empty list of them")
     conversations = [as_conversation(p) for p in prompts]
     many = isinstance(soft_prompt, (list, tuple))
-    soft = [as_soft_prompt(p, lm.config.hidden_size, slot) for p in (soft_prompt if many else [soft_prompt])]
+    soft = [as_soft_prompt(p, lm, slot) for p in (soft_prompt if many else [soft_prompt])]
     if not soft:
         raise ValueError("soft_prompt=[] gives nothing to decode; pass None for the plain model")
+    lm = batch_chat_date(lm, soft, chat_date)
     rows = build_rows(lm, conversations, soft, system=system, chat_template=chat_template)
     stops = stop_token_ids(lm.tokenizer) if stop_ids is None else np.asarray(list(stop_ids), np.int32)
     if stops.ndim != 1 or not 1 <= stops.size <= MAX_STOP_IDS:
@@ -404,10 +422,26 @@ def prepare(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: in
     return decoder, len(soft), len(conversations)
 
 
+def batch_chat_date(lm: LM, soft_prompts: Sequence[SoftPrompt | None], chat_date: str | None = None) -> LM:
+    """``lm`` with ONE chat date bound for a whole batch (plain rows too, so a comparison differs
+    by the soft prompt alone), when its template reads today's date: ``chat_date`` if given, else
+    the date the soft prompts were tuned under (they must agree), else the one bound to ``lm``,
+    else today (:func:`jaxalign.prompting.chat_formats.bind_run_date`)."""
+    from jaxalign.prompting.chat_formats import bind_run_date, reads_date
+
+    if chat_date is None and lm.tokenizer is not None and reads_date(lm.tokenizer):
+        dates = sorted({p.chat_date for p in soft_prompts if p is not None and p.chat_date})
+        if len(dates) > 1:
+            raise ValueError(f"the soft prompts were tuned under different chat dates ({', '.join(dates)}); "
+                             "pass chat_date='YYYY-MM-DD' to render them all under one")
+        chat_date = dates[0] if dates else None
+    return bind_run_date(lm, chat_date)[0]
+
+
 def generate(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: int = 64,
              temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, slot: str | None = None,
              system: str | None = None, stop_ids: Sequence[int] | None = None,
-             chat_template: str | None = None) -> Generation:
+             chat_template: str | None = None, chat_date: str | None = None) -> Generation:
     """Answers ``prompts`` with the frozen model and soft prompt(s) in their slot of the chat.
 
     Args:
@@ -415,7 +449,8 @@ def generate(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: i
       prompts: a user message (str), a conversation (list of ``{"role", "content"}`` ending with a
         user turn), or a list of either (``N`` in all).
       soft_prompt: ``None`` (the plain model), a ``(K, d)`` array, a ``soft_prompt.safetensors``
-        path (its stored slot and system text are used), or a list of these (``S`` in all, e.g.
+        path (its stored slot, system text and chat date are used, its provenance checked: see
+        :func:`jaxalign.saved_prompt.load_prompt`), or a list of these (``S`` in all, e.g.
         ``[None, "soft_prompt.safetensors"]`` for the plain and the aligned model side by side):
         all ``S * N`` rows are decoded in one batch.
       max_new_tokens: ``M``, tokens per row at most (stop token included).
@@ -426,13 +461,17 @@ def generate(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: i
       system: system text for every row (else a soft-prompt file's own system text, if any).
       stop_ids: tokens that end a row (default: the chat format's end-of-turn tokens and eos).
       chat_template: overrides the tokenizer's chat template.
+      chat_date: the date a chat template that reads today's date renders (``YYYY-MM-DD``, for
+        every row); default: the one the soft-prompt files were tuned under, else the one bound
+        to ``lm``, else today.
 
     Returns:
       a :class:`Generation` with ``texts[s][n]`` and the tokens ``(S, N, M)``.
     """
     decoder, n_soft, n_prompts = prepare(
         lm, prompts, soft_prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-        seed=seed, slot=slot, system=system, stop_ids=stop_ids, chat_template=chat_template)
+        seed=seed, slot=slot, system=system, stop_ids=stop_ids, chat_template=chat_template,
+        chat_date=chat_date)
     state = decoder.advance(decoder.start())
     tokens, lengths, stopped = decoder.emitted(state)
     texts = [decoder.text(tokens[row], int(lengths[row])) for row in range(tokens.shape[0])]

@@ -66,22 +66,20 @@ def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | N
       slot: the slot the prompt was tuned in, overriding the file's.
 
     Raises:
-      ValueError: the prompt was tuned in another slot than ``start`` (explained), or is not
-        ``(K, d)``.
+      ValueError: the prompt was tuned in another slot than ``start`` (explained), is not
+        ``(K, d)``, or its width differs from the base model's hidden size (when the base
+        model's config can be read without its weights: ``tiny-random``, a folder, a Hub id).
     """
     from safetensors.numpy import save_file
 
     from jaxalign._io import atomic_path
-    from jaxalign.softprompt import load_soft_prompt
+    from jaxalign.saved_prompt import check_prompt_width, load_prompt
 
-    metadata: dict[str, str] = {}
-    if isinstance(soft_prompt, (str, os.PathLike)):
-        vectors, metadata = load_soft_prompt(soft_prompt)
-    else:
-        vectors = np.asarray(soft_prompt, np.float32)
-    if vectors.ndim != 2 or min(vectors.shape) < 1:
+    vectors = np.asarray(soft_prompt, np.float32) if not isinstance(soft_prompt, (str, os.PathLike)) else None
+    if vectors is not None and (vectors.ndim != 2 or min(vectors.shape) < 1):
         raise ValueError(f"a soft prompt must have shape (K, d), got {vectors.shape}")
-    slot = slot or metadata.get("slot", "user_start")
+    loaded = load_prompt(soft_prompt, slot=slot)  # no model: read, and the slot it was tuned in
+    vectors, metadata, slot = loaded.vectors, loaded.metadata, loaded.slot
     if slot != START_SLOT:
         raise ValueError(
             f"this soft prompt was tuned in the {slot!r} slot, inside the chat; a PEFT prompt-tuning "
@@ -92,6 +90,8 @@ def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | N
             "PyTorch')."
         )
     base = base_model or metadata.get("model") or None
+    if base is not None:
+        check_prompt_width(vectors, base)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / PEFT_WEIGHTS) as tmp:

@@ -1,7 +1,9 @@
 """Load a Hugging Face checkpoint (safetensors) into the JAX :class:`Llama`, without PyTorch.
 
 Families: Llama 2/3/3.1/3.2, Qwen2/Qwen2.5 and Mistral (``model_type`` ``llama``, ``qwen2``,
-``mistral``; see :meth:`LlamaConfig.from_hf`). ``config.json`` is read and checked first, so an
+``mistral``; see :meth:`LlamaConfig.from_hf`). A ``.gguf`` file (or a folder holding one and no
+safetensors) is read by :mod:`jaxalign.model.gguf` into the same config and streamed through the
+same buffers, one dequantised tensor at a time. ``config.json`` is read and checked first, so an
 unsupported ``model_type`` is refused before any weight is read (for a Hub id: before any weight
 is downloaded).
 
@@ -101,6 +103,63 @@ class _Target:
     transpose: bool
 
 
+def peek_hidden_size(model: str | os.PathLike) -> int | None:
+    """The hidden size ``d`` of the model :func:`load_model` would load from ``model``, read
+    without touching a weight: ``"tiny-random"``'s preset shape, a checkpoint folder's
+    ``config.json``, a GGUF file's metadata, or a Hub id's ``config.json`` (from the local Hugging
+    Face cache, else downloaded alone, as :func:`load_model` does first).
+
+    Returns ``None`` when it cannot be told this way (no such folder, no or unreadable
+    ``config.json``, no ``hidden_size`` in it, a download that fails): the caller then checks
+    against the loaded model instead. Never raises.
+    """
+    name = str(model)
+    if name == TINY_RANDOM:
+        from jaxalign.model.tiny import tiny_config
+
+        return tiny_config(1).hidden_size
+    try:  # a GGUF file (or a folder holding one): its metadata, no tensor read
+        from jaxalign.model.gguf import find_gguf, gguf_hidden_size
+
+        gguf_file = find_gguf(name)
+        if gguf_file is not None:
+            return gguf_hidden_size(gguf_file)
+    except Exception:  # unreadable, several GGUF files: load_model says why
+        return None
+    path = Path(name).expanduser()
+    config_file: Path | None = None
+    if path.is_dir():
+        config_file = path / "config.json"
+    elif not path.exists() and name.count("/") == 1 and not name.startswith(("/", ".", "~")):
+        try:  # a Hub id: the cached config.json, else that one small file
+            from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+            config_file = Path(cached if isinstance(cached, str) else hf_hub_download(name, "config.json"))
+        except Exception:  # offline, no such repo, gated: load_model says why
+            return None
+    if config_file is None or not config_file.is_file():
+        return None
+    try:
+        value = json.loads(config_file.read_text()).get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def auto_dtype(model: str | os.PathLike, mesh: Any = None) -> str:
+    """What ``dtype="auto"`` (the CLI's ``--dtype auto``) means for ``model`` on this backend.
+
+    ``"float32"`` on a CPU backend (XLA:CPU has no fast bfloat16 matrix multiply, so float32 is
+    both faster and more exact there; see benchmarks/RESULTS.md) and for ``tiny-random`` (a test
+    model); ``"bfloat16"`` on GPUs and TPUs. With a mesh, its devices' platform decides.
+    """
+    if str(model) == TINY_RANDOM:
+        return "float32"
+    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    return "float32" if platform == "cpu" else "bfloat16"
+
+
 def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
                revision: str | None = None, seed: int = 0, tokenizer: Any = None,
                mesh: Any = None, quantize: str | None = None) -> LM:
@@ -110,8 +169,12 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
       path_or_hub_id: a local folder with ``config.json`` and ``*.safetensors`` (single or sharded
         with ``model.safetensors.index.json``); a Hugging Face Hub id ``"owner/name"`` (downloaded
         with ``huggingface_hub.snapshot_download``, config/tokenizer/safetensors files only); or
-        ``"tiny-random"``, the offline random test model (:mod:`jaxalign.model.tiny`).
-      dtype: ``jnp.bfloat16`` (default) / ``jnp.float32`` or the names ``"bfloat16"`` / ``"float32"``;
+        ``"tiny-random"``, the offline random test model (:mod:`jaxalign.model.tiny`); or a GGUF
+        file (GGUF ``llama`` / ``qwen2``; also a folder holding one ``.gguf`` and no safetensors):
+        config, tokenizer and chat template from its metadata, tensors dequantised
+        (:mod:`jaxalign.model.gguf`); ``lm.source`` is then the file.
+      dtype: ``jnp.bfloat16`` (default) / ``jnp.float32`` or the names ``"bfloat16"`` / ``"float32"``,
+        or ``"auto"`` (:func:`auto_dtype`: float32 on a CPU backend, bfloat16 on GPUs and TPUs);
         parameters and activations use it, logits are float32.
       revision: Hub revision (branch, tag or commit) for a Hub id.
       seed: random seed of the ``"tiny-random"`` weights (ignored otherwise).
@@ -127,12 +190,14 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
         dtype. See :mod:`jaxalign.model.quantize`.
 
     Raises:
-      ValueError: bad dtype, unsupported ``model_type`` (the message lists the supported ones;
-        raised before any weight is read), unsupported architecture or config,
+      ValueError: bad dtype, unsupported ``model_type`` or GGUF architecture (the message lists
+        the supported ones; raised before any weight is read), unreadable (truncated) GGUF file, unsupported architecture or config,
         wrong/missing/unexpected tensor, unsupported tensor dtype, unreadable safetensors file
         (messages name the file and tensor).
       FileNotFoundError: no such folder, no ``config.json``, no safetensors weights.
     """
+    if isinstance(dtype, str) and dtype == "auto":
+        dtype = auto_dtype(path_or_hub_id, mesh)
     dtype = _canonical_dtype(dtype)
     quantize = check_quantize(quantize)
     if str(path_or_hub_id) == TINY_RANDOM:
@@ -140,6 +205,12 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
 
         return tiny_model(dtype=dtype, seed=seed, mesh=mesh, quantize=quantize)
 
+    from jaxalign.model.gguf import find_gguf
+
+    gguf_file = find_gguf(path_or_hub_id)
+    if gguf_file is not None:
+        return _load_gguf(path_or_hub_id, gguf_file, dtype, tokenizer=tokenizer, mesh=mesh,
+                          quantize=quantize, revision=revision)
     # config.json alone first: an unsupported model is refused before any weight is read or downloaded
     folder = _resolve_folder(path_or_hub_id, revision, patterns=["config.json"])
     config = LlamaConfig.from_hf(_read_config_json(folder))
@@ -162,6 +233,34 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), revision=revision)
     return LM(name=str(path_or_hub_id), config=config, model=model, tokenizer=tokenizer,
               source=str(folder.resolve()))
+
+
+def _load_gguf(name: str | os.PathLike, file: Path, dtype: np.dtype, *, tokenizer: Any, mesh: Any,
+               quantize: str | None, revision: str | None) -> LM:
+    """``load_model`` for a GGUF file (:mod:`jaxalign.model.gguf`): header, checks, streamed tensors.
+
+    The header is parsed and checked (architecture, tensor names and shapes, mesh) before any
+    tensor is read; the tensors then stream through :func:`_build_model` one at a time, as
+    safetensors weights do. ``lm.source`` is the file, which the fingerprint reads.
+    """
+    from jaxalign.model.gguf import gguf_tokenizer, read_gguf, read_gguf_tensor
+
+    header = read_gguf(file)
+    config = header.config
+    targets = _expected_tensors(config)
+    _check_tensors(header.tensors, targets)
+    if mesh is not None:
+        from jaxalign.parallel import check_model_divisible
+
+        check_model_divisible(config, mesh)
+    model = _build_model(config, dtype, header.tensors, targets, mesh, quantize, read=read_gguf_tensor)
+    if tokenizer is None:
+        tokenizer = gguf_tokenizer(header.path)
+    elif isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), revision=revision)
+    return LM(name=str(name), config=config, model=model, tokenizer=tokenizer, source=str(header.path))
 
 
 # -- locating files ---------------------------------------------------------------------------
@@ -360,8 +459,11 @@ def _read_tensor(entry: _TensorEntry) -> np.ndarray:
     return array
 
 
-def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _TensorEntry],
-                 targets: dict[str, _Target], mesh: Any = None, quantize: str | None = None) -> Llama:
+def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, Any],
+                 targets: dict[str, _Target], mesh: Any = None, quantize: str | None = None,
+                 read: Any = None) -> Llama:
+    """The model, its tensors streamed one at a time by ``read(entry)`` (default: safetensors)."""
+    read = read or _read_tensor
     abstract = nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0), quantize=quantize))
     graphdef, abstract_state = nnx.split(abstract)
 
@@ -387,7 +489,7 @@ def _build_model(config: LlamaConfig, dtype: np.dtype, tensors: dict[str, _Tenso
         names.sort(key=lambda n: tensors[n].order)  # sequential reads
         for name in names:
             target = targets[name]
-            mapped = _read_tensor(tensors[name])
+            mapped = read(tensors[name])
             if mesh is None:
                 placement = None
             elif target.layer is None:

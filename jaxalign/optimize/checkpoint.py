@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -69,6 +69,36 @@ def flat_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefi
             out.extend(flat_differences(saved[key], current[key], prefix=f"{name}."))
         elif saved[key] != current[key]:
             out.append(f"{name}: {_short(saved[key])} in checkpoint != {_short(current[key])} now")
+    return out
+
+
+_ABSENT = object()
+
+
+def changed_fields(saved: Mapping[str, Any], current: Mapping[str, Any], *,
+                   order: Sequence[str] = (), prefix: str = "") -> list[str]:
+    """Every key where two nested JSON-like dicts differ, as ``"population: 8 -> 16"``
+    (checkpoint -> now), for a person to read.
+
+    Top-level keys come in ``order`` first, then the others sorted, so the settings a person
+    chose can lead and content digests (64 hex digits, shown by their first 12) follow. A key on
+    one side only reads ``"content: absent in checkpoint, {...} now"`` (or ``"... in checkpoint,
+    absent now"``).
+    """
+    rank = {key: i for i, key in enumerate(order)}
+    keys = sorted(set(saved) | set(current), key=lambda k: (rank.get(k, len(rank)), k))
+    out = []
+    for key in keys:
+        name = f"{prefix}{key}"
+        old, new = saved.get(key, _ABSENT), current.get(key, _ABSENT)
+        if old is _ABSENT:
+            out.append(f"{name}: absent in checkpoint, {_short(new)} now")
+        elif new is _ABSENT:
+            out.append(f"{name}: {_short(old)} in checkpoint, absent now")
+        elif isinstance(old, Mapping) and isinstance(new, Mapping):
+            out.extend(changed_fields(old, new, prefix=f"{name}."))
+        elif old != new:
+            out.append(f"{name}: {_short(old)} -> {_short(new)}")
     return out
 
 

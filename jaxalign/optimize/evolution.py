@@ -9,7 +9,9 @@ The loop knows nothing of models or surveys. It minimises ``fitness_fn(z_pop, fi
   (e.g. the six dimension scores, (P, 6)), or ``None``.
 
 Steps. Step 0 evaluates the initial population (``z0`` as member 0, the others
-``z0 + init_scale * N(0, 1)``) and initialises the strategy; step ``g >= 1`` is generation ``g``:
+``z0 + init_scale * N(0, 1)``) and initialises the strategy (a distribution-based one, such as
+SNES or CMA_ES, is then told that population: it is a draw of its initial distribution, so its P
+evaluations are not wasted); step ``g >= 1`` is generation ``g``:
 ask -> fitness -> sanitise -> tell -> update the best-so-far. The PRNG key of step ``s`` is
 ``jax.random.fold_in(PRNGKey(seed), s)``, so the trajectory does not depend on chunk boundaries:
 a different ``chunk_size``, a resumed run and an uninterrupted run give the same result.
@@ -300,18 +302,23 @@ def _build_chunk_fn(strategy: Any, params: Any, fitness_fn: FitnessFn, config: E
         clean = jnp.where(finite, losses, jnp.inf)
         shaped = for_strategy(losses)
 
-        def init_state(_):
-            if population_based:
-                return strategy.init(key_tell, population, shaped, params)
-            return strategy.init(key_tell, z0, params)
-
-        def tell_state(_):
-            told = strategy.tell(key_tell, population, shaped, state, params)[0]
+        def tell(before):
+            told = strategy.tell(key_tell, population, shaped, before, params)[0]
             # a generation without one finite loss teaches nothing: keep the state as it was
             # (DE would otherwise swap +inf parents for +inf trials, and a distribution-based
             # strategy would rank arbitrary members)
             any_finite = jnp.any(finite)
-            return jax.tree.map(lambda new, old: jnp.where(any_finite, new, old), told, state)
+            return jax.tree.map(lambda new, old: jnp.where(any_finite, new, old), told, before)
+
+        def init_state(_):
+            if population_based:
+                return strategy.init(key_tell, population, shaped, params)
+            # the initial population is a draw of the strategy's initial distribution (mean z0,
+            # spread init_scale): it is told, so step 0's P evaluations are not wasted
+            return tell(_same_types(strategy.init(key_tell, z0, params), state))
+
+        def tell_state(_):
+            return tell(state)
 
         new_state = jax.lax.cond(is_init, init_state, tell_state, None)
         new_state = _same_types(new_state, state)

@@ -9,10 +9,12 @@ or the full ``K x d`` space, the same ``K``, starting at ``z = 0`` (DE's member 
 
 Budget, counted honestly. Differential Evolution scores ``population * (generations + 1)``
 prompts (the initial population and every generation). One Adam step scores one prompt forward
-and backpropagates through it; a backward pass costs about two forwards, so a step costs about
-three forward passes, and Adam gets ``population * (generations + 1) // 3`` steps
-(:func:`gradient_steps`). ``AlignResult.evaluations`` reports ``3 * steps`` forward-pass
-equivalents, never more than DE's count.
+and backpropagates through it, and the layer scan is rematerialised (``jax.checkpoint``), so the
+backward pass recomputes the forward. What a step costs in forward passes is read from the
+compiled programs (XLA's FLOP counts of one Adam step and of one scoring pass of P members,
+:func:`jaxalign.optimize.pipeline.measure_cost`), and Adam gets ``floor(population *
+(generations + 1) / cost)`` steps (:func:`gradient_steps`). ``AlignResult.evaluations`` reports
+``cost * steps`` forward passes, never more than DE's count; ``AlignResult.cost`` the measurement.
 
 Readouts. Adam always trains on the ``"expected"`` loss (the only differentiable one). The
 returned result (``dims``, ``loss``, ``probs``, baselines) is scored with ``config.readout``, so an
@@ -31,11 +33,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from jaxalign.optimize.pipeline import FORWARDS_PER_STEP, gradient_steps
+from jaxalign.optimize.pipeline import FALLBACK_FORWARDS_PER_STEP, gradient_steps
 
 DEFAULT_LEARNING_RATE = 0.1
 
-__all__ = ["DEFAULT_LEARNING_RATE", "FORWARDS_PER_STEP", "gradient_align", "gradient_steps"]
+__all__ = ["DEFAULT_LEARNING_RATE", "FALLBACK_FORWARDS_PER_STEP", "gradient_align", "gradient_steps"]
 
 
 def gradient_align(
@@ -44,7 +46,7 @@ def gradient_align(
     *,
     instrument: Any = None,
     config: Any = None,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
+    learning_rate: float | None = None,
     progress: bool = False,
     scorer_options: Mapping[str, Any] | None = None,
     **overrides: Any,
@@ -63,7 +65,8 @@ def gradient_align(
         ``slot``, ``system`` set the parameterisation; ``population * (generations + 1)`` the
         forward-pass budget (:func:`gradient_steps`); ``readout`` the readout of the returned
         scores; ``baselines`` the baselines scored. Strategy fields are ignored.
-      learning_rate: Adam's step size (units: see the module docstring).
+      learning_rate: Adam's step size (units: see the module docstring); ``None`` keeps
+        ``config.learning_rate`` (default :data:`DEFAULT_LEARNING_RATE` = ``AlignConfig``'s).
       progress: show a progress bar over steps.
       scorer_options: extra :func:`jaxalign.scoring.make_scorer` arguments (e.g. ``n_buckets``);
         they change speed and memory, not the numbers.
@@ -73,12 +76,16 @@ def gradient_align(
       :class:`~jaxalign.AlignResult`: ``soft_prompt (K, d)``, ``dims (D,)`` and ``loss`` under
       ``config.readout``; ``history`` per step (row 0 = the starting prompt): ``best_loss``
       (best-so-far training loss), ``mean_loss`` (the training loss of that step's iterate),
-      ``best_dims``; ``evaluations = 3 * steps`` forward-pass equivalents.
+      ``best_dims``; ``evaluations``: ``steps`` times the measured cost of a step in forward
+      passes (``cost``).
     """
     from jaxalign.api import AlignConfig, resolve_targets, run_pipeline
 
     config = dataclasses.replace(config or AlignConfig(), **overrides)
-    config = dataclasses.replace(config, method="gradient", learning_rate=learning_rate)
+    fields: dict[str, Any] = {"method": "gradient"}
+    if learning_rate is not None:  # None keeps the configured step size
+        fields["learning_rate"] = learning_rate
+    config = dataclasses.replace(config, **fields)
     targets, several = resolve_targets(target)
     found = run_pipeline(lm, targets, instrument=instrument, config=config, progress=progress,
                          scorer_options=scorer_options)

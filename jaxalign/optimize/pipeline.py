@@ -43,7 +43,8 @@ weights included, is an argument (:class:`RunArgs`). So :func:`run` keeps one ji
 search space of equal shapes, reuses the compiled loop instead of tracing and compiling it again.
 
 Steps and keys. Step 0 scores the initial population (DE: ``z = 0`` as member 0, the others
-``init_scale * N(0, 1)``; Adam: ``z = 0``); step ``s`` uses ``fold_in(key_c, s)``, so chunk
+``init_scale * N(0, 1)``, told to SNES/CMA as their first generation; Adam: ``z = 0``);
+step ``s`` uses ``fold_in(key_c, s)``, so chunk
 boundaries, checkpoints and resumption do not change the trajectory: a resumed run equals the
 uninterrupted one exactly.
 """
@@ -65,6 +66,7 @@ import optax
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 
 from jaxalign.api import (
+    RESUMABLE_CHANGES,
     AlignConfig,
     AlignResult,
     RunInterrupted,
@@ -96,34 +98,111 @@ from jaxalign.survey import Instrument, Target, l1_loss
 
 logger = logging.getLogger(__name__)
 
-FORWARDS_PER_STEP = 3  # one Adam step: one forward + one backward (about two forwards)
+FALLBACK_FORWARDS_PER_STEP = 4.0  # an Adam step when XLA reports no FLOPs: forward, recompute, backward
 PRESENTATIONS = ("normal", "reversed")
 
 
-def gradient_steps(population: int, generations: int) -> int:
-    """Adam steps with DE's forward-pass budget: ``population * (generations + 1) // 3``."""
-    return max(1, population * (generations + 1) // FORWARDS_PER_STEP)
+@dataclasses.dataclass(frozen=True)
+class RunCost:
+    """What an Adam step costs in forward passes of one member, read from the compiled programs.
+
+    ``adam_step_flops`` and ``forward_flops`` are XLA's cost analysis (``'flops'``) of the
+    compiled Adam step of the run (C targets, one member each) and of one scoring pass of its
+    ``members`` (C * P) members. XLA counts a loop's body once, so each figure stands for one
+    layer of the layer scan plus the work outside it; their ratio per member,
+    ``forwards_per_step``, is what an Adam step costs in forward passes (the rematerialised
+    backward included). ``source``: ``"xla"`` (measured) or ``"fallback"``
+    (:data:`FALLBACK_FORWARDS_PER_STEP`, when XLA gave no FLOP count).
+    """
+
+    forwards_per_step: float
+    adam_step_flops: float | None = None
+    forward_flops: float | None = None
+    members: int = 1
+    targets: int = 1
+    source: str = "fallback"
+
+    @classmethod
+    def from_flops(cls, *, adam_step_flops: float | None, forward_flops: float | None, members: int,
+                   targets: int = 1) -> RunCost:
+        """The cost from the two FLOP counts (C targets' Adam step; one pass of ``members``)."""
+        ok = all(v is not None and np.isfinite(v) and v > 0 for v in (adam_step_flops, forward_flops))
+        if not ok:
+            return cls(FALLBACK_FORWARDS_PER_STEP, adam_step_flops, forward_flops, members, targets, "fallback")
+        ratio = (adam_step_flops / targets) / (forward_flops / members)
+        return cls(float(ratio), float(adam_step_flops), float(forward_flops), members, targets, "xla")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"forwards_per_step": round(self.forwards_per_step, 6), "adam_step_flops": self.adam_step_flops,
+                "forward_flops": self.forward_flops, "forward_members": self.members,
+                "targets": self.targets, "source": self.source}
 
 
-def hybrid_steps(population: int, generations: int, fraction: float) -> tuple[int, int]:
-    """``(evolution steps, Adam steps)`` of a hybrid run with DE's forward-pass budget.
+def budget(config: AlignConfig) -> int:
+    """A run's budget in forward passes of one member: ``population * (generations + 1)``."""
+    return config.population * (config.generations + 1)
+
+
+def gradient_steps(population: int, generations: int,
+                   forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
+    """Adam steps with DE's forward-pass budget: ``floor(population * (generations + 1) / cost)``.
+
+    ``forwards_per_step``: an Adam step's cost in forward passes (:class:`RunCost`). Raises
+    ValueError when the budget holds no step."""
+    total = population * (generations + 1)
+    steps = int(np.floor(total / forwards_per_step + 1e-9))
+    if steps < 1:
+        raise ValueError(f"gradient: a budget of {total} forward passes (population x (generations + 1)) "
+                         f"holds no Adam step ({forwards_per_step:.3g} forward passes each); raise generations")
+    return steps
+
+
+def hybrid_steps(population: int, generations: int, fraction: float,
+                 forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> tuple[int, int]:
+    """``(evolution steps, Adam steps)`` of a hybrid run within DE's forward-pass budget.
 
     The evolution phase gets ``round(fraction * (generations + 1))`` steps (at least 2: the
-    initial population and one generation), Adam the rest of ``population * (generations + 1)``
-    forward passes at 3 per step (at least 1).
+    initial population and one generation, where the budget allows), capped so that one Adam
+    step still fits; Adam gets what is left at ``forwards_per_step`` each. The total never exceeds
+    ``population * (generations + 1)``; ValueError when not even one evolution step and one Adam
+    step fit.
     """
-    evolution = min(generations + 1, max(2, round(fraction * (generations + 1))))
-    left = population * (generations + 1 - evolution)
-    return evolution, max(1, left // FORWARDS_PER_STEP)
+    total = population * (generations + 1)
+    room = int(np.floor((total - forwards_per_step) / population + 1e-9))  # evolution steps that leave an Adam step
+    if room < 1:
+        raise ValueError(f"hybrid: a budget of {total} forward passes (population x (generations + 1)) "
+                         f"holds no evolution step ({population}) and one Adam step "
+                         f"({forwards_per_step:.3g}); raise generations")
+    evolution = min(max(2, round(fraction * (generations + 1))), room)
+    left = total - population * evolution
+    return evolution, int(np.floor(left / forwards_per_step + 1e-9))
 
 
-def evolution_steps(config: AlignConfig) -> int:
+def evolution_steps(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
     """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
     if config.method == "gradient":
         return 0
     if config.method == "hybrid":
-        return hybrid_steps(config.population, config.generations, config.hybrid_fraction)[0]
+        return hybrid_steps(config.population, config.generations, config.hybrid_fraction, forwards_per_step)[0]
     return config.generations + 1
+
+
+def total_steps(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
+    """Steps of a run: DE ``generations + 1`` (step 0 = the initial population), Adam
+    :func:`gradient_steps`, hybrid both phases of :func:`hybrid_steps`."""
+    if config.method == "gradient":
+        return gradient_steps(config.population, config.generations, forwards_per_step)
+    if config.method == "hybrid":
+        return sum(hybrid_steps(config.population, config.generations, config.hybrid_fraction, forwards_per_step))
+    return config.generations + 1
+
+
+def spent(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> float:
+    """Forward passes a run spends (never more than :func:`budget`): ``population`` per evolution
+    step (DE, SNES, CMA: step 0's initial population included), ``forwards_per_step`` per Adam step."""
+    evolution = evolution_steps(config, forwards_per_step)
+    adam = total_steps(config, forwards_per_step) - evolution
+    return config.population * evolution + forwards_per_step * adam
 
 
 def target_key(seed: int, target: Target) -> jax.Array:
@@ -168,32 +247,33 @@ class Problem:
     embedding_std: float
     mesh: Any = None
     content: Mapping[str, Any] | None = None  # content fingerprints (jaxalign.fingerprint)
+    cost: RunCost | None = None  # an Adam step's measured cost (gradient, hybrid): measure_cost
 
     @property
     def n_targets(self) -> int:
         return len(self.targets)
 
     @property
+    def forwards_per_step(self) -> float:
+        """An Adam step's cost in forward passes: measured (:attr:`cost`) or the fallback."""
+        return self.cost.forwards_per_step if self.cost is not None else FALLBACK_FORWARDS_PER_STEP
+
+    @property
     def total_steps(self) -> int:
-        """Steps of the run: DE ``generations + 1`` (step 0 = initial population); Adam
-        :func:`gradient_steps`."""
-        config = self.config
-        if config.method == "gradient":
-            return gradient_steps(config.population, config.generations)
-        if config.method == "hybrid":
-            return sum(hybrid_steps(config.population, config.generations, config.hybrid_fraction))
-        return config.generations + 1
+        """Steps of the run (:func:`total_steps` at the measured Adam-step cost)."""
+        return total_steps(self.config, self.forwards_per_step)
 
     @property
     def evolution_steps(self) -> int:
         """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
-        return evolution_steps(self.config)
+        return evolution_steps(self.config, self.forwards_per_step)
 
     @property
-    def evaluations(self) -> int:
-        """Forward-pass equivalents of the whole run (a backward pass counted as two forwards)."""
-        evolution = self.evolution_steps
-        return self.config.population * evolution + FORWARDS_PER_STEP * (self.total_steps - evolution)
+    def evaluations(self) -> int | float:
+        """Forward passes of one member the whole run spends (:func:`spent`; an int for DE)."""
+        if self.config.method not in ("gradient", "hybrid"):
+            return budget(self.config)
+        return float(spent(self.config, self.forwards_per_step))
 
     @property
     def label(self) -> str:
@@ -214,8 +294,9 @@ class Problem:
             programs.append(scorer.program(per_pass))
         # the seed reaches the loop only through its arguments (the targets' keys, the space), so
         # runs that differ only in their seed share one loop
+        switch = self.evolution_steps if self.config.method == "hybrid" else 0
         return Step(config=dataclasses.replace(self.config, seed=0), embedding_std=float(self.embedding_std),
-                    space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs))
+                    space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs), switch=switch)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint of this problem must match to be resumed (JSON-able)."""
@@ -228,7 +309,7 @@ class Problem:
                         for t in self.targets],
             "n": int(self.space.dim),
             **{key: value for key, value in config.items()
-               if key not in ("generations", "chunk_size", "checkpoint_every", "baselines")},
+               if key not in RESUMABLE_CHANGES},
             "content": dict(self.content or {}),
         })
 
@@ -303,9 +384,66 @@ def setup(
     }
     if mesh is not None:
         space = replicate(space, mesh)  # every device decodes its own members' prompts
-    return Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
-                   presentations=presentations, result_scorer=result_scorer, space=space,
-                   embedding_std=embedding_std, mesh=mesh, content=content)
+    problem = Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
+                      presentations=presentations, result_scorer=result_scorer, space=space,
+                      embedding_std=embedding_std, mesh=mesh, content=content)
+    if config.method in ("gradient", "hybrid"):  # the budget's Adam steps follow the measured cost
+        problem = dataclasses.replace(problem, cost=measure_cost(problem))
+    return problem
+
+
+_COSTS: dict[tuple, RunCost] = {}
+
+
+def _flops(compiled) -> float | None:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+        analysis = analysis[0] if analysis else None
+    return None if not analysis or "flops" not in analysis else float(analysis["flops"])
+
+
+def _unplaced(tree: Any) -> Any:
+    """Every array leaf of ``tree`` as a bare ``ShapeDtypeStruct`` (no sharding, no device)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x, tree)
+
+
+def measure_cost(problem: Problem) -> RunCost:
+    """An Adam step's cost in forward passes, read from the compiled programs (:class:`RunCost`).
+
+    Compiles (never runs) one Adam step for one target and one scoring pass of ``population``
+    members of the run's training scorers, and takes the ratio of XLA's FLOP counts per member.
+    Kept per process for equal settings; falls back to :data:`FALLBACK_FORWARDS_PER_STEP` (with a
+    warning) when the backend gives no FLOP count.
+    """
+    one = dataclasses.replace(problem, targets=problem.targets[:1], cost=None)
+    meshed = one.step()
+    # measured as one device's programs: on a mesh XLA counts each device's share, and the two
+    # programs split their work differently (members over "data", one Adam member replicated);
+    # the ratio is the same for every layout, so a run on a mesh and on one device agree
+    step = dataclasses.replace(meshed, switch=0, mesh=None,
+                               programs=tuple(dataclasses.replace(p, mesh=None) for p in meshed.programs))
+    key = (step, int(one.space.dim))
+    if key in _COSTS:
+        return _COSTS[key]
+    members = problem.config.population
+    try:
+        args = run_args(one)
+        state = initialise(dataclasses.replace(one, config=dataclasses.replace(one.config, method="gradient")),
+                           meshed, args)
+        args, state = _unplaced(args), _unplaced(state)   # shapes only: no sharding, nothing run
+        z = jax.ShapeDtypeStruct((1, members, one.space.dim), jnp.float32)  # (1, P, n)
+        forward = _flops(jax.jit(lambda z_, a: fitness(step, z_, a)).lower(z, args).compile())
+        adam = _flops(jax.jit(lambda st, a: _adam_step(step, st, a)).lower(state, args).compile())
+    except Exception as error:  # a backend without cost analysis: the budget still holds
+        logger.warning("no FLOP count from XLA (%s); an Adam step is counted as %g forward passes",
+                       error, FALLBACK_FORWARDS_PER_STEP)
+        forward = adam = None
+    cost = RunCost.from_flops(adam_step_flops=adam, forward_flops=forward, members=members)
+    if cost.source == "fallback" and forward is not None:
+        logger.warning("XLA gave no usable FLOP count; an Adam step is counted as %g forward passes",
+                       FALLBACK_FORWARDS_PER_STEP)
+    _COSTS[key] = cost
+    return cost
 
 
 def tuning_wording(path: str, instrument: Instrument) -> Instrument:
@@ -346,6 +484,7 @@ class Step:
       space_dim: ``n``, the search vector's size.
       mesh: a device mesh or ``None``.
       programs: one :class:`~jaxalign.scoring.ScoringProgram` per presentation.
+      switch: hybrid's evolution steps (then Adam); 0 for the other methods.
     """
 
     config: AlignConfig
@@ -353,6 +492,7 @@ class Step:
     space_dim: int
     mesh: Any
     programs: tuple[ScoringProgram, ...]
+    switch: int = 0  # hybrid: the evolution steps before Adam (they depend on the measured cost)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,7 +602,7 @@ def generation(step: Step, state: RunState, args: RunArgs) -> tuple[RunState, di
 
 def _hybrid_step(step: Step, state: RunState, args: RunArgs):
     """An evosax step before the config's evolution steps, then Adam from the best prompt found."""
-    switch = evolution_steps(step.config)
+    switch = step.switch
     evolution_opt, (z, adam_opt) = state.opt
 
     def evolve(_):
@@ -502,20 +642,25 @@ def _evosax_step(step: Step, state: RunState, args: RunArgs):
         worst = jnp.max(jnp.where(finite, losses, -jnp.inf), axis=1, keepdims=True)
         shaped = jnp.where(finite, losses, jnp.where(jnp.any(finite, axis=1, keepdims=True), worst, 0.0))
 
-    def init_state(_):
-        if population_based:
-            return jax.vmap(lambda k, p, f: strategy.init(k, p, f, params))(key_tell, population, shaped)
-        return jax.vmap(lambda k: strategy.init(k, z0, params))(key_tell)
-
-    def tell_state(_):
+    def tell(before):
         told = jax.vmap(lambda k, p, f, st: strategy.tell(k, p, f, st, params)[0])(
-            key_tell, population, shaped, state.opt)
+            key_tell, population, shaped, before)
         # a generation without one finite loss teaches nothing: that target's state stays as it
         # was (DE would swap +inf parents for +inf trials; a distribution-based strategy would
         # rank arbitrary members as if they all had the best loss 0.0)
         any_finite = jnp.any(finite, axis=1)  # (C,)
         keep = lambda new, old: jnp.where(any_finite.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-        return jax.tree.map(keep, told, state.opt)
+        return jax.tree.map(keep, told, before)
+
+    def init_state(_):
+        if population_based:
+            return jax.vmap(lambda k, p, f: strategy.init(k, p, f, params))(key_tell, population, shaped)
+        # SNES, CMA...: the initial population is a draw of the strategy's initial distribution
+        # (mean z0, spread init_scale), so it is told: step 0's P evaluations are not wasted
+        return tell(_same_types(jax.vmap(lambda k: strategy.init(k, z0, params))(key_tell), state.opt))
+
+    def tell_state(_):
+        return tell(state.opt)
 
     opt = _same_types(jax.lax.cond(is_init, init_state, tell_state, None), state.opt)
     new, record = _update_best(state, population, clean, dims, finite, losses)
@@ -665,7 +810,7 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
                     f"checkpoint_dir {checkpointer.directory!r} already holds checkpoints (latest: "
                     f"generation {latest}); pass resume=True to continue that run, or use an empty folder")
             if latest is None and resume:
-                logger.warning("resume=True but %s holds no checkpoint: starting a fresh run",
+                logger.warning("%s holds no checkpoint yet, so there is nothing to resume: starting a fresh run",
                                checkpointer.directory)
             if latest is not None:
                 state, history = restore_checkpoint(checkpointer, problem, state, latest)
@@ -741,10 +886,16 @@ def _loop(problem: Problem, compiled, state: RunState, args: RunArgs, records: l
 def _check_finite(num_failed: np.ndarray, problem: Problem, s_end: int, before: int, total: int) -> int:
     """Counts consecutive steps in which every member of some target failed; raises
     :class:`~jaxalign.optimize.evolution.NonFiniteFitnessError` after ``NONFINITE_PATIENCE`` of them
-    (before that chunk's checkpoint is written, so the last checkpoint is the last good state)."""
-    members = 1 if problem.config.method == "gradient" else problem.config.population  # per target
+    (before that chunk's checkpoint is written, so the last checkpoint is the last good state).
+
+    ``num_failed (S, C)`` holds steps ``s_end - S .. s_end - 1``. A step's members per target
+    depend on its phase: ``population`` in an evolution step, one in an Adam step (so a hybrid's
+    Adam phase is checked like a gradient run)."""
+    num_failed = np.asarray(num_failed)
+    first_step, switch = s_end - num_failed.shape[0], problem.evolution_steps
     count = before
-    for failed in np.asarray(num_failed):  # (C,) per step
+    for offset, failed in enumerate(num_failed):  # (C,) per step
+        members = problem.config.population if first_step + offset < switch else 1  # per target
         count = count + 1 if np.any(failed >= members) else 0
     if count >= min(NONFINITE_PATIENCE, total):
         first = s_end - count
@@ -824,6 +975,7 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
             wall_s=wall_s,
             compile_s=outcome.compile_s,
             evaluations=evaluations,
+            cost=problem.cost.to_dict() if problem.cost is not None else None,
             resumed_from=outcome.resumed_from,
             s_per_generation=outcome.s_per_generation,
             chat_template=chat_template_name(problem.lm.tokenizer),

@@ -7,6 +7,15 @@ the loss. Cite: Hofstede, G., Hofstede, G. J., & Minkov, M. (2010). *Cultures an
 Organizations: Software of the Mind* (3rd ed.). McGraw-Hill.
 
 Imports numpy only (no jax), so the ``jaxalign countries`` command starts fast.
+
+How far a target may lie from the published scores (decided for issue 25): a value that no
+answers can give (outside :func:`reachable_range` of the instrument, e.g. ``PDI=800``: VSM 2013's
+PDI lies in -240..240 whatever the answers) is refused with an error by :func:`check_reachable`
+(``jaxalign align``/``score`` on ``--target``, :func:`jaxalign.align` before it renders
+anything). A reachable value outside :func:`published_range` (0..112 in the shipped release) is
+legitimate (a planted target made from a random prompt's dims, another sample's constants), so
+it is never refused; the command line warns once (:func:`outside_published`), the API stays
+silent.
 """
 
 from __future__ import annotations
@@ -256,6 +265,55 @@ def resolve_target(text: Union[str, Mapping[str, Any], Target]) -> Target:
     if "=" in text:
         return custom_target(text)
     return hofstede(text)
+
+
+# ------------------------------------------------------------------------------ plausible values
+def published_range() -> tuple[float, float]:
+    """``(low, high)``: the lowest and highest score of the shipped release over all six
+    dimensions (0 and 112 in release 2015-08-16; scores are not capped at 100)."""
+    values = np.stack([t.values for t in countries()])  # (rows, D), NaN = missing
+    return float(np.nanmin(values)), float(np.nanmax(values))
+
+
+def outside_published(target: Target) -> list[str]:
+    """The target's scores outside :func:`published_range`, as ``["PDI=150", ...]`` (empty if none)."""
+    low, high = published_range()
+    return [f"{d}={v:g}" for d, v in zip(target.dimensions, target.values.tolist())
+            if not math.isnan(v) and not low <= v <= high]
+
+
+def reachable_range(instrument: Any) -> np.ndarray:
+    """``(D, 2)`` float64: the lowest and highest index each dimension of ``instrument`` can take.
+
+    The indices are linear in the item means (``means @ weights.T + constants``) and every item
+    mean lies in ``1..n_options``, so the extremes are the corners of that box: for VSM 2013 with
+    constants 0, PDI lies in -240..240, IDV and MAS in -280..280, UAI and LTO in -260..260, IVR
+    in -300..300. ``instrument`` is a :class:`jaxalign.survey.Instrument`.
+    """
+    weights = np.asarray(instrument.weights, np.float64)  # (D, Q)
+    constants = np.asarray(instrument.constants, np.float64)  # (D,)
+    top = float(instrument.n_options)
+    low = np.where(weights > 0, 1.0, top) * weights  # (D, Q): each item at its lowering end
+    high = np.where(weights > 0, top, 1.0) * weights
+    return np.stack([low.sum(axis=1) + constants, high.sum(axis=1) + constants], axis=1)
+
+
+def check_reachable(target: Target, instrument: Any) -> None:
+    """Raises ``ValueError`` when a score of ``target`` lies where no answers can take the
+    instrument's index (:func:`reachable_range`), e.g. ``PDI=800`` on VSM 2013.
+
+    Such a target cannot be met and is most likely a typo; the message gives the reachable and
+    the published ranges. Dimensions the target lacks are not checked.
+    """
+    bounds = reachable_range(instrument)  # (D, 2)
+    far = [f"{d}={v:g} (reachable: {lo:g}..{hi:g})"
+           for d, v, (lo, hi) in zip(instrument.dimensions, np.asarray(target.values, np.float64), bounds)
+           if not math.isnan(v) and not lo <= v <= hi]
+    if far:
+        low, high = published_range()
+        raise ValueError(
+            f"target {target.name!r}: no answers to {instrument.name} can give {', '.join(far)}; "
+            f"published Hofstede scores lie in {low:g}..{high:g} (release {HOFSTEDE_RELEASE})")
 
 
 # ------------------------------------------------------------------------------ helpers

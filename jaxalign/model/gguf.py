@@ -1,0 +1,366 @@
+"""Read a GGUF file (llama.cpp, Ollama, LM Studio) into jaxalign's config, weights and tokenizer.
+
+One job: turn a ``.gguf`` file into what :func:`jaxalign.model.load_model` builds a model from::
+
+    model.gguf ──► read_gguf ──► GGUFFile: architecture, LlamaConfig, metadata,
+      header (metadata,             tensors: HF name -> GGUFTensor (file offset, byte size,
+      tensor infos)                 ggml type, HF shape), tensor type counts
+                 ──► read_gguf_tensor(entry) ──► one float32 numpy tensor (HF layout (out, in))
+                 ──► gguf_tokenizer(path) ──► transformers tokenizer with the file's chat template
+
+The header is parsed with the ``gguf`` package's ``GGUFReader`` (ggml's own Python reader) and
+the reader is dropped straight away: it memory-maps the whole file, so keeping it would bring
+every page a read touches into this process. Each tensor is then read alone (``seek`` + ``read``
+of its bytes) and dequantised with ``gguf.quants.dequantize`` into float32 (F32, F16, BF16,
+Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, the K-quants and whatever else that function handles); the loader
+casts it to the compute dtype or int8. Host memory beyond the model is a few copies of one tensor.
+
+Layout facts this module undoes:
+
+* GGUF lists a tensor's dimensions innermost first (``blk.0.ffn_gate.weight`` is ``[576 1536]``
+  for HF's ``(1536, 576)``): the HF shape is the reversed GGUF shape.
+* llama.cpp's converter permutes the rows of the q and k projections of ``llama`` models (its
+  RoPE rotates adjacent pairs, HF's rotates the two halves of each head): within each head, HF
+  row ``i * (hd / 2) + j`` (``i`` in 0..1) is stored at row ``2 * j + i``. :func:`unpermute_rows`
+  puts them back. ``qwen2`` files keep HF's layout (llama.cpp runs them with the "neox" RoPE).
+* No ``output.weight``: the LM head is tied to the embedding.
+
+Supported architectures (``general.architecture``): :data:`SUPPORTED_GGUF_ARCHITECTURES`; any
+other is refused from the metadata before a tensor is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxalign.model.config import LlamaConfig
+
+# general.architecture -> the families it covers (Mistral files say "llama").
+SUPPORTED_GGUF_ARCHITECTURES = {
+    "llama": "Llama 2, 3, 3.1, 3.2 and Mistral (llama.cpp writes Mistral as 'llama')",
+    "qwen2": "Qwen2, Qwen2.5",
+}
+# Metadata arrays that are large and only the tokenizer reads (kept out of GGUFFile.metadata).
+_TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                     "tokenizer.ggml.scores")
+# GGUF tensor name (after "blk.N.") -> HF tensor name inside a layer.
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.bias": "self_attn.o_proj.bias",
+}
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_ROPE_FREQS = "rope_freqs.weight"   # Llama 3.1+: per-frequency RoPE divisors instead of metadata
+# transformers' defaults for Llama 3.1/3.2 "llama3" RoPE scaling (every published file uses them).
+_LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+@dataclasses.dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor of a GGUF file: where its bytes are and what they become.
+
+    ``name`` is the HF name it maps to (its GGUF name when it maps to none), ``shape`` the HF
+    shape (the GGUF dimensions reversed), ``dtype`` what :func:`read_gguf_tensor` returns
+    (float32), ``order`` its rank in the file (sequential reads), ``unpermute_heads`` the head
+    count whose llama.cpp row permutation is undone (``None``: none applied).
+    """
+
+    file: Path
+    name: str
+    gguf_name: str
+    ggml_type: int
+    type_name: str
+    offset: int       # absolute byte offset of the data in the file
+    nbytes: int
+    shape: tuple[int, ...]
+    order: int
+    unpermute_heads: int | None = None
+    dtype: np.dtype = np.dtype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GGUFFile:
+    """A parsed GGUF header: architecture, config, metadata and the tensors by HF name.
+
+    ``metadata`` holds every key-value pair except the tokenizer's vocabulary arrays
+    (:data:`_TOKENIZER_ARRAYS`); ``tensor_types`` counts the tensors per ggml type
+    (e.g. ``{"Q4_1": 210, "Q8_0": 1, "F32": 61}``); ``data_start`` is where tensor data begins
+    (everything before it is metadata and tensor infos).
+    """
+
+    path: Path
+    architecture: str
+    config: LlamaConfig
+    metadata: dict[str, Any]
+    tensors: dict[str, GGUFTensor]
+    tensor_types: dict[str, int]
+    data_start: int
+    size: int
+
+
+def find_gguf(path: str | os.PathLike) -> Path | None:
+    """The GGUF file ``path`` names: a ``.gguf`` file, or a folder holding exactly one ``.gguf`` and no safetensors.
+
+    ``None`` when ``path`` is neither (a safetensors folder, a Hub id, ...). A folder holding
+    several ``.gguf`` files and no safetensors is a ``ValueError`` naming them (pass one).
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path if path.suffix.lower() == ".gguf" else None
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return None
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) > 1:
+        raise ValueError(f"folder {str(path)!r} holds {len(found)} GGUF files "
+                         f"({', '.join(p.name for p in found)}); pass the one to load")
+    return found[0] if found else None
+
+
+def _unreadable(path: Path, reason: Any) -> ValueError:
+    return ValueError(f"{path} is not a readable GGUF file (truncated or corrupt?): {reason}")
+
+
+def _metadata(reader: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        if key in _TOKENIZER_ARRAYS:
+            out[key + ".length"] = len(field.data)
+            continue
+        value = field.contents()
+        out[key] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _read_header(path: str, size: int, mtime_ns: int) -> GGUFFile:
+    import gguf
+
+    file = Path(path)
+    try:
+        reader = gguf.GGUFReader(path, "r")
+        metadata = _metadata(reader)
+        infos = [(t.name, int(t.tensor_type), t.tensor_type.name, int(t.data_offset), int(t.n_bytes),
+                  tuple(int(n) for n in t.shape)) for t in reader.tensors]
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError, EOFError) as error:
+        raise _unreadable(file, f"{type(error).__name__}: {error}") from error
+    finally:
+        reader = None  # drop the memory map
+    architecture = metadata.get("general.architecture")
+    if architecture not in SUPPORTED_GGUF_ARCHITECTURES:
+        supported = ", ".join(f"{k!r} ({v})" for k, v in SUPPORTED_GGUF_ARCHITECTURES.items())
+        raise ValueError(f"{file.name}: unsupported GGUF architecture {architecture!r}; "
+                         f"supported general.architecture values: {supported}")
+    if not infos:
+        raise _unreadable(file, "it lists no tensors")
+    end = max(offset + nbytes for _, _, _, offset, nbytes, _ in infos)
+    if end > size:
+        raise _unreadable(file, f"its tensors end at byte {end:,} but the file has {size:,} bytes")
+    _check_types(file, infos)
+    names = {name for name, *_ in infos}
+    config = _config(file, architecture, metadata, names,
+                     rope_freqs=_rope_freqs(file, infos) if _ROPE_FREQS in names else None)
+    tensors: dict[str, GGUFTensor] = {}
+    types: dict[str, int] = {}
+    for order, (name, ggml_type, type_name, offset, nbytes, gguf_shape) in enumerate(infos):
+        types[type_name] = types.get(type_name, 0) + 1
+        if name == _ROPE_FREQS:
+            continue  # read into the config above
+        hf_name = _hf_name(name)
+        heads = None
+        if architecture == "llama" and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            heads = config.num_attention_heads
+        elif architecture == "llama" and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            heads = config.num_key_value_heads
+        tensors[hf_name] = GGUFTensor(file, hf_name, name, ggml_type, type_name, offset, nbytes,
+                                      gguf_shape[::-1], order, heads)
+    return GGUFFile(file, architecture, config, metadata, tensors, dict(sorted(types.items())),
+                    min(offset for _, _, _, offset, _, _ in infos), size)
+
+
+def read_gguf(path: str | os.PathLike) -> GGUFFile:
+    """Parse a GGUF file's header (metadata, tensor infos); no tensor data is read.
+
+    Cached per (path, size, modification time), so the loader, the fingerprint and the
+    hidden-size peek parse a file once.
+
+    Raises:
+      ValueError: not a readable GGUF file (truncated or corrupt: one line naming the file), an
+        architecture other than :data:`SUPPORTED_GGUF_ARCHITECTURES` (listed), a tensor type the
+        ``gguf`` package cannot dequantise, or metadata jaxalign's model cannot run.
+      FileNotFoundError: no such file.
+    """
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise FileNotFoundError(f"no GGUF file at {str(path)!r}")
+    stat = file.stat()
+    return _read_header(str(file), stat.st_size, stat.st_mtime_ns)
+
+
+def gguf_hidden_size(path: str | os.PathLike) -> int:
+    """The model width (``{arch}.embedding_length``) of a GGUF file, from its header alone."""
+    return read_gguf(path).config.hidden_size
+
+
+def _hf_name(name: str) -> str:
+    if name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[name]
+    parts = name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _LAYER_NAMES:
+        return f"model.layers.{int(parts[1])}.{_LAYER_NAMES[parts[2]]}"
+    return name  # unmapped: the loader reports it as unexpected
+
+
+def _check_types(file: Path, infos: list[tuple]) -> None:
+    """Refuse (before any tensor is read) a ggml type that ``gguf.quants.dequantize`` cannot handle."""
+    import gguf
+    from gguf.quants import dequantize
+
+    for type_name, ggml_type in sorted({(info[2], info[1]) for info in infos}):
+        qtype = gguf.GGMLQuantizationType(ggml_type)
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        try:
+            dequantize(np.zeros((1, type_size), np.uint8), qtype)
+        except NotImplementedError:
+            example = next(info[0] for info in infos if info[1] == ggml_type)
+            raise ValueError(f"{file.name}: tensor {example!r} has ggml type {type_name}, which the gguf "
+                             f"package cannot dequantise") from None
+
+
+def _rope_freqs(file: Path, infos: list[tuple]) -> np.ndarray:
+    info = next(i for i in infos if i[0] == _ROPE_FREQS)
+    entry = GGUFTensor(file, _ROPE_FREQS, _ROPE_FREQS, info[1], info[2], info[3], info[4], info[5][::-1], 0)
+    return read_gguf_tensor(entry)
+
+
+def _config(file: Path, arch: str, meta: dict[str, Any], names: set[str],
+            rope_freqs: np.ndarray | None) -> LlamaConfig:
+    """A :class:`LlamaConfig` from the ``{arch}.*`` metadata (and ``rope_freqs.weight`` for Llama 3.1+)."""
+    def get(key: str, default: Any = None) -> Any:
+        value = meta.get(f"{arch}.{key}", default)
+        return default if value is None else value
+
+    required = ("block_count", "embedding_length", "feed_forward_length", "attention.head_count")
+    missing = [f"{arch}.{k}" for k in required if get(k) is None]
+    if missing:
+        raise ValueError(f"{file.name}: GGUF metadata lacks {', '.join(missing)}")
+    if int(get("expert_count", 0) or 0) > 0:
+        raise ValueError(f"{file.name}: a mixture-of-experts model ({arch}.expert_count = "
+                         f"{get('expert_count')}); jaxalign loads dense decoders only")
+    hidden, heads = int(get("embedding_length")), int(get("attention.head_count"))
+    head_dim = int(get("attention.key_length", hidden // heads))
+    if int(get("attention.value_length", head_dim)) != head_dim:
+        raise ValueError(f"{file.name}: key and value head sizes differ "
+                         f"({head_dim} vs {get('attention.value_length')}); unsupported")
+    if int(get("rope.dimension_count", head_dim)) != head_dim:
+        raise ValueError(f"{file.name}: partial rotary embedding ({arch}.rope.dimension_count = "
+                         f"{get('rope.dimension_count')}, head size {head_dim}); unsupported")
+    scaling = get("rope.scaling.type", "none")
+    if scaling not in ("none", None):
+        raise ValueError(f"{file.name}: unsupported RoPE scaling {scaling!r} ({arch}.rope.scaling.type)")
+    vocab = get("vocab_size") or meta.get("tokenizer.ggml.tokens.length")
+    if vocab is None:
+        raise ValueError(f"{file.name}: GGUF metadata gives no vocabulary size")
+    max_positions = int(get("context_length", 8192))
+    fields: dict[str, Any] = {}
+    if arch == "qwen2":
+        fields.update(qkv_bias=True, o_bias=False)
+    else:
+        fields.update(qkv_bias="blk.0.attn_q.bias" in names, o_bias="blk.0.attn_output.bias" in names)
+    theta = float(get("rope.freq_base", 10_000.0))
+    if rope_freqs is not None:
+        fields.update(_llama3_rope(file, rope_freqs, head_dim, theta))
+    return LlamaConfig(
+        vocab_size=int(vocab), hidden_size=hidden, intermediate_size=int(get("feed_forward_length")),
+        num_hidden_layers=int(get("block_count")), num_attention_heads=heads,
+        num_key_value_heads=int(get("attention.head_count_kv", heads)), head_dim=head_dim,
+        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)), rope_theta=theta,
+        max_position_embeddings=max_positions, tie_word_embeddings="output.weight" not in names,
+        model_type=arch, **fields)
+
+
+def _llama3_rope(file: Path, divisors: np.ndarray, head_dim: int, theta: float) -> dict[str, Any]:
+    """The ``llama3`` RoPE scaling whose per-frequency divisors ``rope_freqs.weight`` holds.
+
+    llama.cpp stores Llama 3.1+'s scaling as the divisor of each inverse frequency; the published
+    models all use factor = the largest divisor with transformers' defaults for the rest
+    (:data:`_LLAMA3_ROPE`). Those parameters are checked to reproduce every divisor; other
+    divisors are refused.
+    """
+    fields = dict(rope_type="llama3", rope_factor=float(np.max(divisors)),
+                  rope_low_freq_factor=_LLAMA3_ROPE["low_freq_factor"],
+                  rope_high_freq_factor=_LLAMA3_ROPE["high_freq_factor"],
+                  rope_original_max_position_embeddings=_LLAMA3_ROPE["original_max_position_embeddings"])
+    probe = LlamaConfig(vocab_size=1, hidden_size=head_dim, intermediate_size=1, num_hidden_layers=1,
+                        num_attention_heads=1, num_key_value_heads=1, head_dim=head_dim, rope_theta=theta,
+                        **fields)
+    base = dataclasses.replace(probe, rope_type="default").rope_inverse_frequencies()
+    implied = base / probe.rope_inverse_frequencies()   # (head_dim // 2,)
+    if divisors.shape != implied.shape or not np.allclose(divisors, implied, rtol=1e-3):
+        raise ValueError(f"{file.name}: {_ROPE_FREQS} holds RoPE divisors that no llama3 scaling with "
+                         f"low/high frequency factors 1/4 and original context 8192 reproduces; unsupported")
+    return fields
+
+
+def unpermute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation: ``(heads * hd, ...)`` GGUF rows -> HF rows (same shape).
+
+    Within each head llama.cpp stores HF row ``i * (hd // 2) + j`` at row ``2 * j + i``.
+    """
+    rows = weight.shape[0]
+    half = rows // heads // 2
+    return weight.reshape(heads, half, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def read_gguf_tensor(entry: GGUFTensor) -> np.ndarray:
+    """Read one tensor's bytes from its file and dequantise them: float32 numpy in HF shape.
+
+    The file is opened for this tensor alone (no memory map outlives the call); the llama.cpp
+    q/k permutation is undone where ``entry.unpermute_heads`` says one was applied.
+    """
+    import gguf
+    from gguf.quants import dequantize
+
+    qtype = gguf.GGMLQuantizationType(entry.ggml_type)
+    with open(entry.file, "rb") as handle:
+        handle.seek(entry.offset)
+        raw = handle.read(entry.nbytes)
+    if len(raw) != entry.nbytes:
+        raise _unreadable(entry.file, f"tensor {entry.gguf_name!r} is cut short "
+                                      f"({len(raw):,} of {entry.nbytes:,} bytes)")
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    row = entry.shape[-1] if entry.shape else 1      # GGUF's innermost dimension
+    data = np.frombuffer(raw, np.uint8).reshape(-1, row // block * type_size)
+    values = dequantize(data, qtype).reshape(entry.shape).astype(np.float32, copy=False)  # HF shape
+    if entry.unpermute_heads is not None:
+        values = unpermute_rows(values, entry.unpermute_heads)
+    return values
+
+
+def gguf_tokenizer(path: str | os.PathLike) -> Any:
+    """The file's tokenizer and chat template, built by transformers from the GGUF metadata."""
+    from transformers import AutoTokenizer
+
+    file = Path(path).expanduser().resolve()
+    return AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
