@@ -141,9 +141,7 @@ def load_prompt(
         source = os.fspath(soft_prompt)
     else:
         vectors = np.asarray(soft_prompt, np.float32)
-        shape = vectors.shape
-        if vectors.ndim != 2 or shape[0] < 1:
-            raise ValueError(f"a soft prompt must have shape (K, d) with K >= 1, got {shape}")
+        check_soft_prompt(vectors)  # (K, d): the width is checked against the model below
     if vectors is not None and model is not None and not hasattr(lm, "config"):
         check_prompt_width(vectors, model)
     slot = slot or metadata.get("slot") or DEFAULT_SLOT

@@ -243,12 +243,13 @@ def init_random_vocab(
     return embedding_matrix[jnp.asarray(ids)].astype(jnp.float32)
 
 
-def check_soft_prompt(prompt: Any, d_model: int) -> None:
-    """Raise ``ValueError`` unless ``prompt`` has shape (K, d_model) with K >= 1."""
+def check_soft_prompt(prompt: Any, d_model: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``prompt`` has shape (K, d_model) with K >= 1 (any d when
+    ``d_model`` is ``None``)."""
     shape = tuple(np.shape(prompt))
     if len(shape) != 2 or shape[0] < 1:
         raise ValueError(f"a soft prompt must have shape (K, d) with K >= 1, got {shape}")
-    if shape[1] != d_model:
+    if d_model is not None and shape[1] != d_model:
         raise ValueError(
             f"soft prompt width d={shape[1]} does not match the model's hidden size {d_model}; "
             f"it was probably made for another model"

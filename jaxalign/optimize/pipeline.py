@@ -68,10 +68,10 @@ from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 from jaxalign.api import (
     RESUMABLE_CHANGES,
     AlignConfig,
+    _targets_fingerprint,
     AlignResult,
     RunInterrupted,
     RunProgress,
-    _num,
     search_space,
 )
 from jaxalign.baselines import BaselineResult, run_baselines
@@ -305,8 +305,7 @@ class Problem:
             "model": self.lm.name,
             "dtype": str(np.dtype(self.lm.dtype)),
             "wording": self.instrument.wording,
-            "targets": [{"name": t.name, "dims": [_num(v) for v in np.asarray(t.values, np.float64)]}
-                        for t in self.targets],
+            "targets": _targets_fingerprint(self.targets),
             "n": int(self.space.dim),
             **{key: value for key, value in config.items()
                if key not in RESUMABLE_CHANGES},
