@@ -23,12 +23,20 @@ An equal-budget study of the soft-prompt optimizers on one model::
                for deterministic Adam, whose search has no randomness given the space, replicate
                s runs with config seed --space-seed + s instead (its own p0 and subspace;
                one program per seed).
+    slot       --slot: where the soft prompt goes, for the searches and their scorers alike
+               (user_start by default; user_end is the fast item-first slot on a CPU)
+    pieces     --first-seed N --seeds S runs replicates N..N+S-1 only (the same searches as in a
+               study with more seeds), so a study can be split over sessions and folders
     reports    per method: tuned L1 (the wording and order tuned on), held-out-wording L1 and
                reversed-order L1 (the scorers of ``jaxalign.evaluate_robustness``), as the mean
                over countries of each seed, then mean and std over seeds; per country means;
                CulturalBench accuracy with --culturalbench (each country's questions, matched by
                survey name; a country without any is left out of the means); the naive model's figures;
-               loss-vs-forward-passes curves (best-so-far, mean over replicates) in one figure
+               loss-vs-forward-passes curves (best-so-far, mean over replicates) in one figure;
+               other readings of the tuned wording's answers: Kendall tau between the model's and
+               the target's six dimensions, and the L1 after the constants are anchored on the
+               plain model's answers read as a U.S.A. respondent (:func:`readings`);
+               --baselines persona,icl: the written prompts scored under every condition too
 
 Writes ``optimizers.json``, ``optimizers.md``, ``optimizers.png`` and ``prompts.npz`` (every
 search's best prompt, key ``method|option|country|seed``) into ``--out``, after each method (a
@@ -62,11 +70,16 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
+from jaxalign.prompting.layout import SLOTS  # noqa: E402
+
 from benchmarks import common  # noqa: E402
 
 METHODS = ("de-paper", "SNES", "gradient", "de", "hybrid", "CMA_ES", "Sep_CMA_ES", "de-p8")
 OPTIONS = ("normal", "both-orders")
 CONDITIONS = ("tuned", "heldout", "reversed")
+READINGS = ("tau", "anchored")  # other readings of the tuned wording's answers (see score_conditions)
+BASELINES = ("persona", "icl")  # written prompts, scored like the searches (no search)
+ANCHOR = "U.S.A."  # the plain model is read as a respondent of this country for "anchored"
 DEFAULT_COUNTRIES = ("China", "U.S.A.", "India")
 LEGACY_FORWARDS_PER_STEP = 3.0  # what searches recorded without a measured cost were run with
 
@@ -87,6 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--countries", type=_list, default=DEFAULT_COUNTRIES,
                         help="comma-separated countries (default: China,U.S.A.,India)")
     parser.add_argument("--seeds", type=int, default=3, help="replicates per country (default: 3)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="number of the first replicate (default 0): --first-seed 1 --seeds 1 runs "
+                             "replicate 1 alone, the same search as replicate 1 of --seeds 2")
+    parser.add_argument("--slot", choices=SLOTS, default="user_start",
+                        help="soft-prompt position (default user_start; after_item and user_end put "
+                             "the item first, which is much faster on a CPU)")
     parser.add_argument("--space-seed", type=int, default=0, help="seed of p0 and the subspace")
     parser.add_argument("--methods", type=_list, default=METHODS,
                         help=f"comma-separated, from {','.join(METHODS)}")
@@ -103,6 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hybrid-strategy", default="SNES",
                         help="evosax strategy of hybrid's evolution phase (default: SNES)")
     parser.add_argument("--readout", default="expected", choices=("expected", "argmax"))
+    parser.add_argument("--baselines", type=_list, default=(),
+                        help=f"written prompts also scored under every condition, from {','.join(BASELINES)} "
+                             "(default: none; the plain model is always scored)")
     parser.add_argument("--culturalbench", default=None, metavar="PATH",
                         help="CulturalBench csv/jsonl/parquet file or folder: accuracy per prompt")
     parser.add_argument("--culturalbench-set", default="hard", choices=("easy", "hard"))
@@ -117,11 +139,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if any(b not in BASELINES for b in args.baselines):
+        parser.error(f"--baselines must be from {', '.join(BASELINES)}")
     bad = [o for o in args.options if o not in OPTIONS]
     if bad or "normal" not in args.options:
         parser.error(f"--options must include normal and be from {', '.join(OPTIONS)}")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.first_seed < 0:
+        parser.error("--first-seed must be >= 0")
     if args.dtype is None:
         args.dtype = "float32" if args.model in ("tiny-random", "100m") else "bfloat16"
     return args
@@ -133,7 +159,7 @@ def method_config(name: str, option: str, args: argparse.Namespace):
 
     common_fields = dict(k=args.k, subspace=None if args.subspace == 0 else args.subspace,
                          population=args.population, generations=args.generations,
-                         readout=args.readout, seed=args.space_seed, baselines=(),
+                         readout=args.readout, seed=args.space_seed, baselines=(), slot=args.slot,
                          chunk_size=args.generations + 1, learning_rate=args.learning_rate,
                          hybrid_fraction=args.hybrid_fraction, both_orders=option == "both-orders")
     if name == "de-paper":
@@ -187,17 +213,18 @@ def run_method(lm, instrument, name: str, option: str, countries, args) -> list[
 
     config = method_config(name, option, args)
     runs = []
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     if config.method == "gradient":  # deterministic given the space: seeds change the space
-        for s in range(args.seeds):
+        for s in seeds:
             found = jaxalign.align(lm, list(countries), instrument=instrument,
                                    config=dataclasses.replace(config, seed=args.space_seed + s),
                                    progress=not args.no_progress)
             runs += [(s, c, r) for c, r in zip(countries, found)]
     else:
-        replicas = [dataclasses.replace(c, name=f"{c.name} #{s}") for s in range(args.seeds) for c in countries]
+        replicas = [dataclasses.replace(c, name=f"{c.name} #{s}") for s in seeds for c in countries]
         found = jaxalign.align(lm, replicas, instrument=instrument, config=config,
                                progress=not args.no_progress)
-        runs = [(s, c, found[s * len(countries) + i]) for s in range(args.seeds)
+        runs = [(s, c, found[j * len(countries) + i]) for j, s in enumerate(seeds)
                 for i, c in enumerate(countries)]
     out = []
     for seed, country, result in runs:
@@ -210,45 +237,110 @@ def run_method(lm, instrument, name: str, option: str, countries, args) -> list[
     return out
 
 
+def _settings(instrument) -> dict[str, tuple[Any, bool]]:
+    """Per condition, the instrument and the reverse-options flag of its scorer."""
+    from jaxalign.evaluate.robustness import heldout_for
+
+    return {"tuned": (instrument, False), "reversed": (instrument, True), "heldout": (heldout_for(instrument), False)}
+
+
 def make_condition_scorers(lm, instrument, args) -> dict[str, Any]:
-    """Per condition, the scorer of a tuned prompt and the naive model's dims, built once.
+    """Per condition, the scorer of a tuned prompt and the naive model's dims ``(6,)``, built once.
 
     The scorers are those of :func:`jaxalign.evaluate_robustness` (same readout, slot, reverse
     flag and held-out wording); each scores many prompts in one pass.
     """
-    from jaxalign.evaluate.robustness import heldout_for
     from jaxalign.scoring import make_scorer
 
-    heldout = heldout_for(instrument)
-    settings = {"tuned": (instrument, False), "reversed": (instrument, True), "heldout": (heldout, False)}
     empty = np.zeros((1, 0, lm.config.hidden_size), np.float32)
     out = {}
-    for condition in CONDITIONS:
-        inst, reverse = settings[condition]
-        scorer = make_scorer(lm, inst, k=args.k, readout=args.readout, seed=0, reverse_options=reverse)
+    for condition, (inst, reverse) in _settings(instrument).items():
+        scorer = make_scorer(lm, inst, k=args.k, readout=args.readout, seed=0, slot=args.slot,
+                             reverse_options=reverse)
         plain = make_scorer(lm, inst, k=0, readout=args.readout, seed=0, reverse_options=reverse)
         out[condition] = (scorer, np.asarray(plain(empty).dims[0]))
     return out
 
 
+def readings(dims: Any, target, plain_dims: Any, anchor) -> dict[str, float]:
+    """The other readings of one answer set on the tuned wording (``dims``: ``(6,)`` with C = 0).
+
+    ``tau``: Kendall's tau-b between the model's and the target's scores over the six
+    dimensions (a ranking, free of the constants; the measure of Masoud et al.'s Cultural Alignment
+    Test). ``anchored``: the L1 after the constants are anchored on the plain model's own answers
+    read as a respondent of ``anchor`` (U.S.A.): C = anchor's scores - plain dims, so the plain
+    model scores exactly ``anchor`` and every other answer set is read on that scale (the indices
+    are linear in the item means, so this is ``dims + C``; see :func:`jaxalign.anchor_constants`).
+    """
+    from jaxalign.survey import kendall_tau, l1_loss
+
+    dims = np.asarray(dims, np.float64)
+    constants = np.asarray(anchor.values, np.float64) - np.asarray(plain_dims, np.float64)
+    return {"tau": float(kendall_tau(dims, np.asarray(target.values, np.float64))),
+            "anchored": float(l1_loss(dims + constants, np.asarray(target.values, np.float64)))}
+
+
 def score_conditions(scorers: dict[str, Any], records: list[dict[str, Any]], countries) -> dict[str, Any]:
     """Writes the tuned, held-out and reversed L1 of each record's prompt into it (one pass per
-    condition); returns the naive model's L1 per condition and country."""
+    condition), its dims per condition (``"dims"``) and its :func:`readings`; returns the naive
+    model's figures per metric and country (and its dims per condition, ``"dims"``)."""
     import jax
     import jax.numpy as jnp
+    import jaxalign
 
     from jaxalign.survey import l1_loss
 
     prompts = np.stack([r["soft_prompt"] for r in records])  # (R, K, d)
     targets = {c.name: c for c in countries}
+    anchor = jaxalign.resolve_target(ANCHOR)
     values = jnp.asarray(np.stack([np.asarray(targets[r["country"]].values, np.float32) for r in records]))
-    naive = {}
+    naive: dict[str, Any] = {"dims": {}}
     for condition, (scorer, plain_dims) in scorers.items():
-        losses = np.asarray(jax.vmap(l1_loss)(scorer(prompts).dims, values))  # (R,)
-        for r, loss in zip(records, losses):
+        dims = np.asarray(scorer(prompts).dims)  # (R, 6)
+        losses = np.asarray(jax.vmap(l1_loss)(jnp.asarray(dims), values))  # (R,)
+        for r, loss, d in zip(records, losses, dims):
             r[condition] = float(loss)
+            r.setdefault("dims", {})[condition] = [float(v) for v in d]
         naive[condition] = {c.name: float(l1_loss(plain_dims, c.values)) for c in countries}
+        naive["dims"][condition] = [float(v) for v in plain_dims]
+    plain_tuned = scorers["tuned"][1]
+    for r in records:
+        r.update(readings(r["dims"]["tuned"], targets[r["country"]], plain_tuned, anchor))
+    for metric in READINGS:
+        naive[metric] = {c.name: readings(plain_tuned, c, plain_tuned, anchor)[metric] for c in countries}
     return naive
+
+
+def score_written(lm, instrument, countries, args, plain_tuned: Any) -> dict[str, Any]:
+    """The written-prompt baselines (Persona, ICL: :mod:`jaxalign.baselines`' system texts) of each
+    country under every condition, and their :func:`readings`: ``{name: {metric: {country: value}}}``.
+    No soft prompt; one compiled scorer per baseline, country and condition."""
+    import jaxalign
+
+    from jaxalign.baselines import icl_text, persona_text
+    from jaxalign.scoring import make_scorer
+    from jaxalign.survey import l1_loss
+
+    texts = {"persona": persona_text, "icl": icl_text}
+    empty = np.zeros((1, 0, lm.config.hidden_size), np.float32)
+    anchor = jaxalign.resolve_target(ANCHOR)
+    out: dict[str, Any] = {}
+    for name in args.baselines:
+        figures: dict[str, Any] = {m: {} for m in CONDITIONS + READINGS}
+        figures["dims"] = {}
+        for country in countries:
+            figures["dims"][country.name] = {}
+            for condition, (inst, reverse) in _settings(instrument).items():
+                scorer = make_scorer(lm, inst, k=0, readout=args.readout, seed=0,
+                                     system=texts[name](country), reverse_options=reverse)
+                dims = np.asarray(scorer(empty).dims[0])
+                figures[condition][country.name] = float(l1_loss(dims, country.values))
+                figures["dims"][country.name][condition] = [float(v) for v in dims]
+            for metric, value in readings(figures["dims"][country.name]["tuned"], country,
+                                          plain_tuned, anchor).items():
+                figures[metric][country.name] = value
+        out[name] = figures
+    return out
 
 
 def culturalbench_questions(args, countries) -> dict[str, Any]:
@@ -394,21 +486,24 @@ def _cell(entry: Any) -> str:
 
 def markdown_report(report: dict[str, Any]) -> str:
     """The report as Markdown: the summary table, the per-country table."""
-    metrics = [m for m in ("tuned", "heldout", "reversed", "culturalbench") if any(m in r for r in report["rows"])]
+    metrics = [m for m in CONDITIONS + READINGS + ("culturalbench",) if any(m in r for r in report["rows"])]
     names = {"tuned": "tuned L1", "heldout": "held-out wording L1", "reversed": "reversed order L1",
-             "culturalbench": "CulturalBench acc."}
+             "tau": "Kendall tau", "anchored": "anchored L1", "culturalbench": "CulturalBench acc."}
     setup = report["setup"]
     lines = [
         f"# Optimizers at equal budget: {report['model']}", "",
         f"Date {report['date']}; command `{report['command']}`; device {report['device']}.", "",
         f"Countries {', '.join(setup['countries'])}; {_count(setup['seeds'], 'seed', 'seeds')} each; K = {setup['k']}, "
         f"subspace {setup['subspace']}, population {setup['population']}, {setup['generations']} generations "
-        f"= {setup['budget']} forward passes of one prompt per search; readout {setup['readout']}.", "",
+        f"= {setup['budget']} forward passes of one prompt per search; readout {setup['readout']}; "
+        f"soft prompt at {setup.get('slot', 'user_start')}.", "",
         "**Equal FLOPs**: every search spends at most that budget; an Adam step is counted at its cost "
         "read from the compiled programs (XLA's FLOPs of one Adam step over one member's forward pass; "
         "column 'Adam step'; '3 (assumed)' for searches run before it was measured). Each cell: mean over "
         "seeds of the mean over countries, ± the std over seeds; 'loop s': seconds of the search loop "
-        "(compile excluded).", "",
+        "(compile excluded). 'Kendall tau': the rank agreement of the six tuned-wording dimensions "
+        f"with the target's; 'anchored L1': the tuned-wording L1 after the constants are anchored on the "
+        f"plain model's answers read as {ANCHOR} (0 for the plain model on {ANCHOR} by construction).", "",
         "| method | tuned on | " + " | ".join(names[m] for m in metrics) + " | forward passes | Adam step | loop s |",
         "|---|---|" + "---:|" * (len(metrics) + 3),
     ]
@@ -422,7 +517,10 @@ def markdown_report(report: dict[str, Any]) -> str:
     naive = report["naive"]
     naive_means = {m: [v for v in naive[m].values() if v is not None] for m in metrics if m in naive}
     lines.append("| naive (plain model) | - | " + " | ".join(
-        f"{np.mean(naive_means[m]):.2f}" if naive_means.get(m) else "-" for m in metrics) + " | 0 |")
+        f"{np.mean(naive_means[m]):.2f}" if naive_means.get(m) else "-" for m in metrics) + " | 0 | - | - |")
+    for name, figures in naive.get("written", {}).items():
+        lines.append(f"| {name} (written prompt) | - | " + " | ".join(
+            f"{np.mean(list(figures[m].values())):.2f}" if m in figures else "-" for m in metrics) + " | 0 | - | - |")
     if "culturalbench" in metrics and "culturalbench" in report:
         bench = report["culturalbench"]
         lines += ["", f"CulturalBench-{bench['set'].title()} (`{bench['source']}`), questions per country: "
@@ -437,8 +535,9 @@ def markdown_report(report: dict[str, Any]) -> str:
             cells.append(" / ".join(f"{row[m]['per_country'][c]:.2f}" if m in row else "-"
                                     for m in ("tuned", "heldout", "reversed")))
         lines.append(f"| {row['method']} | {row['option']} | " + " | ".join(cells) + " |")
-    lines.append("| naive | - | " + " | ".join(
-        " / ".join(f"{naive[m][c]:.2f}" for m in ("tuned", "heldout", "reversed")) for c in setup["countries"]) + " |")
+    for name, figures in [("naive", naive)] + list(naive.get("written", {}).items()):
+        lines.append(f"| {name} | - | " + " | ".join(
+            " / ".join(f"{figures[m][c]:.2f}" for m in CONDITIONS) for c in setup["countries"]) + " |")
     timed = report.get("equal_time")
     if timed:
         lines += ["", f"**Equal wall time**: best-so-far training L1 (tuned wording) of each search after "
@@ -477,6 +576,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         lm = jaxalign.load_model(args.model, dtype=args.dtype)
     instrument = jaxalign.vsm13()
+    saved = read_back(out, lm.name, countries, args) if args.append else None  # before any compile
     scorers = make_condition_scorers(lm, instrument, args)
     records: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
@@ -485,7 +585,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     commands = [{"date": meta["date"], "command": meta["command"]}]
     naive: dict[str, Any] = {}
     if args.append:
-        records, naive, earlier, saved_bench = read_back(out, lm.name, countries, args)
+        records, naive, earlier, saved_bench = saved
         if subsets is None and saved_bench is not None:  # the earlier figures stay, with their source
             meta["culturalbench"] = saved_bench
         elif subsets is not None and saved_bench is not None and any(
@@ -498,6 +598,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         done = {(r["method"], r["option"]) for r in records}
         runs = [run for run in runs if run not in done]
     meta["commands"] = commands
+    if args.baselines and set(args.baselines) - set(naive.get("written", {})):
+        written = score_written(lm, instrument, countries, args, scorers["tuned"][1])
+        naive["written"] = {**naive.get("written", {}), **written}
     for i, (name, option) in enumerate(runs):
         t0 = time.perf_counter()
         found = run_method(lm, instrument, name, option, countries, args)
@@ -516,7 +619,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-SETUP_KEYS = ("countries", "seeds", "k", "subspace", "population", "generations", "budget", "readout",
+SETUP_DEFAULTS = {"slot": "user_start", "first_seed": 0}  # of studies written before these keys
+SETUP_KEYS = ("countries", "seeds", "first_seed", "slot", "k", "subspace", "population", "generations", "budget", "readout",
               "space_seed", "learning_rate", "hybrid_fraction", "hybrid_strategy")
 
 
@@ -533,13 +637,14 @@ def read_back(out: Path, model: str, countries, args
     if not path.is_file() or not (out / "prompts.npz").is_file():
         raise ValueError(f"--append: {out} holds no study (optimizers.json and prompts.npz); drop --append")
     saved = json.loads(path.read_text())
-    mine = {"countries": [c.name for c in countries], "seeds": args.seeds, "k": args.k,
+    mine = {"countries": [c.name for c in countries], "seeds": args.seeds, "first_seed": args.first_seed,
+            "slot": args.slot, "k": args.k,
             "subspace": args.subspace or None, "population": args.population,
             "generations": args.generations, "budget": args.population * (args.generations + 1),
             "readout": args.readout, "space_seed": args.space_seed, "learning_rate": args.learning_rate,
             "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy}
-    differ = [f"{k}: {saved['setup'].get(k)!r} there, {mine[k]!r} now" for k in SETUP_KEYS
-              if saved["setup"].get(k) != mine[k]]
+    there = {**SETUP_DEFAULTS, **saved["setup"]}
+    differ = [f"{k}: {there.get(k)!r} there, {mine[k]!r} now" for k in SETUP_KEYS if there.get(k) != mine[k]]
     if saved.get("model") != model:
         differ.append(f"model: {saved.get('model')!r} there, {model!r} now")
     if differ:
@@ -569,20 +674,22 @@ def prompt_key(record: dict[str, Any]) -> str:
 
 def write_report(out: Path, meta, lm, countries, records, naive, args, start, *, complete: bool):
     """Writes optimizers.json/.md (and the figure) for the searches done so far."""
-    metrics = CONDITIONS + (("culturalbench",) if any("culturalbench" in r for r in records) else ())
+    metrics = CONDITIONS + READINGS + (("culturalbench",) if any("culturalbench" in r for r in records) else ())
     budget = args.population * (args.generations + 1)
     report = {
         **meta,
         "complete": complete,
         "device": common.describe_device(),
         "model": lm.name,
-        "setup": {"countries": [c.name for c in countries], "seeds": args.seeds, "k": args.k,
+        "setup": {"countries": [c.name for c in countries], "seeds": args.seeds,
+                  "first_seed": args.first_seed, "slot": args.slot, "k": args.k,
                   "subspace": args.subspace or None, "population": args.population,
                   "generations": args.generations, "budget": budget, "readout": args.readout,
                   "space_seed": args.space_seed, "learning_rate": args.learning_rate,
                   "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy,
                   "configs": {f"{r['method']}/{r['option']}": r["config"].to_dict()
-                              for r in records if r["seed"] == 0 and r["country"] == countries[0].name}},
+                              for r in records if r["seed"] == args.first_seed
+                              and r["country"] == countries[0].name}},
         "rows": summarise(records, metrics),
         "equal_time": equal_time(records),
         "naive": naive,

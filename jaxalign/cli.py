@@ -546,6 +546,17 @@ def warn_on_stderr(message: str) -> None:
     print(f"jaxalign: warning: {message}", file=sys.stderr)
 
 
+def _weights_types(lm) -> dict | None:
+    """``{"format": "gguf", "tensor_types": {ggml type: count}}`` for a GGUF model (its
+    quantisation, from the file's header), ``None`` for other models."""
+    source = getattr(lm, "source", None)
+    if source is None or not str(source).endswith(".gguf"):
+        return None
+    from jaxalign.model.gguf import read_gguf
+
+    return {"format": "gguf", "tensor_types": dict(read_gguf(source).tensor_types)}
+
+
 def run_score(args: argparse.Namespace) -> int:
     _start_distributed(args)
     from jaxalign.api import score
@@ -566,9 +577,11 @@ def run_score(args: argparse.Namespace) -> int:
                    readout=args.readout or loaded.readout or "expected", mesh=mesh)
     dims = [float(v) for v in scores.dims[0]]
     probs = [[round(float(p), 6) for p in row] for row in scores.probs[0]]
+    weights = _weights_types(lm)
     if args.json:
         out = {
             "model": lm.name,
+            "weights": weights,
             "wording": instrument.wording,
             "chat_template": chat_template_name(lm.tokenizer),
             "chat_date": chat_date,
@@ -588,7 +601,9 @@ def run_score(args: argparse.Namespace) -> int:
     rows = [(label or "plain", dims, float(scores.loss[0]))]
     if target is not None:
         rows.insert(0, ("target", target.values))
-    print(f"model {lm.name}; wording {instrument.wording}")
+    kinds = "" if weights is None else "; weights " + ", ".join(
+        f"{kind} x{count}" for kind, count in weights["tensor_types"].items())
+    print(f"model {lm.name}{kinds}; wording {instrument.wording}")
     print(_dims_table(instrument.dimensions, rows))
     print("\nitem  mean   P(1)   P(2)   P(3)   P(4)   P(5)")
     for item_id, mean, row in zip(instrument.item_ids, scores.item_means[0], probs):

@@ -111,3 +111,72 @@ def test_optimizers_study_checks_culturalbench_before_anything(tmp_path):
     with pytest.raises(FileNotFoundError):
         optimizers.main(["--culturalbench", str(tmp_path / "missing.csv"), "--out", str(out), "--no-progress"])
     assert not out.exists()  # nothing written, no model loaded
+
+
+@pytest.mark.slow
+def test_optimizers_study_slot_seeds_written_prompts_and_readings(tmp_path):
+    """--slot reaches the searches and their scorers, --first-seed reruns one replicate exactly,
+    --baselines scores the written prompts, and the Kendall tau / anchored readings match
+    scipy and :func:`jaxalign.anchor_constants`."""
+    from scipy.stats import kendalltau
+
+    from benchmarks import optimizers
+
+    small = ["--methods", "de-paper,gradient", "--countries", "China,U.S.A.", "--options", "normal",
+             "--population", "4", "--generations", "2", "-k", "2", "--subspace", "4",
+             "--slot", "user_end", "--no-progress", "--no-figure"]
+    both = optimizers.main(small + ["--seeds", "2", "--baselines", "persona,icl", "--out", str(tmp_path / "a")])
+    optimizers.main(small[2:] + ["--methods", "de-paper", "--seeds", "1", "--first-seed", "1",
+                                 "--out", str(tmp_path / "b")])
+    saved = json.loads((tmp_path / "a" / "optimizers.json").read_text())
+    alone = json.loads((tmp_path / "b" / "optimizers.json").read_text())
+    assert saved["setup"]["slot"] == "user_end" and alone["setup"]["first_seed"] == 1
+    assert all(c["slot"] == "user_end" for c in saved["setup"]["configs"].values())
+    # replicate 1 run alone is replicate 1 of the two-seed study (DE draws the stream of its
+    # target "<country> #1"; Adam would use space seed + 1)
+    one = {optimizers.prompt_key(s): s for s in saved["searches"] if s["seed"] == 1 and s["method"] == "de-paper"}
+    assert {optimizers.prompt_key(s) for s in alone["searches"]} == set(one)
+    a_prompts, b_prompts = np.load(tmp_path / "a" / "prompts.npz"), np.load(tmp_path / "b" / "prompts.npz")
+    for search in alone["searches"]:
+        key = optimizers.prompt_key(search)
+        np.testing.assert_allclose(b_prompts[key], a_prompts[key], atol=1e-6)
+        assert search["tuned"] == pytest.approx(one[key]["tuned"], abs=1e-4)
+
+    lm = jaxalign.load_model("tiny-random", dtype="float32")
+    instrument = jaxalign.vsm13()
+    usa = jaxalign.resolve_target("U.S.A.")
+    search = next(s for s in saved["searches"] if s["method"] == "gradient" and s["country"] == "China")
+    prompt = a_prompts[optimizers.prompt_key(search)]
+    # the scorers use the study's slot: the same figures as evaluate_robustness at user_end
+    robust = jaxalign.evaluate_robustness(lm, prompt, "China", slot="user_end")
+    by = {(r.condition, r.prompt): r for r in robust.rows}
+    for condition in ("tuned", "heldout", "reversed"):
+        assert search[condition] == pytest.approx(by[(condition, "soft prompt")].loss, abs=1e-4)
+    # the written prompts: jaxalign.run_baselines' Persona and ICL losses on the tuned wording
+    for name in ("persona", "icl"):
+        for country in ("China", "U.S.A."):
+            expected = jaxalign.run_baselines(lm, instrument, jaxalign.resolve_target(country), names=(name,))
+            assert saved["naive"]["written"][name]["tuned"][country] == pytest.approx(
+                float(expected[name].loss), abs=1e-4)
+        assert set(saved["naive"]["written"][name]) >= {"tuned", "heldout", "reversed", "tau", "anchored"}
+    # Kendall tau against scipy; anchored L1 from anchor_constants on the plain model's item means
+    china = jaxalign.resolve_target("China")
+    assert search["tau"] == pytest.approx(kendalltau(search["dims"]["tuned"], china.values)[0], abs=1e-6)
+    from jaxalign.scoring import make_scorer
+
+    empty = np.zeros((1, 0, lm.config.hidden_size), np.float32)
+    plain = make_scorer(lm, instrument, k=0, seed=0)(empty)
+    soft = make_scorer(lm, instrument, k=2, seed=0, slot="user_end")(prompt[None])
+    constants = jaxalign.anchor_constants(instrument, np.asarray(plain.item_means[0]), usa)
+    anchored = instrument.indices(np.asarray(soft.item_means[0], np.float64), constants=constants)
+    assert search["anchored"] == pytest.approx(float(np.mean(np.abs(anchored - china.values))), abs=1e-3)
+    assert saved["naive"]["anchored"]["U.S.A."] == pytest.approx(0.0, abs=1e-4)
+    rows = {r["method"]: r for r in both["rows"]}
+    assert {"tau", "anchored"} <= set(rows["gradient"])
+    markdown = (tmp_path / "a" / "optimizers.md").read_text()
+    assert "Kendall tau" in markdown and "persona (written prompt)" in markdown and "user_end" in markdown
+    # another slot is another setup: --append refuses it
+    with pytest.raises(ValueError, match="slot"):
+        optimizers.main(small[2:-4] + ["--methods", "de-paper", "--slot", "user_start", "--seeds", "1",
+                                       "--first-seed", "1", "--append", "--out", str(tmp_path / "b"),
+                                       "--no-progress"])

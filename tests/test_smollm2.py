@@ -217,3 +217,60 @@ def test_greedy_generate_equals_transformers(lm, reference, soft):
             assert length == NEW_TOKENS, (s, n, got.texts[s][n])  # 32 tokens compared, no early stop
             assert got.tokens[s, n, :length].tolist() == want, (s, n)
     assert got.texts[0] != got.texts[1]  # the soft prompt changes the answers
+
+
+def test_peft_export_answers_like_jaxalign(lm, reference, soft, six_items, gguf_file, tmp_path):
+    """The PEFT adapter of a start-slot prompt, loaded by ``peft`` on transformers' reading of the
+    file, gives jaxalign's answer probabilities (PEFT's own forward: virtual tokens first)."""
+    peft = pytest.importorskip("peft")
+    from jaxalign.generation.export import export_peft
+    from jaxalign.prompting import render_items
+
+    out = export_peft(soft, tmp_path / "adapter", slot="start", base_model=str(gguf_file))
+    ours = np.asarray(jaxalign.score(lm, soft_prompt=soft, slot="start", instrument=six_items).probs[0])  # (Q, 5)
+    batch = render_items(lm.tokenizer, six_items, slot="start")
+    # prompt tuning wraps the module's reference without changing it (no layer is injected)
+    model = peft.PeftModel.from_pretrained(reference, str(out)).eval()
+    answers = torch.tensor(batch.answer_ids, dtype=torch.long)
+    probs = np.zeros((six_items.n_items, 5))
+    with torch.no_grad():
+        for q in range(six_items.n_items):
+            ids = torch.tensor(batch.suffix_ids[q][batch.suffix_mask[q] == 1][None], dtype=torch.long)
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+            assert logits.shape[1] == soft.shape[0] + ids.shape[1]  # PEFT prepended the 3 vectors
+            probs[q] = torch.softmax(logits[0, -1, answers].double(), -1).numpy()
+    err = float(np.abs(ours - probs).max())
+    print(f"\nPEFT export: max |prob diff| {err:.2e}")
+    assert err < 1e-4
+    assert np.ptp(probs, axis=0).max() > 1e-2
+
+
+def test_short_align_and_robustness(lm):
+    """A short DE search on the real model (item-first slot, the fast one on a CPU): its loss is
+    the scorer's figure for its prompt, and ``evaluate_robustness`` reports that same figure for
+    the tuned wording beside the naive model's, the reversed order and the held-out wording."""
+    config = jaxalign.AlignConfig(k=2, subspace=4, population=4, generations=1, slot="user_end", baselines=())
+    result = jaxalign.align(lm, "China", config=config, progress=False)
+    curve = np.asarray(result.history["best_loss"])
+    assert np.all(np.isfinite(curve)) and np.all(np.diff(curve) <= 1e-6)
+    rescored = jaxalign.score(lm, soft_prompt=result.soft_prompt, slot="user_end", target="China")
+    assert float(rescored.loss[0]) == pytest.approx(float(result.loss), abs=1e-3)
+    report = jaxalign.evaluate_robustness(lm, result.soft_prompt, "China", slot="user_end")
+    by = {(r.condition, r.prompt): r.loss for r in report.rows}
+    assert by[("tuned", "soft prompt")] == pytest.approx(float(result.loss), abs=1e-3)
+    assert {c for c, _ in by} == {"tuned", "heldout", "reversed"}
+    assert all(np.isfinite(v) for v in by.values())
+
+
+def test_cli_score_names_the_quantisation(lm, gguf_file, capsys):
+    """``jaxalign score --model FILE.gguf --json``: the API's dims (float32 chosen on the CPU by
+    ``--dtype auto``) and the file's tensor types."""
+    import json
+
+    from jaxalign import cli
+
+    assert cli.main(["score", "--model", str(gguf_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["weights"] == {"format": "gguf", "tensor_types": {"F32": 61, "Q4_1": 210, "Q8_0": 1}}
+    want = np.asarray(jaxalign.score(lm).dims[0])
+    np.testing.assert_allclose([out["dims"][d] for d in jaxalign.vsm13().dimensions], want, atol=1e-3)

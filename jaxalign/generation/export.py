@@ -11,7 +11,7 @@ virtual tokens take positions ``0..K-1`` and the text follows. That is exactly j
 
 A prompt tuned in any other slot sits inside the chat (after the system text or the user header),
 which a prompt-tuning adapter cannot express: exporting it is refused. Such prompts are used from
-PyTorch by splicing the vectors into ``inputs_embeds`` (README, "Using the soft prompt in
+PyTorch by splicing the vectors into ``inputs_embeds`` (docs/using-the-prompt.md, "Using the soft prompt in
 PyTorch"). The file of ``jaxalign align`` holds the materialised prompt (``p0 + A z`` for a
 subspace search), which is what is exported.
 """
@@ -86,7 +86,7 @@ def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | N
             "adapter can only put its virtual tokens before the whole input (BOS included), which is "
             f"jaxalign's {START_SLOT!r} slot, so it would not mean the same thing there. Tune one with "
             f"'jaxalign align --slot {START_SLOT}' to export it, or use this one from PyTorch by "
-            "splicing its vectors into inputs_embeds at its slot (README: 'Using the soft prompt in "
+            "splicing its vectors into inputs_embeds at its slot (docs/using-the-prompt.md: 'Using the soft prompt in "
             "PyTorch')."
         )
     base = base_model or metadata.get("model") or None

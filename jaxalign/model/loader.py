@@ -350,7 +350,9 @@ def _index_safetensors(folder: Path) -> dict[str, _TensorEntry]:
         files = sorted(p.name for p in folder.glob("*.safetensors"))
     if not files:
         others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf", ".h5"))
-        hint = f" (found {others}: only safetensors weights are supported)" if others else ""
+        ggufs = [name for name in others if name.endswith(".gguf")]
+        hint = (f" (found {ggufs}: pass one .gguf file itself as the model)" if ggufs else
+                f" (found {others}: safetensors and GGUF weights are supported)" if others else "")
         raise FileNotFoundError(f"no *.safetensors weights in checkpoint folder {str(folder)!r}{hint}")
     tensors: dict[str, _TensorEntry] = {}
     for name in files:
@@ -398,7 +400,7 @@ def _check_tensors(tensors: dict[str, _TensorEntry], targets: dict[str, _Target]
         entry = tensors[name]
         if entry.shape != target.hf_shape:
             raise ValueError(f"tensor {name!r} in {entry.file.name} has shape {entry.shape}, "
-                             f"but config.json implies {target.hf_shape}")
+                             f"but the model's config (config.json or GGUF metadata) implies {target.hf_shape}")
 
 
 # -- streaming the weights ---------------------------------------------------------------------
