@@ -306,8 +306,9 @@ def score_conditions(scorers: dict[str, Any], records: list[dict[str, Any]], cou
     plain_tuned = scorers["tuned"][1]
     for r in records:
         r.update(readings(r["dims"]["tuned"], targets[r["country"]], plain_tuned, anchor))
+    plain = {c.name: readings(plain_tuned, c, plain_tuned, anchor) for c in countries}
     for metric in READINGS:
-        naive[metric] = {c.name: readings(plain_tuned, c, plain_tuned, anchor)[metric] for c in countries}
+        naive[metric] = {name: figures[metric] for name, figures in plain.items()}
     return naive
 
 

@@ -93,9 +93,9 @@ def table_layouts(user_end: dict, user_start: dict) -> list[str]:
 
     for m in [m for m in ORDER if m in methods(user_start) or m in methods(user_end)]:
         lines.append(f"| {LABELS.get(m, m)} | {fig(user_start, m)} | {fig(user_end, m)} |")
-    for label, a, b in [("naive (plain model)", user_start["naive"], user_end["naive"])]:
-        lines.append(f"| {label} | " + " / ".join(f"{a[k]['China']:.2f}" for k in ("tuned", "heldout", "reversed"))
-                     + " | " + " / ".join(f"{b[k]['China']:.2f}" for k in ("tuned", "heldout", "reversed")) + " |")
+    lines.append("| naive (plain model) | " + " | ".join(
+        " / ".join(f"{study['naive'][k]['China']:.2f}" for k in ("tuned", "heldout", "reversed"))
+        for study in (user_start, user_end)) + " |")
     step = [s["s_per_step"] / s_members for study, s_members in ((user_start, 8), (user_end, 32))
             for s in study["searches"][:1]]
     lines += ["", f"Loop seconds per step and member (first method of each folder): user_start "

@@ -549,8 +549,10 @@ def warn_on_stderr(message: str) -> None:
 def _weights_types(lm) -> dict | None:
     """``{"format": "gguf", "tensor_types": {ggml type: count}}`` for a GGUF model (its
     quantisation, from the file's header), ``None`` for other models."""
+    from pathlib import Path
+
     source = getattr(lm, "source", None)
-    if source is None or not str(source).endswith(".gguf"):
+    if source is None or Path(source).suffix.lower() != ".gguf":  # the rule of model_fingerprint
         return None
     from jaxalign.model.gguf import read_gguf
 
