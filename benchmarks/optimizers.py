@@ -25,6 +25,10 @@ An equal-budget study of the soft-prompt optimizers on one model::
                one program per seed).
     slot       --slot: where the soft prompt goes, for the searches and their scorers alike
                (user_start by default; user_end is the fast item-first slot on a CPU)
+    tuning     --init-text persona|icl starts every search from its country's written prompt (each
+               country then its own program); --extra-wording FILE tunes on that wording too (the
+               held-out one is refused); --set FIELD=VALUE changes an AlignConfig field of every
+               method (F, CR, init_scale...); --options both-orders alone runs only that option
     pieces     --first-seed N --seeds S runs replicates N..N+S-1 only (the same searches as in a
                study with more seeds), so a study can be split over sessions and folders
     reports    per method: tuned L1 (the wording and order tuned on), held-out-wording L1 and
@@ -110,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", type=_list, default=METHODS,
                         help=f"comma-separated, from {','.join(METHODS)}")
     parser.add_argument("--options", type=_list, default=OPTIONS,
-                        help="tuning presentations: normal, both-orders (default: both)")
+                        help="tuning presentations, from normal, both-orders (default: both)")
     parser.add_argument("--option-methods", type=_list, default=("de", "gradient"),
                         help="methods also run with the non-normal --options (default: de,gradient)")
     parser.add_argument("--population", type=int, default=16)
@@ -122,6 +126,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hybrid-strategy", default="SNES",
                         help="evosax strategy of hybrid's evolution phase (default: SNES)")
     parser.add_argument("--readout", default="expected", choices=("expected", "argmax"))
+    parser.add_argument("--init-text", choices=BASELINES, default=None,
+                        help="start every search from this written prompt's token embeddings (each "
+                             "country its own text: persona or icl; default: random vocabulary rows)")
+    parser.add_argument("--extra-wording", dest="extra_wordings", action="append", default=[],
+                        metavar="FILE", help="a JSON wording tuned on beside the built-in one "
+                                             "(AlignConfig.extra_wordings; repeat for several)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="an AlignConfig field for every method's config (value read as JSON, "
+                             "else as text), e.g. --set crossover_rate=0.5 --set init_scale=2; repeat")
     parser.add_argument("--baselines", type=_list, default=(),
                         help=f"written prompts also scored under every condition, from {','.join(BASELINES)} "
                              "(default: none; the plain model is always scored)")
@@ -142,8 +155,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if any(b not in BASELINES for b in args.baselines):
         parser.error(f"--baselines must be from {', '.join(BASELINES)}")
     bad = [o for o in args.options if o not in OPTIONS]
-    if bad or "normal" not in args.options:
-        parser.error(f"--options must include normal and be from {', '.join(OPTIONS)}")
+    if bad or not args.options:
+        parser.error(f"--options must be from {', '.join(OPTIONS)}")
+    try:
+        args.overrides = parse_overrides(args.overrides)
+    except ValueError as error:
+        parser.error(str(error))
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     if args.first_seed < 0:
@@ -151,6 +168,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.dtype is None:
         args.dtype = "float32" if args.model in ("tiny-random", "100m") else "bfloat16"
     return args
+
+
+OWNED_FIELDS = ("k", "subspace", "population", "generations", "readout", "seed", "baselines", "slot",
+                "chunk_size", "learning_rate", "hybrid_fraction", "both_orders", "extra_wordings",
+                "init_text", "method", "strategy")  # set by the study's own flags or per method
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["FIELD=VALUE", ...]`` -> ``{field: value}`` (JSON values, else text; JSON lists kept as
+    lists so the setup round-trips through optimizers.json). Raises ValueError for a field that is
+    not an :class:`jaxalign.AlignConfig` field, or one the study sets itself."""
+    from jaxalign import AlignConfig
+
+    fields = {f.name for f in dataclasses.fields(AlignConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE")
+        if key not in fields:
+            raise ValueError(f"--set {key}: not an AlignConfig field")
+        if key in OWNED_FIELDS:
+            raise ValueError(f"--set {key}: the study sets this field (use its own flag or --methods)")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 def method_config(name: str, option: str, args: argparse.Namespace):
@@ -161,7 +207,9 @@ def method_config(name: str, option: str, args: argparse.Namespace):
                          population=args.population, generations=args.generations,
                          readout=args.readout, seed=args.space_seed, baselines=(), slot=args.slot,
                          chunk_size=args.generations + 1, learning_rate=args.learning_rate,
-                         hybrid_fraction=args.hybrid_fraction, both_orders=option == "both-orders")
+                         hybrid_fraction=args.hybrid_fraction, both_orders=option == "both-orders",
+                         extra_wordings=tuple(args.extra_wordings),
+                         **{k: tuple(v) if isinstance(v, list) else v for k, v in args.overrides.items()})
     if name == "de-paper":
         return AlignConfig.from_preset("paper", **common_fields)
     if name == "de-p8":  # the preset's 8 members, the study's budget: more generations
@@ -211,21 +259,28 @@ def run_method(lm, instrument, name: str, option: str, countries, args) -> list[
     """Runs one method/option over countries x seeds; one record per search."""
     import jaxalign
 
+    from jaxalign.baselines import icl_text, persona_text
+
     config = method_config(name, option, args)
     runs = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    if config.method == "gradient":  # deterministic given the space: seeds change the space
-        for s in seeds:
-            found = jaxalign.align(lm, list(countries), instrument=instrument,
-                                   config=dataclasses.replace(config, seed=args.space_seed + s),
+    # with --init-text each country starts from its own text, so each is its own program
+    groups = [list(countries)] if args.init_text is None else [[c] for c in countries]
+    text = {"persona": persona_text, "icl": icl_text}.get(args.init_text)
+    for group in groups:
+        start = config if text is None else dataclasses.replace(config, init_text=text(group[0]))
+        if start.method == "gradient":  # deterministic given the space: seeds change the space
+            for s in seeds:
+                found = jaxalign.align(lm, group, instrument=instrument,
+                                       config=dataclasses.replace(start, seed=args.space_seed + s),
+                                       progress=not args.no_progress)
+                runs += [(s, c, r) for c, r in zip(group, found)]
+        else:
+            replicas = [dataclasses.replace(c, name=f"{c.name} #{s}") for s in seeds for c in group]
+            found = jaxalign.align(lm, replicas, instrument=instrument, config=start,
                                    progress=not args.no_progress)
-            runs += [(s, c, r) for c, r in zip(countries, found)]
-    else:
-        replicas = [dataclasses.replace(c, name=f"{c.name} #{s}") for s in seeds for c in countries]
-        found = jaxalign.align(lm, replicas, instrument=instrument, config=config,
-                               progress=not args.no_progress)
-        runs = [(s, c, found[j * len(countries) + i]) for j, s in enumerate(seeds)
-                for i, c in enumerate(countries)]
+            runs += [(s, c, found[j * len(group) + i]) for j, s in enumerate(seeds)
+                     for i, c in enumerate(group)]
     out = []
     for seed, country, result in runs:
         out.append({"method": name, "option": option, "seed": seed, "country": country.name,
@@ -485,6 +540,18 @@ def _cell(entry: Any) -> str:
     return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
 
 
+def tuning_changes(setup: dict[str, Any]) -> str:
+    """What the study changed from the methods' own configs, as a clause ("" when nothing)."""
+    parts = []
+    if setup.get("init_text"):
+        parts.append(f"started from each country's {setup['init_text']} text")
+    if setup.get("extra_wordings"):
+        parts.append("also tuned on " + ", ".join(f"`{w}`" for w in setup["extra_wordings"]))
+    if setup.get("overrides"):
+        parts.append("config " + ", ".join(f"{k} = {v}" for k, v in setup["overrides"].items()))
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """The report as Markdown: the summary table, the per-country table."""
     metrics = [m for m in CONDITIONS + READINGS + ("culturalbench",) if any(m in r for r in report["rows"])]
@@ -497,7 +564,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Countries {', '.join(setup['countries'])}; {_count(setup['seeds'], 'seed', 'seeds')} each; K = {setup['k']}, "
         f"subspace {setup['subspace']}, population {setup['population']}, {setup['generations']} generations "
         f"= {setup['budget']} forward passes of one prompt per search; readout {setup['readout']}; "
-        f"soft prompt at {setup.get('slot', 'user_start')}.", "",
+        f"soft prompt at {setup.get('slot', 'user_start')}" + tuning_changes(setup) + ".", "",
         "**Equal FLOPs**: every search spends at most that budget; an Adam step is counted at its cost "
         "read from the compiled programs (XLA's FLOPs of one Adam step over one member's forward pass; "
         "column 'Adam step'; '3 (assumed)' for searches run before it was measured). Each cell: mean over "
@@ -620,9 +687,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-SETUP_DEFAULTS = {"slot": "user_start", "first_seed": 0}  # of studies written before these keys
+SETUP_DEFAULTS = {"slot": "user_start", "first_seed": 0, "init_text": None, "extra_wordings": [],
+                  "overrides": {}}  # of studies written before these keys
 SETUP_KEYS = ("countries", "seeds", "first_seed", "slot", "k", "subspace", "population", "generations", "budget", "readout",
-              "space_seed", "learning_rate", "hybrid_fraction", "hybrid_strategy")
+              "space_seed", "learning_rate", "hybrid_fraction", "hybrid_strategy", "init_text",
+              "extra_wordings", "overrides")
+
+
+def setup_of(args: argparse.Namespace, countries) -> dict[str, Any]:
+    """The study's setup as optimizers.json records it (and ``--append`` compares)."""
+    return {"countries": [c.name for c in countries], "seeds": args.seeds, "first_seed": args.first_seed,
+            "slot": args.slot, "k": args.k, "subspace": args.subspace or None,
+            "population": args.population, "generations": args.generations,
+            "budget": args.population * (args.generations + 1), "readout": args.readout,
+            "space_seed": args.space_seed, "learning_rate": args.learning_rate,
+            "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy,
+            "init_text": args.init_text, "extra_wordings": list(args.extra_wordings),
+            "overrides": dict(args.overrides)}
 
 
 def read_back(out: Path, model: str, countries, args
@@ -638,12 +719,7 @@ def read_back(out: Path, model: str, countries, args
     if not path.is_file() or not (out / "prompts.npz").is_file():
         raise ValueError(f"--append: {out} holds no study (optimizers.json and prompts.npz); drop --append")
     saved = json.loads(path.read_text())
-    mine = {"countries": [c.name for c in countries], "seeds": args.seeds, "first_seed": args.first_seed,
-            "slot": args.slot, "k": args.k,
-            "subspace": args.subspace or None, "population": args.population,
-            "generations": args.generations, "budget": args.population * (args.generations + 1),
-            "readout": args.readout, "space_seed": args.space_seed, "learning_rate": args.learning_rate,
-            "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy}
+    mine = setup_of(args, countries)
     there = {**SETUP_DEFAULTS, **saved["setup"]}
     differ = [f"{k}: {there.get(k)!r} there, {mine[k]!r} now" for k in SETUP_KEYS if there.get(k) != mine[k]]
     if saved.get("model") != model:
@@ -676,18 +752,12 @@ def prompt_key(record: dict[str, Any]) -> str:
 def write_report(out: Path, meta, lm, countries, records, naive, args, start, *, complete: bool):
     """Writes optimizers.json/.md (and the figure) for the searches done so far."""
     metrics = CONDITIONS + READINGS + (("culturalbench",) if any("culturalbench" in r for r in records) else ())
-    budget = args.population * (args.generations + 1)
     report = {
         **meta,
         "complete": complete,
         "device": common.describe_device(),
         "model": lm.name,
-        "setup": {"countries": [c.name for c in countries], "seeds": args.seeds,
-                  "first_seed": args.first_seed, "slot": args.slot, "k": args.k,
-                  "subspace": args.subspace or None, "population": args.population,
-                  "generations": args.generations, "budget": budget, "readout": args.readout,
-                  "space_seed": args.space_seed, "learning_rate": args.learning_rate,
-                  "hybrid_fraction": args.hybrid_fraction, "hybrid_strategy": args.hybrid_strategy,
+        "setup": {**setup_of(args, countries),
                   "configs": {f"{r['method']}/{r['option']}": r["config"].to_dict()
                               for r in records if r["seed"] == args.first_seed
                               and r["country"] == countries[0].name}},

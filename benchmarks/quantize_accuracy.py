@@ -1,7 +1,7 @@
 """Accuracy of weight-only int8 against the unquantised model, on a preset, on random soft prompts.
 
 For each compute dtype asked for, the preset is built once in that dtype, quantised in memory
-(:func:`jaxalign.model.quantize.quantize_lm`, the same arithmetic as ``load_model(quantize="int8")``),
+(:func:`jaxalign.model.int8_lm.quantize_lm`, the same arithmetic as ``load_model(quantize="int8")``),
 and both score the same ``P`` random soft prompts (default layout, ``expected`` readout). Printed:
 the largest and mean absolute answer-probability difference over ``P x 24 x 5`` probabilities, and
 the largest and mean absolute dimension-score difference over ``P x 6`` scores. As a yardstick, the
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import jaxalign
-    from jaxalign.model.quantize import quantize_lm
+    from jaxalign.model.int8_lm import quantize_lm
     from jaxalign.scoring import make_scorer
 
     instrument = jaxalign.vsm13()

@@ -65,14 +65,15 @@ _EXPORTS: dict[str, str] = {
     "align": "jaxalign.api",
     "score": "jaxalign.api",
     # evaluation beyond the tuned items
-    "gradient_align": "jaxalign.optimize.gradient",
+    "gradient_align": "jaxalign.api",
     "heldout_vsm13": "jaxalign.survey.paraphrase",
     "load_culturalbench": "jaxalign.evaluate.culturalbench",
     "evaluate_culturalbench": "jaxalign.evaluate.culturalbench",
     "evaluate_robustness": "jaxalign.evaluate.robustness",
-    "align_both_orders": "jaxalign.evaluate.robustness",
+    "align_both_orders": "jaxalign.api",
     # using the aligned prompt: generation, chat, PEFT export
     "generate": "jaxalign.generation",
+    "reply_log_likelihood": "jaxalign.generation",
     "Generation": "jaxalign.generation",
     "export_peft": "jaxalign.generation",
     # several devices and hosts (jax.sharding meshes)

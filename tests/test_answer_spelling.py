@@ -17,7 +17,7 @@ import pytest
 
 from jaxalign.evaluate.culturalbench import load_culturalbench, render_judgements
 from jaxalign.prompting import render_items, render_text
-from jaxalign.prompting.batch import answer_spelling
+from jaxalign.prompting.answers import answer_spelling
 from jaxalign.prompting.chat_formats import CHAT_FORMATS
 from jaxalign.survey import vsm13
 

@@ -32,7 +32,8 @@ def lm():
 def test_gradient_align_keeps_the_configured_learning_rate(monkeypatch):
     """``gradient_align(config=AlignConfig(learning_rate=0.02))`` trains with 0.02 (it used to
     overwrite it with its keyword default 0.1); an explicit keyword still wins."""
-    from jaxalign.optimize.gradient import DEFAULT_LEARNING_RATE, gradient_align
+    from jaxalign.api import gradient_align
+    from jaxalign.optimize.gradient import DEFAULT_LEARNING_RATE
 
     seen = []
     monkeypatch.setattr(api, "run_pipeline", lambda lm, targets, *, config, **_: seen.append(config) or [None])

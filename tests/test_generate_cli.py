@@ -18,7 +18,7 @@ import pytest
 
 import jaxalign
 from jaxalign.cli import main
-from jaxalign.generation.cli import COMPARE_ITEMS, default_questions, two_columns
+from jaxalign.cli.generate import COMPARE_ITEMS, default_questions, two_columns
 from jaxalign.softprompt import save_soft_prompt
 
 ROOT = Path(__file__).resolve().parents[1]

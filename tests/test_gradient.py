@@ -8,7 +8,8 @@ import pytest
 
 import jaxalign
 from jaxalign.api import AlignConfig, initial_prompt
-from jaxalign.optimize.gradient import gradient_align, gradient_steps
+from jaxalign.api import gradient_align
+from jaxalign.optimize.gradient import gradient_steps
 from jaxalign.scoring import make_scorer
 from jaxalign.softprompt import subspace
 

@@ -61,13 +61,14 @@ PROBE = textwrap.dedent(r"""
     """)
 
 # Runs `jaxalign align` through jaxalign.cli.main. Its patches go in once the CLI has started
-# jax.distributed and imported jaxalign.api (the first call of cli._load), so the CLI's own order
+# jax.distributed and imported jaxalign.api (the first call of common._load), so the CLI's own order
 # of start-up is what runs here.
 CHILD = textwrap.dedent(r"""
     import sys
     from jaxalign import cli
+    from jaxalign.cli import common
 
-    original_load = cli._load
+    original_load = common._load
 
     def load_and_patch(*args, **kwargs):
         import jax
@@ -82,7 +83,7 @@ CHILD = textwrap.dedent(r"""
         api.AlignResult.save = spy_save
         return original_load(*args, **kwargs)
 
-    cli._load = load_and_patch
+    common._load = load_and_patch
     sys.exit(cli.main(sys.argv[1:]))
     """)
 

@@ -180,3 +180,44 @@ def test_optimizers_study_slot_seeds_written_prompts_and_readings(tmp_path):
         optimizers.main(small[2:-4] + ["--methods", "de-paper", "--slot", "user_start", "--seeds", "1",
                                        "--first-seed", "1", "--append", "--out", str(tmp_path / "b"),
                                        "--no-progress"])
+
+
+def test_optimizers_set_overrides_are_checked():
+    from benchmarks import optimizers
+
+    assert optimizers.parse_overrides(["init_scale=0.5"]) == {"init_scale": 0.5}
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        optimizers.parse_overrides(["init_scale"])
+    with pytest.raises(ValueError, match="not an AlignConfig field"):
+        optimizers.parse_overrides(["spread=2"])
+    with pytest.raises(ValueError, match="the study sets this field"):
+        optimizers.parse_overrides(["population=32"])
+
+
+@pytest.mark.slow
+def test_optimizers_tuning_flags_reach_the_configs(tmp_path):
+    """--set, --init-text and --extra-wording reach every search's config, are recorded in the
+    setup and the report, and --append refuses a study with other tuning flags."""
+    from benchmarks import optimizers
+
+    wording = str(Path(optimizers.__file__).parent / "wordings" / "tune_a.json")
+    small = ["--methods", "de", "--countries", "China,U.S.A.", "--options", "normal", "--population", "4",
+             "--generations", "1", "-k", "2", "--subspace", "4", "--slot", "user_end", "--no-progress",
+             "--no-figure", "--seeds", "1"]
+    out = tmp_path / "tuned"
+    optimizers.main(small + ["--set", "init_scale=0.5", "--init-text", "persona", "--extra-wording", wording,
+                             "--out", str(out)])
+    saved = json.loads((out / "optimizers.json").read_text())
+    assert saved["setup"]["overrides"] == {"init_scale": 0.5}
+    assert saved["setup"]["init_text"] == "persona" and saved["setup"]["extra_wordings"] == [wording]
+    config = saved["setup"]["configs"]["de/normal"]
+    assert config["init_scale"] == 0.5 and config["extra_wordings"] == [wording]
+    assert {s["country"] for s in saved["searches"]} == {"China", "U.S.A."}
+    markdown = (out / "optimizers.md").read_text()
+    assert "persona text" in markdown and "init_scale = 0.5" in markdown and "tune_a.json" in markdown
+    with pytest.raises(ValueError, match="overrides"):
+        optimizers.main(small + ["--set", "init_scale=2", "--init-text", "persona", "--extra-wording", wording,
+                                 "--append", "--out", str(out)])
+    with pytest.raises(ValueError, match="init_text"):
+        optimizers.main(small + ["--set", "init_scale=0.5", "--extra-wording", wording, "--append",
+                                 "--out", str(out)])

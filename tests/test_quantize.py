@@ -23,6 +23,7 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 import jaxalign
+from jaxalign.model import int8_lm as i8
 from jaxalign.model import quantize as qz
 from jaxalign.scoring import make_scorer
 from jaxalign.survey import DIMENSIONS, custom_target
@@ -101,7 +102,7 @@ def int8_scores(lm8, instrument, prompts):
 @pytest.mark.slow
 def test_int8_equals_dequantised_float_model(lm8, instrument, prompts, int8_scores):
     """Every path: full forward, selected logits, and the scorer's prefill/extend cache paths."""
-    ref = qz.dequantize_lm(lm8)
+    ref = i8.dequantize_lm(lm8)
     assert ref.quantize is None
     ids = jnp.asarray(np.random.default_rng(2).integers(5, 300, (3, 17)))
     np.testing.assert_allclose(np.asarray(lm8.logits(ids)), np.asarray(ref.logits(ids)), atol=LOGITS_TOL)
@@ -116,7 +117,7 @@ def test_int8_equals_dequantised_float_model(lm8, instrument, prompts, int8_scor
 
 def test_quantize_lm_equals_int8_preset(lm, lm8):
     """Quantising the float tiny model in memory gives the int8 preset's weights exactly."""
-    a = nnx.to_pure_dict(qz.quantize_lm(lm).params)["layers"]
+    a = nnx.to_pure_dict(i8.quantize_lm(lm).params)["layers"]
     b = nnx.to_pure_dict(lm8.params)["layers"]
     for name in qz.QUANTIZED_LAYER_PARAMS:
         assert np.array_equal(np.asarray(a[name].q), np.asarray(b[name].q))
@@ -170,13 +171,13 @@ def test_loader_quantises_while_loading(tmp_path):
         int8_lm = jaxalign.load_model(folder, dtype="float32", quantize="int8")
         bf16_int8 = jaxalign.load_model(folder, dtype="bfloat16", quantize="int8")
     a = nnx.to_pure_dict(int8_lm.params)
-    b = nnx.to_pure_dict(qz.quantize_lm(float_lm).params)
+    b = nnx.to_pure_dict(i8.quantize_lm(float_lm).params)
     for name in qz.QUANTIZED_LAYER_PARAMS:
         assert np.array_equal(np.asarray(a["layers"][name].q), np.asarray(b["layers"][name].q)), name
         np.testing.assert_array_equal(np.asarray(a["layers"][name].scale), np.asarray(b["layers"][name].scale))
     assert np.array_equal(np.asarray(a["embed_tokens"]), np.asarray(b["embed_tokens"]))
     ids = jnp.arange(20).reshape(2, 10)
-    ref = np.asarray(qz.dequantize_lm(int8_lm).logits(ids))
+    ref = np.asarray(i8.dequantize_lm(int8_lm).logits(ids))
     np.testing.assert_allclose(np.asarray(int8_lm.logits(ids)), ref, atol=LOGITS_TOL)
     assert bf16_int8.embedding_matrix.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(bf16_int8.logits(ids)), ref, atol=0.1)  # bf16 rounding

@@ -140,9 +140,9 @@ def test_resume_reads_the_saved_space_not_the_seed(lm, wording, run, tmp_path, m
         space, std = real(lm_, config)
         return dataclasses.replace(space, basis=space.basis * 1.5), std
 
-    from jaxalign.optimize import pipeline
+    from jaxalign.optimize import problem
 
-    monkeypatch.setattr(pipeline, "search_space", redrawn)
+    monkeypatch.setattr(problem, "search_space", redrawn)
     whole = _resume(lm, out, jaxalign.vsm13(wording=wording), generations=2)  # nothing left to run
     assert whole.resumed_from == 2
     np.testing.assert_array_equal(whole.soft_prompt, run[1].soft_prompt)
@@ -205,12 +205,12 @@ class _Loaded(Exception):
 def test_cli_refuses_changed_settings_before_loading_the_model(wording, run, tmp_path, monkeypatch, capsys):
     """README: a resume with other settings is refused before anything is compiled; the command
     does not even load the model, and the message names what changed, not digests."""
-    from jaxalign import cli
+    from jaxalign.cli import common
 
     def load(*args, **kwargs):
         raise _Loaded
 
-    monkeypatch.setattr(cli, "_load", load)
+    monkeypatch.setattr(common, "_load", load)
     out = _copy(run, tmp_path)
     capsys.readouterr()
     assert _cli_resume(out, wording, "--population", "8", "--readout", "argmax") == 2

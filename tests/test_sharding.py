@@ -28,9 +28,7 @@ CHILD = textwrap.dedent(r"""
     import numpy as np, jax
     from jaxalign import parallel, vsm13
     from jaxalign.model import load_model
-    from jaxalign.optimize import EvolutionConfig, evolve
     from jaxalign.scoring import make_scorer
-    from jaxalign.softprompt import subspace
 
     out = {"devices": len(jax.devices())}
     instrument = vsm13()
@@ -67,30 +65,24 @@ CHILD = textwrap.dedent(r"""
             out["pad6"] = {"shape": list(six.probs.shape), "probs_diff": float(
                 np.abs(np.asarray(six.probs) - np.asarray(ref.probs[:6])).max())}
 
-    # a short DE run, same seed: 1 device, data=4, data=2 x model=2
+    # a short DE run of the production pipeline (jaxalign.align's), same seed: 1 device, data=4,
+    # data=2 x model=2; the C*P members sharded over "data", the optimizer state replicated
+    from jaxalign import AlignConfig, resolve_target
+    from jaxalign.optimize import pipeline
+
     out["de"] = {}
+    de_config = AlignConfig(k=4, subspace=8, population=8, generations=3, chunk_size=3, seed=3, baselines=())
     for data, model in [(1, 1), (4, 1), (2, 2)]:
         mesh = None if data * model == 1 else mesh_of(data, model)
         run_lm = load_model("tiny-random", dtype="float32", mesh=mesh)
-        scorer = make_scorer(run_lm, instrument, **options, mesh=mesh)
-        space = subspace(prompts[0], 8, jax.random.key(1), 0.2)
-        if mesh is not None:
-            space = parallel.replicate(space, mesh)
-
-        def fitness(z, args, scorer=scorer, mesh=mesh):
-            inputs, space_ = args
-            z = parallel.gather_to_all(z, mesh)  # keeps the optimizer's population replicated
-            scores = scorer.score_fn(space_.decode(z), inputs)
-            return parallel.gather_to_all((scores.loss, scores.dims), mesh)
-
-        config = EvolutionConfig(population_size=8, generations=3, chunk_size=3, seed=3)
-        result = evolve(fitness, (scorer.inputs, space), np.zeros((8,), np.float32), config)
+        problem = pipeline.setup(run_lm, [resolve_target("China")], instrument, de_config, mesh=mesh)
+        outcome = pipeline.run(problem)
         state_specs = sorted({jax.tree_util.keystr(path) + " " + str(getattr(x.sharding, "spec", "?"))
-                              for path, x in jax.tree_util.tree_leaves_with_path(result.state)})
+                              for path, x in jax.tree_util.tree_leaves_with_path(outcome.state)})
         out["de"][f"{data},{model}"] = {
-            "best_loss": float(result.best_loss),
-            "history": np.asarray(result.history["best_loss"]).tolist(),
-            "best_z": np.asarray(result.best_z).tolist(),
+            "best_loss": float(outcome.state.best_loss[0]),
+            "history": np.asarray(outcome.history["best_loss"])[:, 0].tolist(),  # (steps,) of target 0
+            "best_z": np.asarray(outcome.state.best_z[0]).tolist(),
             "state_specs": state_specs,
         }
 

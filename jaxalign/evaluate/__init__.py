@@ -4,8 +4,8 @@
   :func:`evaluate_culturalbench` -> :class:`BenchResult` (accuracy, 95% Wilson interval,
   per-country counts), :func:`wilson_interval`.
 - Robustness (:mod:`jaxalign.evaluate.robustness`): :func:`evaluate_robustness` (tuned wording,
-  reversed option order, held-out wording; soft prompt beside the plain model),
-  :func:`both_orders_fitness` and :func:`align_both_orders` (tune on both orders at once).
+  reversed option order, held-out wording; soft prompt beside the plain model);
+  :func:`align_both_orders` (tune on both orders at once; :func:`jaxalign.api.align_both_orders`).
 
 Names are imported lazily, so ``import jaxalign.evaluate`` does not import jax.
 """
@@ -24,8 +24,7 @@ _EXPORTS: dict[str, str] = {
     "wilson_interval": "jaxalign.evaluate.culturalbench",
     "ConditionScores": "jaxalign.evaluate.robustness",
     "RobustnessReport": "jaxalign.evaluate.robustness",
-    "align_both_orders": "jaxalign.evaluate.robustness",
-    "both_orders_fitness": "jaxalign.evaluate.robustness",
+    "align_both_orders": "jaxalign.api",
     "evaluate_robustness": "jaxalign.evaluate.robustness",
 }
 

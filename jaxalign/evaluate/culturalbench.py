@@ -15,9 +15,9 @@ The benchmark (Hub dataset ``kellycyy/CulturalBench``) asks the same questions i
 Scoring is the survey's: every judgement is one sequence ``[prefix][K soft vectors][suffix]``
 rendered with the model's chat template (the soft prompt in the same slot as for the survey),
 and the answer is read from the logits of the answer tokens at the last position (letters
-``A``..``D`` for Easy, ``True``/``False`` for Hard), never by generating text. All sequences go
-through one jit-compiled batched forward pass (``batch_size`` splits it into equal chunks when
-memory is short). Nothing is random: the same inputs give the same result.
+``A``..``D`` for Easy, ``True``/``False`` for Hard), never by generating text. The sequences go
+through one jit-compiled batched forward pass per chunk of ``batch_size`` (default
+:data:`DEFAULT_BATCH_SIZE`, so memory does not grow with the set; ``None``: all in one pass). Nothing is random: the same inputs give the same result.
 
 Answer tokens are the tokens the model writes first in its assistant turn
 (:func:`choice_spelling`, the survey digits' rule): after a prompt ending in whitespace (Llama 3's
@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.model import llama
-from jaxalign.prompting.batch import AnswerSpelling, answer_spelling
+from jaxalign.prompting.answers import AnswerSpelling, answer_spelling
 from jaxalign.scoring import build_sequences
 
 CULTURALBENCH_REPO = "kellycyy/CulturalBench"
@@ -70,6 +70,7 @@ Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 EASY_INSTRUCTION = "Answer with one letter from A to D."
 HARD_INSTRUCTION = "Is the proposed answer true or false? Answer with True or False."
+DEFAULT_BATCH_SIZE = 64  # judgements per forward pass: bounds memory on the real sets (Hard: ~4,900)
 
 
 # ----------------------------------------------------------------------------- data
@@ -430,7 +431,7 @@ def choice_spelling(
 ) -> AnswerSpelling:
     """How the model writes ``answers`` first in its turn (lead tokens, then the id read).
 
-    The survey digits' rule (:func:`jaxalign.prompting.batch.answer_spelling`), rendered with the
+    The survey digits' rule (:func:`jaxalign.prompting.answers.answer_spelling`), rendered with the
     same template as the questions (``chat_template``, default the tokenizer's own): after a
     prompt ending in whitespace, the tokens the answer adds there, or, when the answer would merge
     with the prompt's last token (the ``plain`` template's ``"Answer: "`` before a byte-level BPE
@@ -628,7 +629,7 @@ def evaluate_culturalbench(
     soft_prompt: Any = None,
     system: str | None = None,
     slot: str = "user_start",
-    batch_size: int | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> BenchResult:
     """CulturalBench accuracy of ``lm`` with an optional soft prompt ``(K, d)`` and system text.
 
@@ -638,7 +639,9 @@ def evaluate_culturalbench(
       soft_prompt: ``(K, d)`` array, or ``None`` for the plain model.
       system: optional system text (e.g. the one the soft prompt was tuned with).
       slot: where the soft vectors go, as for the survey.
-      batch_size: sequences per forward pass (``None``: all at once).
+      batch_size: sequences per forward pass (:data:`DEFAULT_BATCH_SIZE`, so that memory does not
+        grow with the set; ``None``: all at once). Accuracies do not depend on it beyond float
+        rounding.
     """
     if lm.tokenizer is None:
         raise ValueError(f"model {lm.name!r} has no tokenizer")

@@ -11,16 +11,15 @@ constants and target:
 - ``"heldout"``: the project's second, held-out wording of the items
   (:func:`jaxalign.survey.paraphrase.heldout_vsm13`), never used for tuning.
 
-:func:`align_both_orders` tunes on the normal and the reversed order at once: its fitness
-(:func:`both_orders_fitness`) is the mean of the two orders' L1 losses, so a prompt cannot win by
-exploiting the digit positions of one order.
+To tune on the normal and the reversed order at once (the mean of the two orders' L1 losses, so
+a prompt cannot win by exploiting the digit positions of one order), use
+``AlignConfig(both_orders=True)`` or :func:`jaxalign.align_both_orders`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -176,52 +175,3 @@ def evaluate_robustness(
             ))
     return RobustnessReport(target=target, dimensions=tuple(instrument.dimensions), readout=readout,
                             rows=tuple(rows))
-
-
-# ----------------------------------------------------------------------------- tuning on both orders
-def both_orders_fitness(normal: Any, reversed_: Any) -> Callable[[Any, Any], tuple[Any, Any]]:
-    """An evolution fitness averaging the losses of two scorers (normal and reversed order).
-
-    ``fitness(z_pop (P, n), ((normal_inputs, reversed_inputs), space)) -> (loss (P,), dims (P, D))``
-    where ``loss = (loss_normal + loss_reversed) / 2`` and ``dims`` is the mean of the two orders'
-    dims. Pass ``((normal.inputs, reversed_.inputs), space)`` as the fitness arguments of
-    :func:`jaxalign.optimize.evolve`.
-    """
-    def fitness(z_pop, args):
-        (inputs_normal, inputs_reversed), space = args
-        prompts = space.decode(z_pop)  # (P, K, d)
-        a = normal.score_fn(prompts, inputs_normal)
-        b = reversed_.score_fn(prompts, inputs_reversed)
-        return 0.5 * (a.loss + b.loss), 0.5 * (a.dims + b.dims)
-
-    return fitness
-
-
-def align_both_orders(
-    lm: Any,
-    target: Any,
-    *,
-    instrument: Any = None,
-    config: Any = None,
-    progress: bool = False,
-    scorer_options: Mapping[str, Any] | None = None,
-    **overrides: Any,
-):
-    """:func:`jaxalign.align` with the fitness averaged over the normal and reversed option orders.
-
-    Same parameterisation, optimizer, budget and seed as ``align(lm, target, config=config)``
-    (no checkpoints): a thin entry point over :mod:`jaxalign.optimize.pipeline` with
-    ``config.both_orders = True`` (the mean of :func:`both_orders_fitness`'s two losses). The
-    returned :class:`~jaxalign.AlignResult` scores the best prompt on the normal order (``dims``,
-    ``loss``), like ``align``; ``history["best_loss"]`` is the averaged objective.
-    ``scorer_options`` go to :func:`jaxalign.scoring.make_scorer` (e.g. ``n_buckets``). A list of
-    targets returns a list of results (one compiled program).
-    """
-    from jaxalign.api import AlignConfig, resolve_targets, run_pipeline
-
-    config = dataclasses.replace(config or AlignConfig(), **overrides)
-    config = dataclasses.replace(config, both_orders=True)
-    targets, several = resolve_targets(target)
-    found = run_pipeline(lm, targets, instrument=instrument, config=config, progress=progress,
-                         scorer_options=scorer_options)
-    return found if several else found[0]

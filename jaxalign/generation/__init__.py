@@ -2,12 +2,13 @@
 
 - :func:`generate`: a key/value-cache decoder, batched over prompts and soft prompts
   (:mod:`jaxalign.generation.decoding`).
+- :func:`reply_log_likelihood`: the mean per-token log-likelihood of a fixed reply under each
+  soft prompt (:mod:`jaxalign.generation.likelihood`).
 - :func:`export_peft`: a soft prompt in the ``start`` slot as a PEFT prompt-tuning adapter
   (:mod:`jaxalign.generation.export`).
-- The ``jaxalign generate``, ``chat`` and ``export`` commands (:mod:`jaxalign.generation.cli`).
+- The ``jaxalign generate``, ``chat`` and ``export`` commands (:mod:`jaxalign.cli.generate`).
 
-Names are imported lazily, so the command-line parser can import :mod:`jaxalign.generation.cli`
-without importing jax.
+Names are imported lazily, so ``import jaxalign.generation`` does not import jax.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ _EXPORTS = {
     "generate": "jaxalign.generation.decoding",
     "stop_token_ids": "jaxalign.generation.decoding",
     "export_peft": "jaxalign.generation.export",
+    "reply_log_likelihood": "jaxalign.generation.likelihood",
 }
 
-__all__ = ["Generation", "SoftPrompt", "export_peft", "generate", "stop_token_ids"]
+__all__ = ["Generation", "SoftPrompt", "export_peft", "generate", "reply_log_likelihood", "stop_token_ids"]
 
 
 def __getattr__(name: str) -> Any:

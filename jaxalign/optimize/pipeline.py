@@ -1,11 +1,12 @@
 """One alignment pipeline: a problem set-up and one run loop for DE (any evosax strategy), Adam
 and both-orders tuning, for one target or C targets at once.
 
-:func:`jaxalign.align`, :func:`jaxalign.evaluate.robustness.align_both_orders` and
-:func:`jaxalign.optimize.gradient.gradient_align` are thin entry points over it::
+:func:`jaxalign.align`, :func:`jaxalign.api.align_both_orders` and
+:func:`jaxalign.api.gradient_align` are thin entry points over it::
 
-    setup(lm, targets, instrument, config)  -> Problem    (resolve targets, scorers per
-                                                           presentation, search space, keys)
+    setup(lm, targets, instrument, config)  -> Problem    (problem.build_problem: targets,
+                                                           scorers per presentation, search
+                                                           space; then an Adam step's cost)
     problem.step()                          -> Step       (what a step's trace reads: the
                                                            config and scoring programs, no arrays)
     initialise(problem, step, args)         -> RunState   (step 0 not run yet)
@@ -15,6 +16,9 @@ and both-orders tuning, for one target or C targets at once.
     run(problem, ...)                       -> RunOutcome            (host loop: chunks,
                                                                       checkpoints, progress bar)
     results(problem, outcome, ...)          -> [AlignResult] * C
+
+The problem and the pytrees a step reads live in :mod:`jaxalign.optimize.problem`; the budget
+arithmetic in :mod:`jaxalign.optimize.budget`; this module runs them.
 
 One step for C targets and a population of P (``config.method == "de"``)::
 
@@ -54,9 +58,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import zlib
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -65,24 +67,18 @@ import numpy as np
 import optax
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 
-from jaxalign.api import (
-    RESUMABLE_CHANGES,
-    AlignConfig,
-    _targets_fingerprint,
-    AlignResult,
-    RunInterrupted,
-    RunProgress,
-    search_space,
-)
 from jaxalign.baselines import BaselineResult, run_baselines
-from jaxalign.fingerprint import (
-    instrument_fingerprint,
-    model_fingerprint,
-    prompt_fingerprint,
-    space_fingerprint,
-    target_fingerprint,
+from jaxalign.config import AlignConfig
+from jaxalign.optimize.budget import (  # noqa: F401  (budget names kept importable from here)
+    FALLBACK_FORWARDS_PER_STEP,
+    RunCost,
+    budget,
+    evolution_steps,
+    gradient_steps,
+    hybrid_steps,
+    spent,
+    total_steps,
 )
-from jaxalign.prompting.chat_formats import chat_template_name
 from jaxalign.optimize.checkpoint import RunCheckpointer, normalise_json
 from jaxalign.optimize.evolution import (
     NONFINITE_PATIENCE,
@@ -91,301 +87,33 @@ from jaxalign.optimize.evolution import (
     _same_types,
     _strong,
 )
-from jaxalign.parallel import gather_to_all, replicate
-from jaxalign.scoring import Scorer, ScoringProgram, _score_members, make_scorer
-from jaxalign.softprompt import SoftPromptSpace
+from jaxalign.optimize.problem import (  # noqa: F401  (problem names kept importable from here)
+    PRESENTATIONS,
+    Problem,
+    RunArgs,
+    RunState,
+    Step,
+    build_problem,
+    target_key,
+    tuning_wording,
+)
+from jaxalign.parallel import gather_to_all
+from jaxalign.progress import RunInterrupted, RunProgress
+from jaxalign.prompting.chat_formats import chat_template_name
+from jaxalign.results import AlignResult
+from jaxalign.scoring import _score_members
 from jaxalign.survey import Instrument, Target, l1_loss
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_FORWARDS_PER_STEP = 4.0  # an Adam step when XLA reports no FLOPs: forward, recompute, backward
-PRESENTATIONS = ("normal", "reversed")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunCost:
-    """What an Adam step costs in forward passes of one member, read from the compiled programs.
-
-    ``adam_step_flops`` and ``forward_flops`` are XLA's cost analysis (``'flops'``) of the
-    compiled Adam step of the run (C targets, one member each) and of one scoring pass of its
-    ``members`` (C * P) members. XLA counts a loop's body once, so each figure stands for one
-    layer of the layer scan plus the work outside it; their ratio per member,
-    ``forwards_per_step``, is what an Adam step costs in forward passes (the rematerialised
-    backward included). ``source``: ``"xla"`` (measured) or ``"fallback"``
-    (:data:`FALLBACK_FORWARDS_PER_STEP`, when XLA gave no FLOP count).
-    """
-
-    forwards_per_step: float
-    adam_step_flops: float | None = None
-    forward_flops: float | None = None
-    members: int = 1
-    targets: int = 1
-    source: str = "fallback"
-
-    @classmethod
-    def from_flops(cls, *, adam_step_flops: float | None, forward_flops: float | None, members: int,
-                   targets: int = 1) -> RunCost:
-        """The cost from the two FLOP counts (C targets' Adam step; one pass of ``members``)."""
-        ok = all(v is not None and np.isfinite(v) and v > 0 for v in (adam_step_flops, forward_flops))
-        if not ok:
-            return cls(FALLBACK_FORWARDS_PER_STEP, adam_step_flops, forward_flops, members, targets, "fallback")
-        ratio = (adam_step_flops / targets) / (forward_flops / members)
-        return cls(float(ratio), float(adam_step_flops), float(forward_flops), members, targets, "xla")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"forwards_per_step": round(self.forwards_per_step, 6), "adam_step_flops": self.adam_step_flops,
-                "forward_flops": self.forward_flops, "forward_members": self.members,
-                "targets": self.targets, "source": self.source}
-
-
-def budget(config: AlignConfig) -> int:
-    """A run's budget in forward passes of one member: ``population * (generations + 1)``."""
-    return config.population * (config.generations + 1)
-
-
-def gradient_steps(population: int, generations: int,
-                   forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
-    """Adam steps with DE's forward-pass budget: ``floor(population * (generations + 1) / cost)``.
-
-    ``forwards_per_step``: an Adam step's cost in forward passes (:class:`RunCost`). Raises
-    ValueError when the budget holds no step."""
-    total = population * (generations + 1)
-    steps = int(np.floor(total / forwards_per_step + 1e-9))
-    if steps < 1:
-        raise ValueError(f"gradient: a budget of {total} forward passes (population x (generations + 1)) "
-                         f"holds no Adam step ({forwards_per_step:.3g} forward passes each); raise generations")
-    return steps
-
-
-def hybrid_steps(population: int, generations: int, fraction: float,
-                 forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> tuple[int, int]:
-    """``(evolution steps, Adam steps)`` of a hybrid run within DE's forward-pass budget.
-
-    The evolution phase gets ``round(fraction * (generations + 1))`` steps (at least 2: the
-    initial population and one generation, where the budget allows), capped so that one Adam
-    step still fits; Adam gets what is left at ``forwards_per_step`` each. The total never exceeds
-    ``population * (generations + 1)``; ValueError when not even one evolution step and one Adam
-    step fit.
-    """
-    total = population * (generations + 1)
-    room = int(np.floor((total - forwards_per_step) / population + 1e-9))  # evolution steps that leave an Adam step
-    if room < 1:
-        raise ValueError(f"hybrid: a budget of {total} forward passes (population x (generations + 1)) "
-                         f"holds no evolution step ({population}) and one Adam step "
-                         f"({forwards_per_step:.3g}); raise generations")
-    evolution = min(max(2, round(fraction * (generations + 1))), room)
-    left = total - population * evolution
-    return evolution, int(np.floor(left / forwards_per_step + 1e-9))
-
-
-def evolution_steps(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
-    """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
-    if config.method == "gradient":
-        return 0
-    if config.method == "hybrid":
-        return hybrid_steps(config.population, config.generations, config.hybrid_fraction, forwards_per_step)[0]
-    return config.generations + 1
-
-
-def total_steps(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
-    """Steps of a run: DE ``generations + 1`` (step 0 = the initial population), Adam
-    :func:`gradient_steps`, hybrid both phases of :func:`hybrid_steps`."""
-    if config.method == "gradient":
-        return gradient_steps(config.population, config.generations, forwards_per_step)
-    if config.method == "hybrid":
-        return sum(hybrid_steps(config.population, config.generations, config.hybrid_fraction, forwards_per_step))
-    return config.generations + 1
-
-
-def spent(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> float:
-    """Forward passes a run spends (never more than :func:`budget`): ``population`` per evolution
-    step (DE, SNES, CMA: step 0's initial population included), ``forwards_per_step`` per Adam step."""
-    evolution = evolution_steps(config, forwards_per_step)
-    adam = total_steps(config, forwards_per_step) - evolution
-    return config.population * evolution + forwards_per_step * adam
-
-
-def target_key(seed: int, target: Target) -> jax.Array:
-    """The PRNG key of ``target``'s search: ``seed`` folded with a hash of the target's identity.
-
-    The identity is its name, code and scores, so the key (and the search) of one target never
-    depends on which other targets run beside it.
-    """
-    values = ",".join("nan" if np.isnan(v) else f"{float(v):.6g}" for v in np.asarray(target.values))
-    identity = f"{target.name}|{target.code or ''}|{values}"
-    return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(identity.encode()) & 0x7FFFFFFF)
-
-
-# ----------------------------------------------------------------------------- the problem
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """Everything a run needs, fixed before anything is compiled (one or C targets).
-
-    Attributes:
-      lm: the frozen model.
-      instrument: the survey.
-      targets: the C targets (C >= 1), searched independently.
-      config: the :class:`~jaxalign.AlignConfig` (``method``, ``both_orders``, budget...).
-      scorers: one scorer per presentation (``presentations``), with the training readout
-        (``config.readout`` for DE, ``"expected"`` for Adam); targets are applied here, not in them.
-      presentations: ``("normal",)``, ``("normal", "reversed")`` (both-orders tuning), then one
-        ``"wording:<name>"`` per ``config.extra_wordings`` file; the loss is their mean.
-      result_scorer: scores the best prompts for the results (``config.readout``, normal order).
-      space: the soft-prompt search space (shared by all targets).
-      embedding_std: the embedding std the space and init_scale are scaled by.
-      mesh: a device mesh or ``None``.
-    """
-
-    lm: Any
-    instrument: Instrument
-    targets: tuple[Target, ...]
-    config: AlignConfig
-    scorers: tuple[Scorer, ...]
-    presentations: tuple[str, ...]
-    result_scorer: Scorer
-    space: SoftPromptSpace
-    embedding_std: float
-    mesh: Any = None
-    content: Mapping[str, Any] | None = None  # content fingerprints (jaxalign.fingerprint)
-    cost: RunCost | None = None  # an Adam step's measured cost (gradient, hybrid): measure_cost
-
-    @property
-    def n_targets(self) -> int:
-        return len(self.targets)
-
-    @property
-    def forwards_per_step(self) -> float:
-        """An Adam step's cost in forward passes: measured (:attr:`cost`) or the fallback."""
-        return self.cost.forwards_per_step if self.cost is not None else FALLBACK_FORWARDS_PER_STEP
-
-    @property
-    def total_steps(self) -> int:
-        """Steps of the run (:func:`total_steps` at the measured Adam-step cost)."""
-        return total_steps(self.config, self.forwards_per_step)
-
-    @property
-    def evolution_steps(self) -> int:
-        """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
-        return evolution_steps(self.config, self.forwards_per_step)
-
-    @property
-    def evaluations(self) -> int | float:
-        """Forward passes of one member the whole run spends (:func:`spent`; an int for DE)."""
-        if self.config.method not in ("gradient", "hybrid"):
-            return budget(self.config)
-        return float(spent(self.config, self.forwards_per_step))
-
-    @property
-    def label(self) -> str:
-        """``AlignResult.method``: ``"de"``, ``"gradient"``, with ``"-both-orders"`` when so tuned."""
-        return self.config.method + ("-both-orders" if self.config.both_orders else "")
-
-    def target_values(self) -> np.ndarray:
-        return np.stack([np.asarray(t.values, np.float32) for t in self.targets])  # (C, D)
-
-    def step(self) -> Step:
-        """What a step's trace reads from this problem (see :class:`Step`)."""
-        members = self.n_targets * (1 if self.config.method == "gradient" else self.config.population)
-        programs = []
-        for scorer in self.scorers:
-            per_pass = scorer.members_per_pass
-            if per_pass == "auto":  # only DE trains with "auto": one pass scores C*P members
-                per_pass = scorer.auto_members_per_pass(members)
-            programs.append(scorer.program(per_pass))
-        # the seed reaches the loop only through its arguments (the targets' keys, the space), so
-        # runs that differ only in their seed share one loop
-        switch = self.evolution_steps if self.config.method == "hybrid" else 0
-        return Step(config=dataclasses.replace(self.config, seed=0), embedding_std=float(self.embedding_std),
-                    space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs), switch=switch)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint of this problem must match to be resumed (JSON-able)."""
-        config = self.config.to_dict()
-        return normalise_json({
-            "model": self.lm.name,
-            "dtype": str(np.dtype(self.lm.dtype)),
-            "wording": self.instrument.wording,
-            "targets": _targets_fingerprint(self.targets),
-            "n": int(self.space.dim),
-            **{key: value for key, value in config.items()
-               if key not in RESUMABLE_CHANGES},
-            "content": dict(self.content or {}),
-        })
-
-    def fingerprints(self, c: int) -> dict[str, Any]:
-        """Target ``c``'s content fingerprints as ``results.json`` records them."""
-        content = dict(self.content or {})
-        targets = content.pop("targets", [])
-        return {**content, "target": targets[c] if c < len(targets) else None}
-
-
-def setup(
-    lm: Any,
-    targets: Sequence[Target],
-    instrument: Instrument,
-    config: AlignConfig,
-    *,
-    mesh: Any = None,
-    scorer_options: Mapping[str, Any] | None = None,
-    space_file: Any = None,
-    resume: bool = False,
-) -> Problem:
-    """Builds the :class:`Problem`: checks targets, renders the items, builds the search space.
-
-    ``space_file``: where the run keeps ``p0`` and the basis (``search_space.safetensors``): a
-    fresh run writes them, a resume (``resume=True``) reads them back instead of redrawing them.
-    The problem's content fingerprints (model, instrument, targets, rendered prompts, space) are
-    computed here once; checkpoints record them and a resume compares them.
-    """
-    targets = tuple(targets)
-    if not targets:
-        raise ValueError("no target given: pass a country, a custom target, or a list of them")
-    for target in targets:
-        if tuple(target.dimensions) != tuple(instrument.dimensions):
-            raise ValueError(f"target dimensions {target.dimensions} do not match the instrument's "
-                             f"{instrument.dimensions}")
-    names = [t.name for t in targets]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"each target may appear once; repeated: {', '.join(repeated)}")
-    if lm.tokenizer is None:
-        raise ValueError(f"model {lm.name!r} has no tokenizer; pass tokenizer= to load_model")
-    options = dict(scorer_options or {})
-    common = dict(k=config.k, system=config.system, slot=config.slot, n_respondents=config.n_respondents,
-                  seed=config.seed, mode=config.scoring_mode, mesh=mesh, **options)
-    presentations = PRESENTATIONS if config.both_orders else PRESENTATIONS[:1]
-    wordings = {p: (instrument, p == "reversed") for p in presentations}
-    for path in config.extra_wordings:  # user wordings tuned on beside the main one
-        extra = tuning_wording(path, instrument)
-        wordings[f"wording:{extra.wording}"] = (extra, False)
-    presentations = tuple(wordings)
-    if config.method in ("gradient", "hybrid"):  # Adam trains on the only differentiable readout
-        train = dict(readout="expected", members_per_pass=None)
-    else:
-        train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
-    scorers = tuple(make_scorer(lm, wordings[p][0], reverse_options=wordings[p][1], **train, **common)
-                    for p in presentations)
-    if config.method == "de" and config.members_per_pass is None:
-        result_scorer = scorers[0]  # same readout: reuse its compiled function
-    else:
-        result_scorer = make_scorer(lm, instrument, readout=config.readout, **common)
-    space, embedding_std = search_space(lm, config)
-    if space_file is not None:
-        from jaxalign.api import _saved_search_space
-
-        space = _saved_search_space(Path(space_file), space, resume=resume)
-    content = {
-        "model": model_fingerprint(lm),
-        "instrument": instrument_fingerprint(instrument),
-        "targets": [target_fingerprint(t) for t in targets],
-        "prompts": {p: prompt_fingerprint(s.batch) for p, s in zip(presentations, scorers)},
-        "space": space_fingerprint(space),
-    }
-    if mesh is not None:
-        space = replicate(space, mesh)  # every device decodes its own members' prompts
-    problem = Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
-                      presentations=presentations, result_scorer=result_scorer, space=space,
-                      embedding_std=embedding_std, mesh=mesh, content=content)
+def setup(lm: Any, targets: Sequence[Target], instrument: Instrument, config: AlignConfig,
+          **options: Any) -> Problem:
+    """The :class:`~jaxalign.optimize.problem.Problem` of a run (:func:`build_problem`: targets
+    checked, items rendered, search space built or read back from ``space_file``), with the
+    measured cost of an Adam step for ``method="gradient"`` / ``"hybrid"`` (:func:`measure_cost`),
+    which sets their number of steps within the budget. ``options``: :func:`build_problem`'s
+    keywords (``mesh``, ``scorer_options``, ``space_file``, ``resume``)."""
+    problem = build_problem(lm, targets, instrument, config, **options)
     if config.method in ("gradient", "hybrid"):  # the budget's Adam steps follow the measured cost
         problem = dataclasses.replace(problem, cost=measure_cost(problem))
     return problem
@@ -443,88 +171,6 @@ def measure_cost(problem: Problem) -> RunCost:
                        FALLBACK_FORWARDS_PER_STEP)
     _COSTS[key] = cost
     return cost
-
-
-def tuning_wording(path: str, instrument: Instrument) -> Instrument:
-    """An extra wording to tune on (a JSON wording file, :func:`jaxalign.survey.load_wording`).
-
-    The project's held-out wording is refused: it exists to measure generalisation, so a prompt
-    tuned on it would make the held-out figures meaningless.
-    """
-    from jaxalign.survey.paraphrase import HELDOUT_WORDING, heldout_items
-    from jaxalign.survey.vsm13 import load_wording
-
-    if str(path) == HELDOUT_WORDING:
-        raise ValueError(f"{HELDOUT_WORDING!r} is the held-out wording, kept out of tuning so that "
-                         "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
-    extra = load_wording(path, instrument)
-    held = {item.id: item.text.strip() for item in heldout_items()}
-    same = [item.id for item in extra.items if held.get(item.id) == item.text.strip()]
-    if same:
-        raise ValueError(
-            f"wording file {str(path)!r} repeats the project's held-out wording (items {', '.join(same[:5])}"
-            f"{'...' if len(same) > 5 else ''}); the held-out wording is kept out of tuning so that "
-            "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
-    return extra
-
-
-# ----------------------------------------------------------------------------- state and args
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """Everything a step's trace reads besides its arguments: no arrays, no weights (hashable).
-
-    Equal steps trace equal programs, so :func:`run` compiles one loop per ``Step`` and length in
-    a process. Holding no weights, a kept loop never keeps a model alive.
-
-    Attributes:
-      config: the run's :class:`~jaxalign.AlignConfig` (method, population, strategy settings...),
-        its seed set to 0 (the seed is in the arguments).
-      embedding_std: the scale of the search space and the initial spread.
-      space_dim: ``n``, the search vector's size.
-      mesh: a device mesh or ``None``.
-      programs: one :class:`~jaxalign.scoring.ScoringProgram` per presentation.
-      switch: hybrid's evolution steps (then Adam); 0 for the other methods.
-    """
-
-    config: AlignConfig
-    embedding_std: float
-    space_dim: int
-    mesh: Any
-    programs: tuple[ScoringProgram, ...]
-    switch: int = 0  # hybrid: the evolution steps before Adam (they depend on the measured cost)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunArgs:
-    """The arrays a step takes as jit arguments (weights included: never baked in)."""
-
-    inputs: tuple            # one ScorerInputs per presentation
-    space: SoftPromptSpace
-    targets: jax.Array       # (C, D) float32, NaN where missing
-    keys: jax.Array          # (C, 2) uint32, one PRNG key per target
-
-
-@dataclasses.dataclass(frozen=True)
-class RunState:
-    """The run's state after ``step`` steps (a pytree; what a checkpoint stores).
-
-    Attributes:
-      step: () int32, the next step to run.
-      opt: the optimizer state, every leaf with leading axis C (evosax state vmapped over the
-        targets, or ``(z (C, n), Adam state)``).
-      best_z: (C, n) best search vector per target; best_loss: (C,); best_dims: (C, D).
-    """
-
-    step: jax.Array
-    opt: Any
-    best_z: jax.Array
-    best_loss: jax.Array
-    best_dims: jax.Array
-
-
-for _cls in (RunArgs, RunState):
-    jax.tree_util.register_dataclass(
-        _cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[])
 
 
 def run_args(problem: Problem) -> RunArgs:
@@ -787,9 +433,9 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
     Checkpoints go to ``checkpoint_dir`` every ``config.checkpoint_every`` generations (every
     chunk when ``None``); ``resume`` continues from the latest one. Progress (the mean of the
     targets' best losses) is reported after each chunk, after its checkpoint: ``progress`` is a
-    :class:`~jaxalign.api.RunProgress` or its ``enabled`` argument.
+    :class:`~jaxalign.progress.RunProgress` or its ``enabled`` argument.
 
-    Ctrl-C (KeyboardInterrupt) during the loop raises :class:`~jaxalign.api.RunInterrupted`
+    Ctrl-C (KeyboardInterrupt) during the loop raises :class:`~jaxalign.progress.RunInterrupted`
     holding the state and history of the last completed chunk and the newest checkpoint kept.
     """
     config, total = problem.config, problem.total_steps

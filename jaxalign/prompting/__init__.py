@@ -12,7 +12,8 @@
 """
 
 from jaxalign.prompting.chat_formats import CHAT_FORMATS, resolve_chat_template, with_chat_format
-from jaxalign.prompting.batch import PromptBatch, answer_token_ids, bucket_items, render_items
+from jaxalign.prompting.answers import answer_token_ids
+from jaxalign.prompting.batch import PromptBatch, bucket_items, render_items, render_text
 from jaxalign.prompting.layout import (
     PLAIN_CHAT_TEMPLATE,
     ITEM_FIRST_SLOTS,
@@ -21,7 +22,6 @@ from jaxalign.prompting.layout import (
     answer_order,
     default_instruction,
     item_messages,
-    render_text,
 )
 
 __all__ = [

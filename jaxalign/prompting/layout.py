@@ -11,7 +11,7 @@ Every item is shown to the model as one user message::
 and rendered with the tokenizer's own chat template (``add_generation_prompt=True``), so the
 text ends where the model's answer begins. Where the model writes a word marker before the
 digit (a SentencePiece model after ``"[/INST]"`` writes ``"▁"`` then ``"3"``), that marker is
-appended too and the digit is read after it (:func:`jaxalign.prompting.batch.answer_spelling`). The soft prompt's ``K`` vectors are not text: the
+appended too and the digit is read after it (:func:`jaxalign.prompting.answers.answer_spelling`). The soft prompt's ``K`` vectors are not text: the
 slot where they go is marked by :data:`SOFT_PROMPT_SENTINEL` while rendering, and the rendered
 string is split there (see :func:`jaxalign.prompting.render_items`). Slot positions:
 
@@ -239,49 +239,3 @@ def render_with_slot(
             f"{slot!r} or another chat_template."
         )
     return text
-
-
-def render_text(
-    tokenizer: Any,
-    instrument_or_items: Any,
-    *,
-    system: str | None = None,
-    slot: str = "user_start",
-    reverse_options: bool = False,
-    instruction: str | None = None,
-    chat_template: str | None = None,
-    marker: str = "",
-) -> list[str]:
-    """The full rendered prompt text of every item (for debugging and docs).
-
-    ``marker`` is put where the soft prompt goes: ``""`` (default) gives exactly the text whose
-    tokens :func:`render_items` returns (prefix then suffix), the answer's lead included (the
-    space a SentencePiece model writes after ``"[/INST]"`` before a digit: see
-    :func:`jaxalign.prompting.batch.answer_spelling`); something like ``"[soft x8]"`` shows the slot.
-    """
-    from jaxalign.prompting.batch import answer_spelling
-
-    items = as_items(instrument_or_items)
-    n_options = len(tuple(items[0].options))
-    try:
-        lead_text = answer_spelling(tokenizer, [str(k) for k in range(1, n_options + 1)],
-                                    chat_template=chat_template).lead_text
-    except ValueError:  # digits that are no single token: render_items says so; show the text
-        lead_text = ""
-    return [
-        (marker if slot == START_SLOT else "")
-        + render_conversation(
-            tokenizer,
-            item_messages(
-                item,
-                system=system,
-                slot=slot,
-                reverse_options=reverse_options,
-                instruction=instruction,
-                marker=marker,
-            ),
-            chat_template,
-        )
-        + lead_text
-        for item in items
-    ]

@@ -14,8 +14,7 @@ from typing import Any
 
 def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``eval`` with its two subcommands to the ``jaxalign`` parser."""
-    # the parent module is loaded by the time this runs
-    from jaxalign.cli import add_allow_mismatch_argument, target_argument
+    from jaxalign.cli.common import add_allow_mismatch_argument, target_argument
 
     parser = subparsers.add_parser(
         "eval",
@@ -48,7 +47,7 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
                        help="which CulturalBench set: Easy (multiple choice), Hard (true/false per "
                             "option) or both")
     bench.add_argument("--batch-size", type=int, default=None,
-                       help="sequences per forward pass (default: all at once)")
+                       help="sequences per forward pass (default: the library's, 64; bounds memory)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     add_allow_mismatch_argument(bench)
     bench.set_defaults(run=run_culturalbench)
@@ -84,7 +83,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: float32 for tiny-random, bfloat16 otherwise")
     parser.add_argument("--quantize", default="none", choices=("none", "int8"),
                         help="int8: decoder linear weights in int8 (see jaxalign.model.quantize)")
-    from jaxalign.cli import add_chat_template_argument
+    from jaxalign.cli.common import add_chat_template_argument
 
     add_chat_template_argument(parser)
 
@@ -101,7 +100,7 @@ def _load_prompt(args: argparse.Namespace, *, instrument: Any = None,
     """``--soft-prompt`` read and width-checked, then the model of ``--model``/``--dtype``/
     ``--quantize`` in the ``--chat-template`` format loaded (after ``before_weights()``, if given),
     the prompt's provenance checked and its chat date bound (:func:`jaxalign.saved_prompt.load_prompt`)."""
-    from jaxalign.cli import _load, warn_on_stderr
+    from jaxalign.cli.common import _load, warn_on_stderr
     from jaxalign.saved_prompt import load_prompt
 
     def load():
@@ -126,7 +125,12 @@ def _start_distributed() -> None:
 
 def run_culturalbench(args: argparse.Namespace) -> int:
     _start_distributed()
-    from jaxalign.evaluate.culturalbench import CULTURALBENCH_CITATION, evaluate_culturalbench, load_culturalbench
+    from jaxalign.evaluate.culturalbench import (
+        CULTURALBENCH_CITATION,
+        DEFAULT_BATCH_SIZE,
+        evaluate_culturalbench,
+        load_culturalbench,
+    )
 
     sets = ("easy", "hard") if args.bench_set == "both" else (args.bench_set,)
     benches: list[Any] = []
@@ -139,11 +143,12 @@ def run_culturalbench(args: argparse.Namespace) -> int:
     if prompt is not None:
         out["soft_prompt_provenance"] = loaded.provenance
     for bench in benches:
-        results = {"naive": evaluate_culturalbench(lm, bench, batch_size=args.batch_size)}
+        size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
+        results = {"naive": evaluate_culturalbench(lm, bench, batch_size=size)}
         if prompt is not None:
             results["soft prompt"] = evaluate_culturalbench(
                 lm, bench, soft_prompt=prompt, system=loaded.system, slot=loaded.slot,
-                batch_size=args.batch_size)
+                batch_size=size)
         out["sets"][bench.name] = {"source": bench.source, **{k: r.to_json() for k, r in results.items()}}
         if args.json:
             continue

@@ -19,7 +19,7 @@ COMPARE_ITEMS: tuple[str, ...] = ("1", "11", "19", "20")
 
 
 def _add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    from jaxalign.cli import _add_model_arguments
+    from jaxalign.cli.common import _add_model_arguments
 
     _add_model_arguments(parser)
     parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors from 'jaxalign align'")
@@ -55,7 +55,7 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from jaxalign.cli import CommandError
+    from jaxalign.cli.common import CommandError
     from jaxalign.generation.decoding import generate
 
     if args.compare and args.soft_prompt is None:
@@ -143,7 +143,7 @@ def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from jaxalign.cli import CommandError
+    from jaxalign.cli.common import CommandError
     from jaxalign.generation.decoding import prepare
 
     if args.chunk < 1:
@@ -222,7 +222,7 @@ def _load_with_prompt(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     file read and its width checked before the weights load, its provenance warned on stderr
     (another model or slot), and the date it was tuned under bound to the model
     (:func:`jaxalign.saved_prompt.load_prompt`)."""
-    from jaxalign.cli import _load, warn_on_stderr
+    from jaxalign.cli.common import _load, warn_on_stderr
     from jaxalign.generation.decoding import SoftPrompt
     from jaxalign.prompting.layout import check_slot
     from jaxalign.saved_prompt import load_prompt

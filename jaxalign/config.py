@@ -1,0 +1,236 @@
+"""The configuration of an alignment run: :class:`AlignConfig` and its named :data:`PRESETS`.
+
+A frozen dataclass whose fields are checked when it is made (so a bad value fails before any
+model is loaded); :meth:`AlignConfig.evolution` turns it into the optimizer's settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from jaxalign.baselines import BASELINES
+from jaxalign.optimize import EvolutionConfig
+from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
+from jaxalign.prompting.chat_formats import check_date
+
+
+MAX_K = 512
+
+
+METHODS: tuple[str, ...] = ("de", "gradient", "hybrid")
+
+
+MAX_POPULATION = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+    """Settings of one alignment run (every field is recorded in ``results.json``).
+
+    Attributes:
+      k: soft-prompt length K (virtual tokens), 1..512.
+      subspace: search in a random subspace of this dimension (prompt = p0 + A z, A scaled to
+        the embedding statistics); ``None`` searches the full K x d space. Differential
+        Evolution barely moves in 1e4+ dimensions, so real models need a subspace.
+      population: population size P.
+      generations: optimizer generations.
+      strategy: an evosax algorithm name (``DifferentialEvolution``, ``SNES``, ``Sep_CMA_ES``...).
+      crossover_rate, differential_weight, dither: Differential Evolution's CR, F and
+        ``(F_min, F_max)``: F drawn uniformly per generation ("dither"; ``None`` keeps F fixed).
+      elitism: Differential Evolution's base vector: ``True`` builds every mutant on the current
+        best member (DE/best/1/bin, evosax's default and the paper's), ``False`` on a random
+        other member (DE/rand/1/bin).
+      init_scale: spread of the initial population around p0, in embedding standard deviations
+        (for SNES, CMA-ES and the like also their initial std). ``None`` (the default) is
+        :data:`DE_INIT_SCALE` (1.0); ``to_dict`` and ``results.json`` record the number used.
+        A wider DE start was tried and not kept: in ``benchmarks/de_sweep.py`` (tiny model, K = 10,
+        subspace 32, P = 16, 40 generations, China/U.S.A./India, one seed) the final L1 was 10.92,
+        9.94 and 7.42 at spreads 0.5, 1 and 2, but the 3-seed study
+        (``benchmarks/results/optimizers_tiny_2026-12-01``) gave 10.61 ± 2.90 at spread 2 against
+        10.29 ± 0.73 for the paper's DE, and on the planted target of ``tests/test_align.py`` the
+        spread of 2 kept 0.33, 0.33 and 0.19 of the starting loss where these defaults (dither
+        0.5-1.0, spread 1) kept 0.10, 0.19 and 0.10.
+      readout: ``"expected"``, ``"argmax"`` or ``"sample"`` (see :mod:`jaxalign.scoring`).
+      n_respondents: respondents per item for the ``"sample"`` readout.
+      slot: soft-prompt position (``"user_start"``, ``"system"``, ``"after_item"``, ``"user_end"``;
+        see :mod:`jaxalign.prompting.layout`).
+      system: optional system text placed before the soft prompt in every item.
+      init_text: initialise p0 from this text's token embeddings; ``None`` uses random vocabulary rows.
+      seed: seed of the initialisation, the subspace and the optimizer.
+      chunk_size: generations per on-device chunk (progress and checkpoints between chunks).
+      checkpoint_every: generations between checkpoints (``None``: every chunk).
+      members_per_pass: population members scored per forward pass, to bound memory (must
+        divide ``population``; ``None``: the whole population at once; ``"auto"``: the largest
+        slice that fits the device's free memory, see :mod:`jaxalign.memory`).
+      scoring_mode: ``"auto"`` (default: chosen per layout from measured rules, see
+        :func:`jaxalign.scoring.resolve_mode`), ``"cached"`` (shared tokens computed once) or
+        ``"full"``.
+      baselines: baselines scored beside the aligned prompt.
+      method: ``"de"`` (the evosax strategy ``strategy``), ``"gradient"`` (Adam on the
+        ``"expected"`` readout with DE's forward-pass budget, see
+        :mod:`jaxalign.optimize.gradient`) or ``"hybrid"`` (the evosax strategy for a
+        ``hybrid_fraction`` share of the budget, then Adam from its best prompt; both phases on
+        the ``"expected"`` readout).
+      learning_rate: Adam's step size (``method="gradient"`` or ``"hybrid"``; units as ``init_scale``).
+      extra_wordings: JSON wording files (:func:`jaxalign.survey.load_wording`) tuned on beside
+        the instrument: the loss is the mean over every presentation (the normal order, the
+        reversed one with ``both_orders``, each extra wording). The project's held-out wording
+        is refused.
+      hybrid_fraction: share of the forward-pass budget ``population * (generations + 1)``
+        that ``method="hybrid"`` spends on its evolution phase (0 < f <= 1).
+      both_orders: tune on the mean loss of the normal and the reversed option order
+        (:func:`jaxalign.api.align_both_orders`).
+      chat_date: ``YYYY-MM-DD``, the date a chat template that reads today's date (Llama-3.2's
+        ``strftime_now``) renders in every prompt of the run; ``None``: today, or on resume the
+        date the run started with (see :mod:`jaxalign.prompting.chat_formats`). Not used (and left
+        ``None``) when the template does not read the date.
+    """
+
+    k: int = 10
+    subspace: int | None = 64
+    population: int = 32
+    generations: int = 50
+    strategy: str = "DifferentialEvolution"
+    crossover_rate: float = 0.9
+    differential_weight: float = 0.8
+    dither: tuple[float, float] | None = (0.5, 1.0)
+    elitism: bool = True
+    init_scale: float | None = None
+    readout: str = "expected"
+    n_respondents: int = 100
+    slot: str = "user_start"
+    system: str | None = None
+    init_text: str | None = None
+    seed: int = 0
+    chunk_size: int = 10
+    checkpoint_every: int | None = None
+    members_per_pass: int | str | None = None
+    scoring_mode: str = "auto"
+    baselines: tuple[str, ...] = BASELINES
+    method: str = "de"
+    learning_rate: float = 0.1
+    both_orders: bool = False
+    hybrid_fraction: float = 0.25
+    extra_wordings: tuple[str, ...] = ()
+    chat_date: str | None = None
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
+        """A config with the named preset's optimizer settings (:data:`PRESETS`), then ``overrides``.
+
+        ``AlignConfig.from_preset("paper")`` replicates the paper's optimizer; ``"default"`` is
+        ``AlignConfig()``.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def __post_init__(self) -> None:
+        if self.chat_date is not None:
+            check_date(self.chat_date)
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if isinstance(self.extra_wordings, (str, os.PathLike)):
+            raise ValueError("extra_wordings must be a list of wording files, not one string")
+        object.__setattr__(self, "extra_wordings", tuple(str(p) for p in self.extra_wordings))
+        f = self.hybrid_fraction
+        if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
+            raise ValueError(f"hybrid_fraction must be a number in (0, 1], got {f!r}")
+        lr = self.learning_rate
+        if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
+        if self.init_scale is not None and not (
+                isinstance(self.init_scale, (int, float, np.floating)) and not isinstance(self.init_scale, bool)):
+            raise ValueError(f"init_scale must be None (the strategy's default) or a number > 0, got {self.init_scale!r}")
+        if not _is_int(self.k) or not 1 <= self.k <= MAX_K:
+            raise ValueError(f"k (soft-prompt length) must be an integer in 1..{MAX_K}, got {self.k!r}")
+        if not _is_int(self.population) or not 4 <= self.population <= MAX_POPULATION:
+            raise ValueError(
+                f"population must be an integer in 4..{MAX_POPULATION}, got {self.population!r}"
+            )
+        if self.subspace is not None and (not _is_int(self.subspace) or self.subspace < 1):
+            raise ValueError(f"subspace must be None (full space) or an integer >= 1, got {self.subspace!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r}; choose one of {', '.join(READOUTS)}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        if self.members_per_pass is not None and self.members_per_pass != "auto":
+            if not _is_int(self.members_per_pass) or self.members_per_pass < 1:
+                raise ValueError(
+                    f"members_per_pass must be None, 'auto' or an integer >= 1, got {self.members_per_pass!r}")
+            check_members_per_pass(self.members_per_pass, self.population)
+        if self.scoring_mode not in MODES:
+            raise ValueError(f"unknown scoring_mode {self.scoring_mode!r}; choose one of {', '.join(MODES)}")
+        self.evolution_config(1.0)  # validates the optimizer fields (strategy name, rates, ...)
+
+    @property
+    def spread(self) -> float:
+        """The initial spread used: ``init_scale``, or its strategy's default when ``None``."""
+        if self.init_scale is not None:
+            return float(self.init_scale)
+        return DE_INIT_SCALE if self.strategy == "DifferentialEvolution" else OTHER_INIT_SCALE
+
+    def evolution_config(self, embedding_std: float) -> EvolutionConfig:
+        """The optimizer settings; ``init_scale`` is converted to search-space units."""
+        scale = self.spread if self.subspace is not None else self.spread * embedding_std
+        return EvolutionConfig(
+            strategy=self.strategy,
+            population_size=self.population,
+            generations=self.generations,
+            crossover_rate=self.crossover_rate,
+            differential_weight=self.differential_weight,
+            dither=self.dither,
+            elitism=self.elitism,
+            chunk_size=self.chunk_size,
+            init_scale=float(scale),
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["baselines"] = list(self.baselines)
+        out["extra_wordings"] = list(self.extra_wordings)
+        out["dither"] = None if self.dither is None else list(self.dither)
+        out["init_scale"] = self.spread
+        return out
+
+
+#: Differential Evolution's initial spread when ``AlignConfig.init_scale`` is None (see there).
+DE_INIT_SCALE = 1.0
+
+
+#: The other strategies' initial spread (their std_init) when ``AlignConfig.init_scale`` is None.
+OTHER_INIT_SCALE = 1.0
+
+
+#: Named optimizer settings (``AlignConfig.from_preset``, ``jaxalign align --preset``).
+#:
+#: - ``"paper"``: plain Differential Evolution as in evosax and the paper's replication in this
+#:   project (DE/best/1/bin, CR 0.9, fixed F 0.8, initial spread 1 embedding std).
+#: - ``"de-p8"``: the paper's DE with 8 members and an initial spread of 2, for a fixed budget of
+#:   forward passes: give it ``generations = budget / 8 - 1`` (twice the generations of P = 16).
+#:   In the equal-budget study on the tiny model (656 forward passes, K = 10, subspace 32, 3 seeds
+#:   x China/U.S.A./India; ``benchmarks/results/de_sweep3_tiny_2026-12-02``) its final L1 was
+#:   6.63 ± 3.35, against 6.97 ± 1.37 for SNES (the best evolution strategy there) and
+#:   10.29 ± 0.73 for ``"paper"``; with spread 1 it was 9.35, with F 0.5 11.11. Measured on a random
+#:   tiny model only: run ``benchmarks/optimizers.py --methods de-p8,SNES`` on yours.
+#: - ``"default"``: ``AlignConfig()``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(strategy="DifferentialEvolution", crossover_rate=0.9, differential_weight=0.8,
+                  dither=None, elitism=True, init_scale=1.0),
+    "de-p8": dict(strategy="DifferentialEvolution", crossover_rate=0.9, differential_weight=0.8,
+                  dither=None, elitism=True, init_scale=2.0, population=8),
+    "default": {},
+}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)

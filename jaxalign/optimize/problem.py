@@ -1,0 +1,315 @@
+"""What a run is, fixed before anything compiles: the :class:`Problem`, and the pytrees a step
+reads (:class:`Step`, :class:`RunArgs`, :class:`RunState`).
+
+    build_problem(lm, targets, instrument, config)  -> Problem  (targets checked, items rendered
+                                                                  per presentation, search space)
+    problem.step()                                  -> Step     (hashable: config, scale, programs)
+    RunArgs   the arrays a step takes: scorer inputs, space, targets (C, D), keys (C, 2)
+    RunState  step (), optimizer state (C, ...), best_z (C, n), best_loss (C,), best_dims (C, D)
+
+:func:`jaxalign.optimize.pipeline.setup` is :func:`build_problem` plus the measured cost of an
+Adam step; the loop that runs a problem is :mod:`jaxalign.optimize.pipeline`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxalign.config import AlignConfig
+from jaxalign.fingerprint import (
+    instrument_fingerprint,
+    model_fingerprint,
+    prompt_fingerprint,
+    space_fingerprint,
+    target_fingerprint,
+)
+from jaxalign.optimize.budget import (
+    FALLBACK_FORWARDS_PER_STEP,
+    RunCost,
+    budget,
+    evolution_steps,
+    spent,
+    total_steps,
+)
+from jaxalign.optimize.checkpoint import normalise_json
+from jaxalign.parallel import replicate
+from jaxalign.resume import RESUMABLE_CHANGES, _targets_fingerprint
+from jaxalign.scoring import Scorer, ScoringProgram, make_scorer
+from jaxalign.search_space import search_space
+from jaxalign.softprompt import SoftPromptSpace
+from jaxalign.survey import Instrument, Target
+
+PRESENTATIONS = ("normal", "reversed")
+
+
+def target_key(seed: int, target: Target) -> jax.Array:
+    """The PRNG key of ``target``'s search: ``seed`` folded with a hash of the target's identity.
+
+    The identity is its name, code and scores, so the key (and the search) of one target never
+    depends on which other targets run beside it.
+    """
+    values = ",".join("nan" if np.isnan(v) else f"{float(v):.6g}" for v in np.asarray(target.values))
+    identity = f"{target.name}|{target.code or ''}|{values}"
+    return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(identity.encode()) & 0x7FFFFFFF)
+
+
+# ----------------------------------------------------------------------------- the problem
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything a run needs, fixed before anything is compiled (one or C targets).
+
+    Attributes:
+      lm: the frozen model.
+      instrument: the survey.
+      targets: the C targets (C >= 1), searched independently.
+      config: the :class:`~jaxalign.AlignConfig` (``method``, ``both_orders``, budget...).
+      scorers: one scorer per presentation (``presentations``), with the training readout
+        (``config.readout`` for DE, ``"expected"`` for Adam); targets are applied here, not in them.
+      presentations: ``("normal",)``, ``("normal", "reversed")`` (both-orders tuning), then one
+        ``"wording:<name>"`` per ``config.extra_wordings`` file; the loss is their mean.
+      result_scorer: scores the best prompts for the results (``config.readout``, normal order).
+      space: the soft-prompt search space (shared by all targets).
+      embedding_std: the embedding std the space and init_scale are scaled by.
+      mesh: a device mesh or ``None``.
+    """
+
+    lm: Any
+    instrument: Instrument
+    targets: tuple[Target, ...]
+    config: AlignConfig
+    scorers: tuple[Scorer, ...]
+    presentations: tuple[str, ...]
+    result_scorer: Scorer
+    space: SoftPromptSpace
+    embedding_std: float
+    mesh: Any = None
+    content: Mapping[str, Any] | None = None  # content fingerprints (jaxalign.fingerprint)
+    cost: RunCost | None = None  # an Adam step's measured cost (gradient, hybrid): measure_cost
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.targets)
+
+    @property
+    def forwards_per_step(self) -> float:
+        """An Adam step's cost in forward passes: measured (:attr:`cost`) or the fallback."""
+        return self.cost.forwards_per_step if self.cost is not None else FALLBACK_FORWARDS_PER_STEP
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the run (:func:`total_steps` at the measured Adam-step cost)."""
+        return total_steps(self.config, self.forwards_per_step)
+
+    @property
+    def evolution_steps(self) -> int:
+        """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
+        return evolution_steps(self.config, self.forwards_per_step)
+
+    @property
+    def evaluations(self) -> int | float:
+        """Forward passes of one member the whole run spends (:func:`spent`; an int for DE)."""
+        if self.config.method not in ("gradient", "hybrid"):
+            return budget(self.config)
+        return float(spent(self.config, self.forwards_per_step))
+
+    @property
+    def label(self) -> str:
+        """``AlignResult.method``: ``"de"``, ``"gradient"``, with ``"-both-orders"`` when so tuned."""
+        return self.config.method + ("-both-orders" if self.config.both_orders else "")
+
+    def target_values(self) -> np.ndarray:
+        return np.stack([np.asarray(t.values, np.float32) for t in self.targets])  # (C, D)
+
+    def step(self) -> Step:
+        """What a step's trace reads from this problem (see :class:`Step`)."""
+        members = self.n_targets * (1 if self.config.method == "gradient" else self.config.population)
+        programs = []
+        for scorer in self.scorers:
+            per_pass = scorer.members_per_pass
+            if per_pass == "auto":  # only DE trains with "auto": one pass scores C*P members
+                per_pass = scorer.auto_members_per_pass(members)
+            programs.append(scorer.program(per_pass))
+        # the seed reaches the loop only through its arguments (the targets' keys, the space), so
+        # runs that differ only in their seed share one loop
+        switch = self.evolution_steps if self.config.method == "hybrid" else 0
+        return Step(config=dataclasses.replace(self.config, seed=0), embedding_std=float(self.embedding_std),
+                    space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs), switch=switch)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint of this problem must match to be resumed (JSON-able)."""
+        config = self.config.to_dict()
+        return normalise_json({
+            "model": self.lm.name,
+            "dtype": str(np.dtype(self.lm.dtype)),
+            "wording": self.instrument.wording,
+            "targets": _targets_fingerprint(self.targets),
+            "n": int(self.space.dim),
+            **{key: value for key, value in config.items()
+               if key not in RESUMABLE_CHANGES},
+            "content": dict(self.content or {}),
+        })
+
+    def fingerprints(self, c: int) -> dict[str, Any]:
+        """Target ``c``'s content fingerprints as ``results.json`` records them."""
+        content = dict(self.content or {})
+        targets = content.pop("targets", [])
+        return {**content, "target": targets[c] if c < len(targets) else None}
+
+
+def build_problem(
+    lm: Any,
+    targets: Sequence[Target],
+    instrument: Instrument,
+    config: AlignConfig,
+    *,
+    mesh: Any = None,
+    scorer_options: Mapping[str, Any] | None = None,
+    space_file: Any = None,
+    resume: bool = False,
+) -> Problem:
+    """Builds the :class:`Problem`: checks targets, renders the items, builds the search space.
+
+    ``space_file``: where the run keeps ``p0`` and the basis (``search_space.safetensors``): a
+    fresh run writes them, a resume (``resume=True``) reads them back instead of redrawing them.
+    The problem's content fingerprints (model, instrument, targets, rendered prompts, space) are
+    computed here once; checkpoints record them and a resume compares them.
+    """
+    targets = tuple(targets)
+    if not targets:
+        raise ValueError("no target given: pass a country, a custom target, or a list of them")
+    for target in targets:
+        if tuple(target.dimensions) != tuple(instrument.dimensions):
+            raise ValueError(f"target dimensions {target.dimensions} do not match the instrument's "
+                             f"{instrument.dimensions}")
+    names = [t.name for t in targets]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"each target may appear once; repeated: {', '.join(repeated)}")
+    if lm.tokenizer is None:
+        raise ValueError(f"model {lm.name!r} has no tokenizer; pass tokenizer= to load_model")
+    options = dict(scorer_options or {})
+    common = dict(k=config.k, system=config.system, slot=config.slot, n_respondents=config.n_respondents,
+                  seed=config.seed, mode=config.scoring_mode, mesh=mesh, **options)
+    presentations = PRESENTATIONS if config.both_orders else PRESENTATIONS[:1]
+    wordings = {p: (instrument, p == "reversed") for p in presentations}
+    for path in config.extra_wordings:  # user wordings tuned on beside the main one
+        extra = tuning_wording(path, instrument)
+        wordings[f"wording:{extra.wording}"] = (extra, False)
+    presentations = tuple(wordings)
+    if config.method in ("gradient", "hybrid"):  # Adam trains on the only differentiable readout
+        train = dict(readout="expected", members_per_pass=None)
+    else:
+        train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
+    scorers = tuple(make_scorer(lm, wordings[p][0], reverse_options=wordings[p][1], **train, **common)
+                    for p in presentations)
+    if config.method == "de" and config.members_per_pass is None:
+        result_scorer = scorers[0]  # same readout: reuse its compiled function
+    else:
+        result_scorer = make_scorer(lm, instrument, readout=config.readout, **common)
+    space, embedding_std = search_space(lm, config)
+    if space_file is not None:
+        from jaxalign.search_space import _saved_search_space
+
+        space = _saved_search_space(Path(space_file), space, resume=resume)
+    content = {
+        "model": model_fingerprint(lm),
+        "instrument": instrument_fingerprint(instrument),
+        "targets": [target_fingerprint(t) for t in targets],
+        "prompts": {p: prompt_fingerprint(s.batch) for p, s in zip(presentations, scorers)},
+        "space": space_fingerprint(space),
+    }
+    if mesh is not None:
+        space = replicate(space, mesh)  # every device decodes its own members' prompts
+    problem = Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
+                      presentations=presentations, result_scorer=result_scorer, space=space,
+                      embedding_std=embedding_std, mesh=mesh, content=content)
+    return problem
+
+
+def tuning_wording(path: str, instrument: Instrument) -> Instrument:
+    """An extra wording to tune on (a JSON wording file, :func:`jaxalign.survey.load_wording`).
+
+    The project's held-out wording is refused: it exists to measure generalisation, so a prompt
+    tuned on it would make the held-out figures meaningless.
+    """
+    from jaxalign.survey.paraphrase import HELDOUT_WORDING, heldout_items
+    from jaxalign.survey.vsm13 import load_wording
+
+    if str(path) == HELDOUT_WORDING:
+        raise ValueError(f"{HELDOUT_WORDING!r} is the held-out wording, kept out of tuning so that "
+                         "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
+    extra = load_wording(path, instrument)
+    held = {item.id: item.text.strip() for item in heldout_items()}
+    same = [item.id for item in extra.items if held.get(item.id) == item.text.strip()]
+    if same:
+        raise ValueError(
+            f"wording file {str(path)!r} repeats the project's held-out wording (items {', '.join(same[:5])}"
+            f"{'...' if len(same) > 5 else ''}); the held-out wording is kept out of tuning so that "
+            "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
+    return extra
+
+
+# ----------------------------------------------------------------------------- state and args
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """Everything a step's trace reads besides its arguments: no arrays, no weights (hashable).
+
+    Equal steps trace equal programs, so :func:`run` compiles one loop per ``Step`` and length in
+    a process. Holding no weights, a kept loop never keeps a model alive.
+
+    Attributes:
+      config: the run's :class:`~jaxalign.AlignConfig` (method, population, strategy settings...),
+        its seed set to 0 (the seed is in the arguments).
+      embedding_std: the scale of the search space and the initial spread.
+      space_dim: ``n``, the search vector's size.
+      mesh: a device mesh or ``None``.
+      programs: one :class:`~jaxalign.scoring.ScoringProgram` per presentation.
+      switch: hybrid's evolution steps (then Adam); 0 for the other methods.
+    """
+
+    config: AlignConfig
+    embedding_std: float
+    space_dim: int
+    mesh: Any
+    programs: tuple[ScoringProgram, ...]
+    switch: int = 0  # hybrid: the evolution steps before Adam (they depend on the measured cost)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    """The arrays a step takes as jit arguments (weights included: never baked in)."""
+
+    inputs: tuple            # one ScorerInputs per presentation
+    space: SoftPromptSpace
+    targets: jax.Array       # (C, D) float32, NaN where missing
+    keys: jax.Array          # (C, 2) uint32, one PRNG key per target
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """The run's state after ``step`` steps (a pytree; what a checkpoint stores).
+
+    Attributes:
+      step: () int32, the next step to run.
+      opt: the optimizer state, every leaf with leading axis C (evosax state vmapped over the
+        targets, or ``(z (C, n), Adam state)``).
+      best_z: (C, n) best search vector per target; best_loss: (C,); best_dims: (C, D).
+    """
+
+    step: jax.Array
+    opt: Any
+    best_z: jax.Array
+    best_loss: jax.Array
+    best_dims: jax.Array
+
+
+for _cls in (RunArgs, RunState):
+    jax.tree_util.register_dataclass(
+        _cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[])

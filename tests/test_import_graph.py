@@ -1,0 +1,126 @@
+"""The package's import graph has no circle, and its layers point one way.
+
+Every ``import`` of a ``jaxalign`` module anywhere in a module's source counts (inside a function
+too: a function-level import hides a circle from Python's import machinery, not from the design).
+An edge goes to the deepest module the import names (``from jaxalign.cli.common import x`` ->
+``jaxalign.cli.common``; ``from jaxalign.prompting import batch`` -> ``jaxalign.prompting.batch``).
+The top-level ``jaxalign`` package (lazy names only) is not a node.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "jaxalign"
+
+
+def module_files() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
+    """``{module: modules it imports}`` over every import statement of its source."""
+    def deepest(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for module, path in files.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges |= {deepest(a.name) for a in node.names if a.name.startswith("jaxalign")}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package up
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                if base.startswith("jaxalign"):
+                    edges |= {deepest(f"{base}.{a.name}") if f"{base}.{a.name}" in files else deepest(base)
+                              for a in node.names}
+        graph[module] = edges - {None, module, "jaxalign"}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_checker_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_in_the_package():
+    graph = import_graph(module_files())
+    assert len(graph) > 50 and "jaxalign.optimize.pipeline" in graph["jaxalign.api"]
+    found = cycles(graph)
+    detail = "; ".join(" <-> ".join(c) + " (" + ", ".join(
+        f"{a} -> {sorted(graph[a] & set(c))}" for a in c) + ")" for c in found)
+    assert not found, f"import circles: {detail}"
+
+
+@pytest.mark.parametrize("lower, upper", [
+    ("jaxalign.survey", "jaxalign.model"),
+    ("jaxalign.model", "jaxalign.survey"),
+    ("jaxalign.model", "jaxalign.prompting"),
+    ("jaxalign.model.quantize", "jaxalign.model"),
+    ("jaxalign.scoring", "jaxalign.api"),
+    ("jaxalign.optimize", "jaxalign.api"),
+    ("jaxalign.prompting", "jaxalign.scoring"),
+    ("jaxalign.config", "jaxalign.api"),
+    ("jaxalign.results", "jaxalign.api"),
+    ("jaxalign.progress", "jaxalign.api"),
+    ("jaxalign.cli.common", "jaxalign.cli.align"),
+])
+def test_layers_point_one_way(lower, upper):
+    """No module of ``lower`` imports one of ``upper`` (a module is inside a name when it is that
+    name or below it; ``jaxalign.model.quantize`` -> ``jaxalign.model``: any other model module)."""
+    graph = import_graph(module_files())
+    inside = lambda m, name: m == name or m.startswith(name + ".")  # noqa: E731
+    bad = sorted((m, d) for m, deps in graph.items() if inside(m, lower)
+                 for d in deps if inside(d, upper) and not inside(d, lower))
+    assert not bad, f"{lower} imports {upper}: {bad}"
