@@ -156,7 +156,7 @@ def run_seed(lm, instrument, targets, args, seed: int, progress: bool) -> dict[s
     """Every method for every country with one seed -> ``{country: {method: {...}}}`` plus the
     DE prompts (``"_prompts"``) for CulturalBench."""
     import jaxalign
-    from jaxalign.optimize.gradient import gradient_align
+    from jaxalign.api import gradient_align
 
     config = align_config(args, seed)
     baselines = config.baselines

@@ -48,13 +48,8 @@ class AlignConfig:
       init_scale: spread of the initial population around p0, in embedding standard deviations
         (for SNES, CMA-ES and the like also their initial std). ``None`` (the default) is
         :data:`DE_INIT_SCALE` (1.0); ``to_dict`` and ``results.json`` record the number used.
-        A wider DE start was tried and not kept: in ``benchmarks/de_sweep.py`` (tiny model, K = 10,
-        subspace 32, P = 16, 40 generations, China/U.S.A./India, one seed) the final L1 was 10.92,
-        9.94 and 7.42 at spreads 0.5, 1 and 2, but the 3-seed study
-        (``benchmarks/results/optimizers_tiny_2026-12-01``) gave 10.61 ± 2.90 at spread 2 against
-        10.29 ± 0.73 for the paper's DE, and on the planted target of ``tests/test_align.py`` the
-        spread of 2 kept 0.33, 0.33 and 0.19 of the starting loss where these defaults (dither
-        0.5-1.0, spread 1) kept 0.10, 0.19 and 0.10.
+        Other spreads were measured and not made the default (wider on the tiny model, 0.5 on
+        SmolLM2-135M-Instruct): ``benchmarks/RESULTS.md``.
       readout: ``"expected"``, ``"argmax"`` or ``"sample"`` (see :mod:`jaxalign.scoring`).
       n_respondents: respondents per item for the ``"sample"`` readout.
       slot: soft-prompt position (``"user_start"``, ``"system"``, ``"after_item"``, ``"user_end"``;
@@ -217,11 +212,9 @@ OTHER_INIT_SCALE = 1.0
 #:   project (DE/best/1/bin, CR 0.9, fixed F 0.8, initial spread 1 embedding std).
 #: - ``"de-p8"``: the paper's DE with 8 members and an initial spread of 2, for a fixed budget of
 #:   forward passes: give it ``generations = budget / 8 - 1`` (twice the generations of P = 16).
-#:   In the equal-budget study on the tiny model (656 forward passes, K = 10, subspace 32, 3 seeds
-#:   x China/U.S.A./India; ``benchmarks/results/de_sweep3_tiny_2026-12-02``) its final L1 was
-#:   6.63 ± 3.35, against 6.97 ± 1.37 for SNES (the best evolution strategy there) and
-#:   10.29 ± 0.73 for ``"paper"``; with spread 1 it was 9.35, with F 0.5 11.11. Measured on a random
-#:   tiny model only: run ``benchmarks/optimizers.py --methods de-p8,SNES`` on yours.
+#:   The best DE of the tiny-model equal-budget study (``benchmarks/RESULTS.md``, "Which optimizer
+#:   per unit of compute?"); measured on a random tiny model only: run
+#:   ``benchmarks/optimizers.py --methods de-p8,SNES`` on yours.
 #: - ``"default"``: ``AlignConfig()``.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(strategy="DifferentialEvolution", crossover_rate=0.9, differential_weight=0.8,

@@ -73,13 +73,10 @@ def resolve_mode(mode: str, prefix_shared: bool) -> str:
     "Which scoring mode"):
 
     - item-first layouts -> ``"cached"``: each item's text is computed once for all members
-      instead of once per member; measured 2.6-3.3x faster than ``"full"`` on a 2-core CPU (100M
-      preset) and 3.8x on an H200 (Llama-3-8B shape, ``after_item``).
+      instead of once per member.
     - shared-prefix layouts -> ``"cached"`` as well: only the shared prefix and the K soft tokens
-      are saved per item, but the cached pass also runs the last layer at the read position only;
-      measured 1.22x faster than ``"full"`` on a 2-core CPU (100M preset, P = 16: 83.9 vs 102.2 s
-      per pass, 2026-12-01) and even on an H200 before that trimming (8B shape: 2.138 vs 2.142 s).
-      No backend measured has ``"full"`` faster, so no rule picks it yet.
+      are saved per item, but the cached pass also runs the last layer at the read position only.
+      No backend measured has ``"full"`` faster (the figures: RESULTS.md), so no rule picks it yet.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
