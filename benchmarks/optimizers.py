@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hybrid-strategy", default="SNES",
                         help="evosax strategy of hybrid's evolution phase (default: SNES)")
     parser.add_argument("--readout", default="expected", choices=("expected", "argmax"))
-    parser.add_argument("--init-text", choices=BASELINES, default=None,
+    parser.add_argument("--init-text", choices=("persona", "icl"), default=None,
                         help="start every search from this written prompt's token embeddings (each "
                              "country its own text: persona or icl; default: random vocabulary rows)")
     parser.add_argument("--extra-wording", dest="extra_wordings", action="append", default=[],
@@ -259,16 +259,16 @@ def run_method(lm, instrument, name: str, option: str, countries, args) -> list[
     """Runs one method/option over countries x seeds; one record per search."""
     import jaxalign
 
-    from jaxalign.baselines import icl_text, persona_text
+    from jaxalign.baselines import baseline_system
 
     config = method_config(name, option, args)
     runs = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     # with --init-text each country starts from its own text, so each is its own program
     groups = [list(countries)] if args.init_text is None else [[c] for c in countries]
-    text = {"persona": persona_text, "icl": icl_text}.get(args.init_text)
     for group in groups:
-        start = config if text is None else dataclasses.replace(config, init_text=text(group[0]))
+        start = config if args.init_text is None else dataclasses.replace(
+            config, init_text=baseline_system(args.init_text, group[0]))
         if start.method == "gradient":  # deterministic given the space: seeds change the space
             for s in seeds:
                 found = jaxalign.align(lm, group, instrument=instrument,
@@ -373,11 +373,10 @@ def score_written(lm, instrument, countries, args, plain_tuned: Any) -> dict[str
     No soft prompt; one compiled scorer per baseline, country and condition."""
     import jaxalign
 
-    from jaxalign.baselines import icl_text, persona_text
+    from jaxalign.baselines import baseline_system
     from jaxalign.scoring import make_scorer
     from jaxalign.survey import l1_loss
 
-    texts = {"persona": persona_text, "icl": icl_text}
     empty = np.zeros((1, 0, lm.config.hidden_size), np.float32)
     anchor = jaxalign.resolve_target(ANCHOR)
     out: dict[str, Any] = {}
@@ -388,7 +387,7 @@ def score_written(lm, instrument, countries, args, plain_tuned: Any) -> dict[str
             figures["dims"][country.name] = {}
             for condition, (inst, reverse) in _settings(instrument).items():
                 scorer = make_scorer(lm, inst, k=0, readout=args.readout, seed=0,
-                                     system=texts[name](country), reverse_options=reverse)
+                                     system=baseline_system(name, country), reverse_options=reverse)
                 dims = np.asarray(scorer(empty).dims[0])
                 figures[condition][country.name] = float(l1_loss(dims, country.values))
                 figures["dims"][country.name][condition] = [float(v) for v in dims]

@@ -131,7 +131,7 @@ def table_generalisation(base: dict) -> tuple[list[str], str]:
              "|---|---|" + "---:|" * len(METRICS) + "---|"]
     rows = [("the study's setup (K = 10, subspace 64, one wording, normal order)", base)]
     rows += [(label, load(folder)) for label, folder in GENERALISATION.items()]
-    qualifying, every, missing = [], [], []
+    every, missing = [], []  # every: (held-out L1, setting, method, reversed no worse than plain)
     for label, study in rows:
         if study is None:
             missing.append(label)
@@ -142,23 +142,22 @@ def table_generalisation(base: dict) -> tuple[list[str], str]:
                 continue
             one = mine[0]
             ok = one["reversed"] <= plain["reversed"]
-            every.append((one["heldout"], label, m))
-            if ok:
-                qualifying.append((one["heldout"], label, m))
+            every.append((one["heldout"], label, m, ok))
             lines.append(f"| {label} | {LABELS.get(m, m)} | " + " | ".join(f"{one[k]:.2f}" for k in METRICS)
                          + f" | {'yes' if ok else 'no'} |")
     lines.append("| naive (plain model) | - | " + " | ".join(f"{plain[k]:.2f}" for k in METRICS) + " | - |")
     if missing:
         lines += ["", "Not run yet: " + "; ".join(missing) + "."]
+    qualifying = [e for e in every if e[3]]
     if qualifying:
-        held, label, m = min(qualifying)
+        held, label, m, _ = min(qualifying)
         verdict = (f"Lowest held-out L1 with the reversed order no worse than the plain model: {label}, "
                    f"{LABELS.get(m, m)} ({held:.2f}; plain model {plain['heldout']:.2f}).")
     else:
         verdict = ("No setting qualifies: every tuned prompt's reversed-order L1 is above the plain model's "
                    f"{plain['reversed']:.2f}, so no `robust` preset is named.")
         if every:
-            held, label, m = min(every)
+            held, label, m, _ = min(every)
             verdict += (f" The lowest held-out L1 of all is {held:.2f} ({label}, {LABELS.get(m, m)}), against "
                         f"the plain model's {plain['heldout']:.2f}.")
     return lines, verdict
@@ -169,18 +168,18 @@ def table_sweep(study_folders: list[dict]) -> tuple[list[str], str | None]:
     tuned L1 (the search's own goal; held-out and reversed shown, not used)."""
     lines = ["| DE setting | seeds | tuned L1 | held-out L1 | reversed L1 | anchored L1 |", "|---|---|---:|---:|---:|---:|"]
     defaults = [s for study in study_folders for s in searches(study, "de") if s["seed"] in (0, 1)]
-    rows = [("defaults (P = 8, 11 generations, spread 1, CR 0.9, F 0.5-1)", defaults, "defaults")]
+    rows = [("defaults (P = 8, 11 generations, spread 1, CR 0.9, F 0.5-1)", defaults)]
     for label, folder in SWEEP.items():
         study = load(folder)
         if study is not None:
-            rows.append((label, [s for s in searches(study, "de") if s["seed"] in (0, 1)], folder))
+            rows.append((label, [s for s in searches(study, "de") if s["seed"] in (0, 1)]))
     best = None
-    for label, mine, key in rows:
+    for label, mine in rows:
         if not mine:
             continue
         mean = float(np.mean([s["tuned"] for s in mine]))
         if best is None or mean < best[0]:
-            best = (mean, label, key)
+            best = (mean, label)
         lines.append(f"| {label} | {','.join(str(s['seed']) for s in mine)} | "
                      + " | ".join(cell([s[k] for s in mine]) for k in ("tuned", "heldout", "reversed", "anchored")) + " |")
     return lines, None if best is None else best[1]

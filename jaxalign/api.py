@@ -423,11 +423,19 @@ def gradient_align(
       ``best_dims``; ``evaluations``: ``steps`` times the measured cost of a step in forward
       passes (``cost``).
     """
-    config = dataclasses.replace(config or AlignConfig(), **overrides)
     fields: dict[str, Any] = {"method": "gradient"}
     if learning_rate is not None:  # None keeps the configured step size
         fields["learning_rate"] = learning_rate
-    config = dataclasses.replace(config, **fields)
+    return _in_memory_run(lm, target, fields, instrument=instrument, config=config, progress=progress,
+                          scorer_options=scorer_options, overrides=overrides)
+
+
+def _in_memory_run(lm: Any, target: Any, fields: Mapping[str, Any], *, instrument: Any, config: Any,
+                   progress: bool, scorer_options: Mapping[str, Any] | None,
+                   overrides: Mapping[str, Any]):
+    """The pipeline without a run folder, for ``config`` with ``overrides`` then ``fields`` set:
+    one result, or a list for a list of targets (the entry points below :func:`align`)."""
+    config = dataclasses.replace(dataclasses.replace(config or AlignConfig(), **overrides), **fields)
     targets, several = resolve_targets(target)
     found = run_pipeline(lm, targets, instrument=instrument, config=config, progress=progress,
                          scorer_options=scorer_options)
@@ -454,9 +462,5 @@ def align_both_orders(
     ``scorer_options`` go to :func:`jaxalign.scoring.make_scorer` (e.g. ``n_buckets``). A list of
     targets returns a list of results (one compiled program).
     """
-    config = dataclasses.replace(config or AlignConfig(), **overrides)
-    config = dataclasses.replace(config, both_orders=True)
-    targets, several = resolve_targets(target)
-    found = run_pipeline(lm, targets, instrument=instrument, config=config, progress=progress,
-                         scorer_options=scorer_options)
-    return found if several else found[0]
+    return _in_memory_run(lm, target, {"both_orders": True}, instrument=instrument, config=config,
+                          progress=progress, scorer_options=scorer_options, overrides=overrides)

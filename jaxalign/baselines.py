@@ -96,6 +96,16 @@ def icl_text(target: Target) -> str:
     )
 
 
+def baseline_system(name: str, target: Target) -> str | None:
+    """The system text of baseline ``name`` for ``target``: ``None`` for ``"naive"``,
+    :func:`persona_text` or :func:`icl_text`. Raises ValueError for another name."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    if name == "naive":
+        return None
+    return persona_text(target) if name == "persona" else icl_text(target)
+
+
 @dataclasses.dataclass(frozen=True)
 class BaselineResult:
     """One baseline's outcome: its system text (None for naive), six dims, loss, answers."""
@@ -130,18 +140,18 @@ def run_baselines(
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
-    systems = {"naive": None, "persona": persona_text(target), "icl": icl_text(target)}
     results = {}
     for name in names:
+        system = baseline_system(name, target)
         scorer = make_scorer(
-            lm, instrument, k=0, target=target, system=systems[name], readout=readout,
+            lm, instrument, k=0, target=target, system=system, readout=readout,
             constants=constants, seed=seed,
         )
         d = lm.config.hidden_size
         scores = scorer(np.zeros((1, 0, d), np.float32))
         results[name] = BaselineResult(
             name=name,
-            system=systems[name],
+            system=system,
             dims=np.asarray(scores.dims[0]),
             loss=float(scores.loss[0]),
             probs=np.asarray(scores.probs[0]),

@@ -103,3 +103,14 @@ def test_custom_target_has_no_persona_and_a_placeless_icl(lm, vsm):
     results = run_baselines(lm, vsm, target, names="naive")  # a single name as a string
     assert tuple(results) == ("naive",)
     assert tuple(run_baselines(lm, vsm, target, names=("naive", "persona", "icl"))) == ("naive", "icl")
+
+
+def test_baseline_system_names_each_baselines_text():
+    from jaxalign.baselines import baseline_system
+
+    china = jaxalign.resolve_target("China")
+    assert baseline_system("naive", china) is None
+    assert baseline_system("persona", china) == persona_text(china)
+    assert baseline_system("icl", china) == icl_text(china)
+    with pytest.raises(ValueError, match="unknown baseline 'roleplay'"):
+        baseline_system("roleplay", china)

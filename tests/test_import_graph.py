@@ -94,8 +94,13 @@ def test_the_checker_finds_a_circle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_import_circle_in_the_package():
-    graph = import_graph(module_files())
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    """The package's import graph, read once for the module's tests."""
+    return import_graph(module_files())
+
+
+def test_no_import_circle_in_the_package(graph):
     assert len(graph) > 50 and "jaxalign.optimize.pipeline" in graph["jaxalign.api"]
     found = cycles(graph)
     detail = "; ".join(" <-> ".join(c) + " (" + ", ".join(
@@ -116,10 +121,9 @@ def test_no_import_circle_in_the_package():
     ("jaxalign.progress", "jaxalign.api"),
     ("jaxalign.cli.common", "jaxalign.cli.align"),
 ])
-def test_layers_point_one_way(lower, upper):
+def test_layers_point_one_way(graph, lower, upper):
     """No module of ``lower`` imports one of ``upper`` (a module is inside a name when it is that
     name or below it; ``jaxalign.model.quantize`` -> ``jaxalign.model``: any other model module)."""
-    graph = import_graph(module_files())
     inside = lambda m, name: m == name or m.startswith(name + ".")  # noqa: E731
     bad = sorted((m, d) for m, deps in graph.items() if inside(m, lower)
                  for d in deps if inside(d, upper) and not inside(d, lower))

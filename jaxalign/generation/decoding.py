@@ -400,6 +400,23 @@ def prepare(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: in
         raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    lm, rows, n_soft, n_prompts = prompt_rows(lm, prompts, soft_prompt, slot=slot, system=system,
+                                              chat_template=chat_template, chat_date=chat_date)
+    stops = stop_token_ids(lm.tokenizer) if stop_ids is None else np.asarray(list(stop_ids), np.int32)
+    if stops.ndim != 1 or not 1 <= stops.size <= MAX_STOP_IDS:
+        raise ValueError(f"stop_ids must be a list of 1..{MAX_STOP_IDS} token ids, got {stop_ids!r}")
+    pad = getattr(lm.tokenizer, "pad_token_id", None)
+    pad = int(stops[0]) if pad is None else int(pad)
+    decoder = Decoder(lm=lm, rows=rows, max_new_tokens=int(max_new_tokens), stop_ids=stops, pad_id=pad,
+                      sampling=(float(temperature), float(top_p)), seed=int(seed))
+    return decoder, n_soft, n_prompts
+
+
+def prompt_rows(lm: LM, prompts: Any, soft_prompt: Any = None, *, slot: str | None = None,
+                system: str | None = None, chat_template: str | None = None,
+                chat_date: str | None = None) -> tuple[LM, Rows, int, int]:
+    """``prompts`` (``N``) x ``soft_prompt`` (``S``) as :func:`generate` takes them, checked and laid
+    out: ``(lm with the batch's chat date bound, rows (S*N), S, N)`` (:func:`build_rows`)."""
     if isinstance(prompts, (str, dict)) or (isinstance(prompts, Sequence) and prompts
                                             and isinstance(prompts[0], dict)):
         prompts = [prompts]
@@ -409,17 +426,10 @@ def prepare(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: in
     many = isinstance(soft_prompt, (list, tuple))
     soft = [as_soft_prompt(p, lm, slot) for p in (soft_prompt if many else [soft_prompt])]
     if not soft:
-        raise ValueError("soft_prompt=[] gives nothing to decode; pass None for the plain model")
+        raise ValueError("soft_prompt=[] gives nothing to run; pass None for the plain model")
     lm = batch_chat_date(lm, soft, chat_date)
     rows = build_rows(lm, conversations, soft, system=system, chat_template=chat_template)
-    stops = stop_token_ids(lm.tokenizer) if stop_ids is None else np.asarray(list(stop_ids), np.int32)
-    if stops.ndim != 1 or not 1 <= stops.size <= MAX_STOP_IDS:
-        raise ValueError(f"stop_ids must be a list of 1..{MAX_STOP_IDS} token ids, got {stop_ids!r}")
-    pad = getattr(lm.tokenizer, "pad_token_id", None)
-    pad = int(stops[0]) if pad is None else int(pad)
-    decoder = Decoder(lm=lm, rows=rows, max_new_tokens=int(max_new_tokens), stop_ids=stops, pad_id=pad,
-                      sampling=(float(temperature), float(top_p)), seed=int(seed))
-    return decoder, len(soft), len(conversations)
+    return lm, rows, len(soft), len(conversations)
 
 
 def batch_chat_date(lm: LM, soft_prompts: Sequence[SoftPrompt | None], chat_date: str | None = None) -> LM:

@@ -62,22 +62,12 @@ def reply_log_likelihood(lm: Any, prompts: Any, reply: str, soft_prompt: Any = N
     """
     if not isinstance(reply, str) or not reply.strip():
         raise ValueError("reply must be a non-empty string")
-    if isinstance(prompts, (str, dict)) or (isinstance(prompts, (list, tuple)) and prompts
-                                            and isinstance(prompts[0], dict)):
-        prompts = [prompts]
-    if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise ValueError("prompts must be a string, a conversation, or a non-empty list of them")
-    conversations = [decoding.as_conversation(p) for p in prompts]
-    many = isinstance(soft_prompt, (list, tuple))
-    soft = [decoding.as_soft_prompt(p, lm, slot) for p in (soft_prompt if many else [soft_prompt])]
-    if not soft:
-        raise ValueError("soft_prompt=[] gives nothing to score; pass None for the plain model")
-    lm = decoding.batch_chat_date(lm, soft, chat_date)
-    rows = decoding.build_rows(lm, conversations, soft, system=system, chat_template=chat_template)
+    lm, rows, n_soft, n_prompts = decoding.prompt_rows(lm, prompts, soft_prompt, slot=slot, system=system,
+                                                       chat_template=chat_template, chat_date=chat_date)
     reply_ids = np.asarray(lm.tokenizer(reply, add_special_tokens=False)["input_ids"], np.int32)  # (R,)
     batch = rows.embeds.shape[0]
     reply_embeds = jnp.broadcast_to(lm.embed(reply_ids[None]), (batch, len(reply_ids), lm.config.hidden_size))
     embeds = jnp.concatenate([rows.embeds, reply_embeds.astype(rows.embeds.dtype)], axis=1)  # (B, T + R, d)
     mask = jnp.concatenate([rows.mask, jnp.ones((batch, len(reply_ids)), rows.mask.dtype)], axis=1)
     log_probs = np.asarray(_reply_log_probs(lm.graphdef, lm.params, embeds, mask, jnp.asarray(reply_ids)))
-    return log_probs.astype(np.float64).mean(axis=1).reshape(len(soft), len(conversations))
+    return log_probs.astype(np.float64).mean(axis=1).reshape(n_soft, n_prompts)
