@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "load_soft_prompt": "jaxalign.softprompt",
     "check_soft_prompt": "jaxalign.softprompt",
     "prompt_provenance": "jaxalign.softprompt",
-    # optimize: the evosax evolution loop with checkpoint/resume
+    # optimize: evolve(), the pipeline's loop on any fitness function, with checkpoint/resume
     "EvolutionConfig": "jaxalign.optimize",
     "EvolutionResult": "jaxalign.optimize",
     "evolve": "jaxalign.optimize",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxalign.baselines import BASELINES
-from jaxalign.optimize import EvolutionConfig
+from jaxalign.optimize.evolution import EvolutionConfig
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
 from jaxalign.prompting.chat_formats import check_date
 

@@ -369,6 +369,12 @@ def _on_mesh(tree: Any, mesh: Mesh) -> bool:
                for x in leaves)
 
 
+def place_params(params: Any, mesh: Mesh) -> Any:
+    """Model weights on ``mesh``: sharded over its ``"model"`` axis (:func:`shard_params`), or as
+    they are when already placed there (``load_model(..., mesh=mesh)``)."""
+    return params if _on_mesh(params, mesh) else shard_params(params, mesh)
+
+
 def place_scorer_inputs(inputs: Any, mesh: Mesh) -> Any:
     """A scorer's jit arguments on ``mesh``: weights sharded (kept if already), the rest replicated.
 
@@ -377,7 +383,7 @@ def place_scorer_inputs(inputs: Any, mesh: Mesh) -> Any:
     """
     import dataclasses
 
-    params = inputs.params if _on_mesh(inputs.params, mesh) else shard_params(inputs.params, mesh)
+    params = place_params(inputs.params, mesh)
     others = {f.name: getattr(inputs, f.name) for f in dataclasses.fields(inputs) if f.name != "params"}
     return dataclasses.replace(inputs, params=params, **replicate(others, mesh))
 

@@ -7,6 +7,9 @@ budget asks for it; the chunk size changes nothing but peak memory)::
     prompts (P, K, d)
       -> sequences [prefix][K soft vectors][item text + answer cue]      (P*Q, T, d)
       -> frozen model, last real position, logits of the 5 answer tokens (P, Q, 5)
+         (the shared logits pass, jaxalign.scoring_pass.answer_logits, which CulturalBench
+         also scores through)
+      -> softmax, back to answer-code order                               (P, Q, 5)
       -> readout per item (expected / argmax / sample)                    (P, Q)
       -> instrument indices                                               (P, D)
       -> L1 loss to the target, missing dimensions masked                 (P,)
@@ -53,8 +56,8 @@ import numpy as np
 
 from jaxalign import parallel
 from jaxalign.model import LM
-from jaxalign.model import llama
 from jaxalign.prompting import PromptBatch, bucket_items, render_items
+from jaxalign.scoring_pass import ItemBucket, answer_logits, build_sequences
 from jaxalign.survey import Instrument, Target, l1_loss
 
 Readout = Literal["expected", "argmax", "sample"]
@@ -128,25 +131,6 @@ class ScorerInputs:
     target_values: jax.Array    # (D,) float32, NaN where missing
     constants: jax.Array        # (D,) float32
     sample_key: jax.Array       # PRNG key for the "sample" readout
-
-
-@dataclasses.dataclass(frozen=True)
-class ItemBucket:
-    """Items of similar length, trimmed to their own longest one (a pytree)."""
-
-    item_index: jax.Array       # (Qb,) int32, positions of these items in the instrument
-    prefix_ids: jax.Array       # (Qb, Tp) int32, left-padded
-    prefix_mask: jax.Array      # (Qb, Tp) int32
-    suffix_ids: jax.Array       # (Qb, Ts) int32, right-padded
-    suffix_mask: jax.Array      # (Qb, Ts) int32
-    prefix_shared: bool         # every item has the same unpadded prefix (static)
-
-
-jax.tree_util.register_dataclass(
-    ItemBucket,
-    data_fields=["item_index", "prefix_ids", "prefix_mask", "suffix_ids", "suffix_mask"],
-    meta_fields=["prefix_shared"],
-)
 
 
 jax.tree_util.register_dataclass(
@@ -327,17 +311,7 @@ def make_scorer(
     mode = resolve_mode(mode, bool(batch.prefix_shared))
     if n_buckets is None:
         n_buckets = 4 if batch.prefix_shared else 2
-    buckets = tuple(
-        ItemBucket(
-            item_index=jnp.asarray(index, jnp.int32),
-            prefix_ids=jnp.asarray(sub.prefix_ids, jnp.int32),
-            prefix_mask=jnp.asarray(sub.prefix_mask, jnp.int32),
-            suffix_ids=jnp.asarray(sub.suffix_ids, jnp.int32),
-            suffix_mask=jnp.asarray(sub.suffix_mask, jnp.int32),
-            prefix_shared=bool(sub.prefix_shared),
-        )
-        for index, sub in bucket_items(batch, n_buckets)
-    )
+    buckets = tuple(ItemBucket.of(index, sub) for index, sub in bucket_items(batch, n_buckets))
     inputs = ScorerInputs(
         params=lm.params,
         buckets=buckets,
@@ -410,37 +384,6 @@ def _constants(instrument: Instrument, constants: Any) -> np.ndarray:
     return np.asarray(instrument.with_constants(constants).constants, np.float32)
 
 
-def build_sequences(
-    embed_prefix: jax.Array,   # (Q, Tp, d)
-    prefix_mask: jax.Array,    # (Q, Tp)
-    prompts: jax.Array,        # (P, K, d)
-    embed_suffix: jax.Array,   # (Q, Ts, d)
-    suffix_mask: jax.Array,    # (Q, Ts)
-) -> tuple[jax.Array, jax.Array]:
-    """Lays out ``[prefix][soft][suffix]`` for every member and item.
-
-    Returns ``embeds (P*Q, T, d)`` and ``mask (P*Q, T)`` with ``T = Tp + K + Ts``, member-major
-    (row ``p * Q + q`` is member ``p`` on item ``q``).
-    """
-    n_pop, k, d = prompts.shape
-    n_items, tp = prefix_mask.shape
-    ts = suffix_mask.shape[1]
-    dtype = embed_prefix.dtype
-    embeds = jnp.concatenate(
-        [
-            jnp.broadcast_to(embed_prefix[None], (n_pop, n_items, tp, d)),
-            jnp.broadcast_to(prompts.astype(dtype)[:, None], (n_pop, n_items, k, d)),
-            jnp.broadcast_to(embed_suffix[None], (n_pop, n_items, ts, d)),
-        ],
-        axis=2,
-    )  # (P, Q, T, d)
-    mask = jnp.concatenate(
-        [prefix_mask, jnp.ones((n_items, k), prefix_mask.dtype), suffix_mask], axis=1
-    )  # (Q, T)
-    mask = jnp.broadcast_to(mask[None], (n_pop, n_items, tp + k + ts))
-    return embeds.reshape(n_pop * n_items, tp + k + ts, d), mask.reshape(n_pop * n_items, -1)
-
-
 def readout_means(
     probs: jax.Array, readout: str, *, key: jax.Array | None = None, n_respondents: int = 100
 ) -> jax.Array:
@@ -492,36 +435,9 @@ def _score(
     mesh: Any = None,
     trim_last_layer: bool = True,
 ) -> Scores:
-    n_pop = prompts.shape[0]
-    n_items = sum(b.item_index.shape[0] for b in inputs.buckets)
-    if len({b.prefix_shared for b in inputs.buckets}) != 1:
-        # one bucket's [prefix][soft] cache would be read for another bucket's items
-        raise ValueError("item buckets disagree on whether the prefix is shared; build them with "
-                         "make_scorer (bucket_items keeps the batch's prefix_shared)")
-    per_pass = n_pop if members_per_pass is None else min(members_per_pass, n_pop)
-
-    def logits_local(members: jax.Array) -> jax.Array:  # (m, K, d) -> (m, Q, n) presented order
-        out = jnp.zeros((members.shape[0], n_items, inputs.answer_ids.shape[0]), jnp.float32)
-        # shared prefix: every bucket reads the same [prefix][soft] caches, built once here
-        shared = mode != "full" and inputs.buckets[0].prefix_shared
-        member_cache = _member_cache(graphdef, inputs, members, trim_last_layer) if shared else None
-        for bucket in inputs.buckets:
-            if mode == "full":
-                logits = _bucket_logits_full(graphdef, inputs, bucket, members)
-            else:
-                logits = _bucket_logits_cached(graphdef, inputs, bucket, members, trim_last_layer,
-                                               member_cache)
-            out = out.at[:, bucket.item_index].set(logits)
-        return out
-
-    def logits_of(members: jax.Array) -> jax.Array:  # one slice per data shard (see jaxalign.parallel)
-        return parallel.map_over_data_shards(logits_local, members, mesh)
-
-    if per_pass == n_pop:
-        logits = logits_of(prompts)  # (P, Q, 5)
-    else:
-        chunks = prompts.reshape(n_pop // per_pass, per_pass, *prompts.shape[1:])
-        logits = jax.lax.map(logits_of, chunks).reshape(n_pop, n_items, -1)
+    logits = answer_logits(graphdef, inputs.params, inputs.buckets, inputs.answer_ids, prompts, mode=mode,
+                           mesh=mesh, members_per_pass=members_per_pass,
+                           trim_last_layer=trim_last_layer)  # (P, Q, 5)
     probs_presented = jax.nn.softmax(logits, axis=-1)
     # presented position j shows answer code answer_order[j] + 1: scatter back to code order
     probs = jnp.zeros_like(probs_presented).at[..., inputs.answer_order].set(probs_presented)
@@ -534,86 +450,6 @@ def _score(
     dims = instrument.indices(item_means, inputs.constants)  # (P, D)
     loss = l1_loss(dims, inputs.target_values)  # (P,)
     return Scores(probs=probs, item_means=item_means, dims=dims, loss=loss)
-
-
-def _bucket_logits_full(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts) -> jax.Array:
-    """Every ``[prefix][soft][suffix]`` sequence run whole: ``(P, Qb, n)``."""
-    n_pop, n_items = prompts.shape[0], bucket.item_index.shape[0]
-    embeds, mask = build_sequences(
-        llama.embed_fn(graphdef, inputs.params, bucket.prefix_ids), bucket.prefix_mask, prompts,
-        llama.embed_fn(graphdef, inputs.params, bucket.suffix_ids), bucket.suffix_mask,
-    )  # (P*Qb, T, d), (P*Qb, T)
-    logits = llama.selected_logits_fn(graphdef, inputs.params, embeds, mask, inputs.answer_ids)
-    return logits.reshape(n_pop, n_items, -1)
-
-
-def _member_cache(graphdef, inputs: ScorerInputs, prompts, trim_last_layer: bool) -> llama.KVCache:
-    """Shared-prefix layouts: the prefix's keys/values once, then each member's ``K`` soft vectors
-    against them; ``(P, Tp + K)`` positions. Every bucket's items run against this one cache (the
-    prefix is the same tokens, at the same length, in every bucket)."""
-    params, bucket = inputs.params, inputs.buckets[0]
-    n_pop, k, _ = prompts.shape
-    cache_only = "none" if trim_last_layer else "all"
-    prefix_embeds = llama.embed_fn(graphdef, params, bucket.prefix_ids[:1])    # (1, Tp, d)
-    soft = prompts.astype(prefix_embeds.dtype)
-    _, prefix_cache = llama.prefill_fn(graphdef, params, prefix_embeds, bucket.prefix_mask[:1],
-                                       hidden=cache_only)                                # C = 1
-    _, soft_cache = llama.extend_fn(graphdef, params, soft, jnp.ones((n_pop, k), jnp.int32),
-                                    prefix_cache, hidden=cache_only)
-    return llama.concat_caches(prefix_cache, soft_cache)                                 # (P, Tp+K)
-
-
-def _bucket_logits_cached(graphdef, inputs: ScorerInputs, bucket: ItemBucket, prompts,
-                          trim_last_layer: bool, member_cache: llama.KVCache | None) -> jax.Array:
-    """Shared tokens computed once, via key/value caches: ``(P, Qb, n)``.
-
-    Shared prefix (the default layout): prefix once -> each member's K soft vectors once
-    (``member_cache``, from :func:`_member_cache`, built once for all buckets; ``None`` for the
-    item-first layout) -> every item's text against its member's cache. Per-item prefix
-    (item-first layout): each item's prefix once -> every member's ``[soft][cue]`` against its
-    item's cache. With
-    ``trim_last_layer`` the caches are built with ``hidden="none"`` and the read rows run with
-    ``hidden="last"`` (see :meth:`jaxalign.model.llama.Llama.extend`).
-    """
-    params = inputs.params
-    n_pop, k, _ = prompts.shape
-    n_items = bucket.item_index.shape[0]
-    cache_only, read = ("none", "last") if trim_last_layer else ("all", "all")
-    suffix_embeds = llama.embed_fn(graphdef, params, bucket.suffix_ids)   # (Qb, Ts, d)
-    soft = prompts.astype(suffix_embeds.dtype)
-
-    def answer_logits(rows: jax.Array, rows_mask: jax.Array, cache: llama.KVCache) -> jax.Array:
-        """``rows (B, T, d)`` after ``cache``: the answer logits at each row's last real token, (B, n)."""
-        hidden, _ = llama.extend_fn(graphdef, params, rows, rows_mask, cache, hidden=read)
-        if read == "last":                                                 # (B, d)
-            return llama.token_logits(graphdef, params, hidden, inputs.answer_ids)
-        return llama.select_logits(graphdef, params, hidden, rows_mask, inputs.answer_ids)
-
-    if bucket.prefix_shared:
-        ts = suffix_embeds.shape[1]
-        rows = jnp.broadcast_to(suffix_embeds[:, None], (n_items, n_pop, ts, suffix_embeds.shape[-1]))
-        rows_mask = jnp.broadcast_to(bucket.suffix_mask[:, None], (n_items, n_pop, ts))
-        rows = rows.reshape(n_items * n_pop, ts, -1)          # row q*P + p: item q, member p
-        rows_mask = rows_mask.reshape(n_items * n_pop, ts)
-        logits = answer_logits(rows, rows_mask, member_cache)
-        return logits.reshape(n_items, n_pop, -1).transpose(1, 0, 2)
-    prefix_embeds = llama.embed_fn(graphdef, params, bucket.prefix_ids)   # (Qb, Tp, d)
-    _, item_cache = llama.prefill_fn(graphdef, params, prefix_embeds, bucket.prefix_mask,
-                                     hidden=cache_only)                               # C = Qb
-    ts = suffix_embeds.shape[1]
-    rows = jnp.concatenate(
-        [
-            jnp.broadcast_to(soft[:, None], (n_pop, n_items, k, soft.shape[-1])),
-            jnp.broadcast_to(suffix_embeds[None], (n_pop, n_items, ts, soft.shape[-1])),
-        ],
-        axis=2,
-    ).reshape(n_pop * n_items, k + ts, -1)                    # row p*Qb + q: member p, item q
-    rows_mask = jnp.concatenate(
-        [jnp.ones((n_items, k), jnp.int32), bucket.suffix_mask], axis=1
-    )
-    rows_mask = jnp.broadcast_to(rows_mask[None], (n_pop, n_items, k + ts)).reshape(n_pop * n_items, -1)
-    logits = answer_logits(rows, rows_mask, item_cache)
-    return logits.reshape(n_pop, n_items, -1)
 
 
 jax.tree_util.register_dataclass(

@@ -187,9 +187,21 @@ def test_hard_counts_a_question_only_when_all_judgements_are_right():
 
 
 # ----------------------------------------------------------------------------- scoring vs reference
-def _reference_logits(lm, body, instruction, prompt, answers):
+USER_CONTENT = {  # the user turn of each slot, written out here (not with jaxalign's layout code)
+    "user_start": lambda body, instruction: f"{MARK}{body}{instruction}",
+    "after_item": lambda body, instruction: f"{body}{MARK}{instruction}",
+    "user_end": lambda body, instruction: f"{body}{instruction}{MARK}",
+}
+EASY_INSTRUCTION_TEXT = "Answer with one letter from A to D."
+
+
+def _easy_body(q):
+    return q.question + "\n" + "\n".join(f"{L}. {o}" for L, o in zip("ABCD", q.options)) + "\n"
+
+
+def _reference_logits(lm, body, instruction, prompt, answers, slot="user_start"):
     tok = lm.tokenizer
-    user = f"{MARK}{body}{instruction}"
+    user = USER_CONTENT[slot](body, instruction)
     text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
     before, after = text.split(MARK)
     encode = lambda s: np.asarray(tok(s, add_special_tokens=False)["input_ids"], np.int32)  # noqa: E731
@@ -237,6 +249,65 @@ def test_hard_matches_reference_and_all_four_rule(lm, hard, prompt):
             row += 1
         assert result.question_correct[qi] == all_right
     assert result.n_judgements == 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slot", ["user_start", "after_item", "user_end"])
+def test_scorer_pass_matches_reference_in_shared_and_item_first_layouts(lm, easy, prompt, slot):
+    """The survey scorer's pass (cached: the shared prefix's cache for user_start, each
+    judgement's prefix cache for the item-first slots) against the plain one-at-a-time reference,
+    with the soft prompt and without (K = 0), in chunks of 4 (one filled with filler rows)."""
+    for soft in (prompt, prompt[:0]):
+        result = evaluate_culturalbench(lm, easy, soft_prompt=soft if len(soft) else None, slot=slot, batch_size=4)
+        for qi, q in enumerate(easy.questions):
+            ref = _reference_logits(lm, _easy_body(q), EASY_INSTRUCTION_TEXT, soft, "ABCD", slot=slot)
+            np.testing.assert_allclose(result.logits[qi], ref, atol=2e-4, rtol=1e-4)
+            assert result.question_correct[qi] == (int(np.argmax(ref)) == q.correct.index(True))
+
+
+@pytest.mark.slow
+def test_chunk_size_mode_and_mesh_change_nothing_but_rounding(lm, hard, prompt):
+    from jaxalign import parallel
+
+    whole = evaluate_culturalbench(lm, hard, soft_prompt=prompt, batch_size=None)
+    assert whole.n_judgements == 12
+    for kwargs in ({"batch_size": 3}, {"batch_size": 5}, {"batch_size": None, "mode": "full"},
+                   {"batch_size": 3, "mesh": parallel.make_mesh(1, 1)}):
+        other = evaluate_culturalbench(lm, hard, soft_prompt=prompt, **kwargs)
+        np.testing.assert_allclose(other.logits, whole.logits, atol=1e-5, rtol=1e-5, err_msg=str(kwargs))
+        np.testing.assert_array_equal(other.question_correct, whole.question_correct)
+        assert other.n_correct == whole.n_correct
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        evaluate_culturalbench(lm, hard, batch_size=0)
+    with pytest.raises(ValueError, match="unknown mode"):
+        evaluate_culturalbench(lm, hard, mode="fast")
+
+
+def test_judgements_are_prompt_batches_in_few_shapes(lm, easy, hard):
+    """Judgements are rendered by prompting's one path, padded to multiples of LENGTH_MULTIPLE,
+    and cut into chunks of equal rows sorted by length."""
+    from jaxalign.evaluate.culturalbench import LENGTH_MULTIPLE
+    from jaxalign.prompting import chunk_items, render_prompts
+
+    for bench in (easy, hard):
+        for slot in ("user_start", "after_item"):
+            batch = render_judgements(lm.tokenizer, bench, slot=slot)
+            assert batch.prompts.prefix_shared == (slot == "user_start")
+            assert batch.suffix_ids.shape[1] % LENGTH_MULTIPLE == 0
+            assert batch.prompts.answer_order.tolist() == list(range(1, len(batch.answer_ids) + 1))
+            assert (batch.prefix_ids is batch.prompts.prefix_ids) and batch.n == bench.n_judgements
+            chunks = chunk_items(batch.prompts, 5)
+            covered = np.concatenate([indices for indices, _ in chunks])
+            assert sorted(covered.tolist()) == list(range(batch.n))  # each judgement once
+            lengths = batch.prompts.prefix_lengths + batch.prompts.suffix_lengths
+            assert np.all(np.diff(lengths[covered]) >= 0)  # shortest first
+            for indices, sub in chunks:
+                assert sub.n_items == 5 and sub.suffix_ids.shape[1] % LENGTH_MULTIPLE == 0
+                assert sub.item_ids[:len(indices)] == tuple(batch.prompts.item_ids[i] for i in indices)
+    one = render_prompts(lm.tokenizer, ["Q?\n"], ["Answer A or B."], ["A", "B"], prompt_ids=["q"])
+    assert one.item_ids == ("q",) and one.answer_order.tolist() == [1, 2]
+    with pytest.raises(ValueError, match="reserved string"):
+        render_prompts(lm.tokenizer, ["<<jaxalign:soft-prompt-slot>>"], ["x"], ["A", "B"], prompt_ids=["q"])
 
 
 def test_answer_token_errors(lm):

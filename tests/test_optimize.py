@@ -282,10 +282,10 @@ def test_mismatched_resume_is_refused(tmp_path):
 
 def test_resume_without_checkpoint_starts_fresh(tmp_path, caplog):
     config = EvolutionConfig(population_size=8, generations=2, chunk_size=2)
-    with caplog.at_level(logging.WARNING, logger="jaxalign.optimize.evolution"):
+    with caplog.at_level(logging.WARNING, logger="jaxalign.optimize.pipeline"):
         result = evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path / "new", resume=True)
     assert result.resumed_from is None and result.generations_run == 2
-    assert "holds no checkpoint: starting a fresh run" in caplog.text
+    assert "holds no checkpoint yet, so there is nothing to resume: starting a fresh run" in caplog.text
 
 
 @pytest.mark.slow
@@ -314,3 +314,24 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, 
     assert resumed.resumed_from == 2
     np.testing.assert_array_equal(resumed.best_z, whole.best_z)
     np.testing.assert_array_equal(resumed.history["best_loss"], whole.history["best_loss"])
+
+
+def test_ctrl_c_keeps_the_last_chunk_and_the_run_resumes(tmp_path):
+    """evolve runs the pipeline's loop: a Ctrl-C is a RunInterrupted holding the last completed
+    chunk's state and checkpoint, and the resumed run equals the uninterrupted one."""
+    from jaxalign.progress import RunInterrupted
+
+    config = EvolutionConfig(population_size=8, generations=6, chunk_size=2, seed=2)
+    whole = evolve(shifted_sphere, ARGS, Z0, config)
+
+    def ctrl_c_after_four(generation, best_loss):
+        if generation >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as stop:
+        evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path, progress=ctrl_c_after_four)
+    assert stop.value.checkpoint == 4 and int(stop.value.state.step) == 5
+    np.testing.assert_array_equal(stop.value.history["best_loss"][:, 0], whole.history["best_loss"][:5])
+    resumed = evolve(shifted_sphere, ARGS, Z0, config, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.resumed_from == 4
+    assert_same_run(whole, resumed)

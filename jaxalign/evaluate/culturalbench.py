@@ -12,12 +12,18 @@ The benchmark (Hub dataset ``kellycyy/CulturalBench``) asks the same questions i
   Each row is one true/false judgement; a question counts as right only when **all** of its
   judgements are right.
 
-Scoring is the survey's: every judgement is one sequence ``[prefix][K soft vectors][suffix]``
-rendered with the model's chat template (the soft prompt in the same slot as for the survey),
-and the answer is read from the logits of the answer tokens at the last position (letters
-``A``..``D`` for Easy, ``True``/``False`` for Hard), never by generating text. The sequences go
-through one jit-compiled batched forward pass per chunk of ``batch_size`` (default
-:data:`DEFAULT_BATCH_SIZE`, so memory does not grow with the set; ``None``: all in one pass). Nothing is random: the same inputs give the same result.
+Scoring is the survey's, through the same code: every judgement is a prompt rendered by
+:func:`jaxalign.prompting.render_prompts` with the model's chat template, split at the soft-prompt
+slot (the same slot as for the survey) into ``[prefix][K soft vectors][suffix]``, and the answer is
+read from the logits of the answer tokens at the last position (letters ``A``..``D`` for Easy,
+``True``/``False`` for Hard), never by generating text. The logits come from the survey scorer's
+pass (:func:`jaxalign.scoring_pass.answer_logits`: key/value caches of the shared prefix in
+``mode="cached"``, optional mesh) with the soft prompt as a population of one. Judgements are
+sorted by length and scored in chunks of ``batch_size`` (default :data:`DEFAULT_BATCH_SIZE`;
+``None``: all in one pass), each padded to its own longest judgement rounded up to
+:data:`LENGTH_MULTIPLE`, one jitted pass per chunk: memory does not grow with the set, and the
+compiles are as few as the distinct rounded lengths. Nothing is random: the same inputs give the
+same result.
 
 Answer tokens are the tokens the model writes first in its assistant turn
 (:func:`choice_spelling`, the survey digits' rule): after a prompt ending in whitespace (Llama 3's
@@ -44,13 +50,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxalign.model import llama
+from jaxalign import parallel
+from jaxalign.prompting import PromptBatch, chunk_items, render_prompts
 from jaxalign.prompting.answers import AnswerSpelling, answer_spelling
-from jaxalign.scoring import build_sequences
+from jaxalign.prompting.layout import check_slot
+from jaxalign.scoring import resolve_mode
+from jaxalign.scoring_pass import ItemBucket, answer_logits_jit
 
 CULTURALBENCH_REPO = "kellycyy/CulturalBench"
 CULTURALBENCH_CITATION = (
@@ -71,6 +79,7 @@ Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 EASY_INSTRUCTION = "Answer with one letter from A to D."
 HARD_INSTRUCTION = "Is the proposed answer true or false? Answer with True or False."
 DEFAULT_BATCH_SIZE = 64  # judgements per forward pass: bounds memory on the real sets (Hard: ~4,900)
+LENGTH_MULTIPLE = 16  # padded lengths are multiples of it: few distinct chunk shapes, few compiles
 
 
 # ----------------------------------------------------------------------------- data
@@ -365,29 +374,33 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 # ----------------------------------------------------------------------------- prompts
 @dataclasses.dataclass(frozen=True, eq=False)
 class JudgementBatch:
-    """All judgements of a :class:`BenchSet` as token ids split at the soft-prompt slot.
+    """All judgements of a :class:`BenchSet`, rendered: a :class:`PromptBatch` and what each row judges.
 
     Attributes:
-      prefix_ids, prefix_mask: ``(N, Tp)`` int32, tokens before the slot, left-padded.
-      suffix_ids, suffix_mask: ``(N, Ts)`` int32, tokens after the slot, right-padded.
-      answer_ids: ``(n,)`` int32 ids read at the last position (A-D, or True/False).
+      prompts: the ``N`` judgements as token ids split at the soft-prompt slot
+        (:func:`jaxalign.prompting.render_prompts`): ``prefix_ids``/``prefix_mask`` ``(N, Tp)``
+        left-padded, ``suffix_ids``/``suffix_mask`` ``(N, Ts)`` right-padded, ``answer_ids (n,)``
+        int32 (A-D, or True/False) read at the last position, ``answer_order`` ``1..n``; these
+        five arrays are also attributes of the judgement batch itself.
       answer_tokens: the token strings of ``answer_ids``.
       question_of: ``(N,)`` int32, the question (index into the set) of each judgement.
       option_of: ``(N,)`` int32, the option judged (Hard) or -1 (Easy).
     """
 
-    prefix_ids: np.ndarray
-    prefix_mask: np.ndarray
-    suffix_ids: np.ndarray
-    suffix_mask: np.ndarray
-    answer_ids: np.ndarray
+    prompts: PromptBatch
     answer_tokens: tuple[str, ...]
     question_of: np.ndarray
     option_of: np.ndarray
 
     @property
     def n(self) -> int:
-        return int(self.prefix_ids.shape[0])
+        return self.prompts.n_items
+
+    prefix_ids = property(lambda self: self.prompts.prefix_ids, doc="``(N, Tp)`` int32, left-padded.")
+    prefix_mask = property(lambda self: self.prompts.prefix_mask, doc="``(N, Tp)`` int32.")
+    suffix_ids = property(lambda self: self.prompts.suffix_ids, doc="``(N, Ts)`` int32, right-padded.")
+    suffix_mask = property(lambda self: self.prompts.suffix_mask, doc="``(N, Ts)`` int32.")
+    answer_ids = property(lambda self: self.prompts.answer_ids, doc="``(n,)`` int32, the ids read.")
 
 
 def judgement_bodies(bench: BenchSet) -> list[tuple[str, str, int, int]]:
@@ -426,6 +439,10 @@ def choice_token_ids(
     return spelling.ids, tuple(tokenizer.convert_ids_to_tokens(spelling.ids.tolist()))
 
 
+# how CulturalBench spells its answers (on top of answer_spelling's rule; see choice_spelling)
+_SPELLING: dict[str, Any] = {"own_when_merged": True, "reader": "CulturalBench scoring reads single-token answers"}
+
+
 def choice_spelling(
     tokenizer: Any, answers: Sequence[str], *, first_token_ok: bool, chat_template: str | None = None,
 ) -> AnswerSpelling:
@@ -443,103 +460,84 @@ def choice_spelling(
     is used), and the ids must be distinct.
     """
     return answer_spelling(tokenizer, answers, chat_template=chat_template, first_token_ok=first_token_ok,
-                           own_when_merged=True, reader="CulturalBench scoring reads single-token answers")
+                           **_SPELLING)
 
 
 def render_judgements(
     tokenizer: Any, bench: BenchSet, *, system: str | None = None, slot: str = "user_start",
-    chat_template: str | None = None,
+    chat_template: str | None = None, pad_to_multiple: int = LENGTH_MULTIPLE,
 ) -> JudgementBatch:
-    """Renders every judgement of ``bench`` with the chat template, split at the soft-prompt slot."""
-    from jaxalign.prompting.batch import encode_split
-    from jaxalign.prompting.layout import SOFT_PROMPT_SENTINEL, check_slot, render_with_slot, slot_messages
+    """Renders every judgement of ``bench`` with the chat template, split at the soft-prompt slot.
 
+    The survey's rendering (:func:`jaxalign.prompting.render_prompts`) of the bodies and
+    instructions of :func:`judgement_bodies`, answers spelled by :func:`choice_spelling`'s rule.
+    ``pad_to_multiple`` (default :data:`LENGTH_MULTIPLE`): padded lengths are multiples of it,
+    so the chunks :func:`choice_logits` scores share few distinct shapes.
+    """
     check_slot(slot)
     if bench.n_questions == 0:
         raise ValueError(f"CulturalBench-{bench.name.title()} from {bench.source} has no question to score")
     bodies = judgement_bodies(bench)
-    prefixes, suffixes = [], []
-    for body, instruction, _, _ in bodies:
-        if SOFT_PROMPT_SENTINEL in body:
-            raise ValueError(f"a question contains the reserved string {SOFT_PROMPT_SENTINEL!r}")
-        text = render_with_slot(
-            tokenizer, slot_messages(body, instruction, system=system, slot=slot), slot,
-            chat_template,
-        )
-        before, after = text.split(SOFT_PROMPT_SENTINEL)
-        prefixes.append(before)
-        suffixes.append(after)
-    pad_id = getattr(tokenizer, "pad_token_id", None)
-    if pad_id is None:
-        pad_id = getattr(tokenizer, "eos_token_id", None)
-    if pad_id is None:
-        raise ValueError("the tokenizer has neither a pad token nor an eos token to pad with")
-    prefix_rows, suffix_rows = encode_split(tokenizer, prefixes, suffixes)
-    answers = LETTERS if bench.name == "easy" else TRUE_FALSE
-    spelling = choice_spelling(tokenizer, answers, first_token_ok=bench.name == "hard", chat_template=chat_template)
-    suffix_rows = [row + list(spelling.lead) for row in suffix_rows]  # the model's first tokens ("▁")
-    prefix_ids, prefix_mask = _pad(prefix_rows, int(pad_id), left=True)
-    suffix_ids, suffix_mask = _pad(suffix_rows, int(pad_id), left=False)
-    answer_ids = spelling.ids
-    answer_tokens = tuple(tokenizer.convert_ids_to_tokens(answer_ids.tolist()))
+    ids = [bench.questions[qi].question_idx + ("" if oi < 0 else f"/{oi}") for _, _, qi, oi in bodies]
+    prompts = render_prompts(
+        tokenizer, [b[0] for b in bodies], [b[1] for b in bodies], LETTERS if bench.name == "easy" else TRUE_FALSE,
+        prompt_ids=ids, system=system, slot=slot, pad_to_multiple=pad_to_multiple, chat_template=chat_template,
+        first_token_ok=bench.name == "hard", **_SPELLING,
+    )
     return JudgementBatch(
-        prefix_ids=prefix_ids, prefix_mask=prefix_mask, suffix_ids=suffix_ids, suffix_mask=suffix_mask,
-        answer_ids=answer_ids, answer_tokens=answer_tokens,
+        prompts=prompts,
+        answer_tokens=tuple(tokenizer.convert_ids_to_tokens(prompts.answer_ids.tolist())),
         question_of=np.asarray([b[2] for b in bodies], np.int32),
         option_of=np.asarray([b[3] for b in bodies], np.int32),
     )
 
 
-def _pad(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
-    length = max(1, max(len(r) for r in rows))
-    ids = np.full((len(rows), length), pad_id, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        if not row:
-            continue
-        sl = slice(length - len(row), length) if left else slice(0, len(row))
-        ids[i, sl] = row
-        mask[i, sl] = 1
-    return ids, mask
-
-
 # ----------------------------------------------------------------------------- scoring
-def _choice_logits(graphdef, params, prompt, prefix_ids, prefix_mask, suffix_ids, suffix_mask, answer_ids):
-    """``prompt (1, K, d)``, ids ``(B, Tp)``/``(B, Ts)`` -> answer logits ``(B, n)`` float32."""
-    embed_prefix = llama.embed_fn(graphdef, params, prefix_ids)  # (B, Tp, d)
-    embed_suffix = llama.embed_fn(graphdef, params, suffix_ids)  # (B, Ts, d)
-    embeds, mask = build_sequences(embed_prefix, prefix_mask, prompt, embed_suffix, suffix_mask)
-    return llama.selected_logits_fn(graphdef, params, embeds, mask, answer_ids)
+def choice_logits(
+    lm: Any, batch: JudgementBatch, soft_prompt: Any = None, *, batch_size: int | None = None,
+    mode: str = "auto", mesh: Any = None, trim_last_layer: bool = True,
+) -> np.ndarray:
+    """Answer logits ``(N, n)`` float32 of every judgement, with ``soft_prompt (K, d)`` at the slot.
 
+    The survey scorer's logits pass (:func:`jaxalign.scoring_pass.answer_logits`) with the soft
+    prompt as a population of one (``None``: ``K = 0``, the plain model). The judgements are
+    sorted by length and cut into chunks of ``batch_size`` (:func:`jaxalign.prompting.chunk_items`;
+    ``None``: one chunk of all ``N``), each trimmed to its own longest judgement rounded up to the
+    batch's ``pad_to_multiple``; the last chunk is filled with copies of one of its rows, whose
+    results are dropped. One jitted pass per chunk: peak memory is bounded by ``batch_size`` and
+    the number of compiles by the distinct rounded lengths.
 
-_choice_logits_jit = jax.jit(_choice_logits, static_argnums=0)  # graphdef is static
+    Args:
+      mode: ``"auto"`` (:func:`jaxalign.scoring.resolve_mode`: ``"cached"``: the shared prefix of
+        the default ``user_start`` layout computed once per chunk, or each judgement's prefix once
+        in an item-first layout), ``"cached"`` or ``"full"`` (every sequence run whole).
+      mesh: a :class:`jax.sharding.Mesh`: weights sharded over its ``"model"`` axis (kept if
+        ``load_model(..., mesh=mesh)`` placed them); the one member is not split over ``"data"``.
+      trim_last_layer: as for :func:`jaxalign.scoring.make_scorer`.
 
-
-def choice_logits(lm: Any, batch: JudgementBatch, soft_prompt: Any = None, *, batch_size: int | None = None) -> np.ndarray:
-    """Answer logits ``(N, n)`` float32 of every judgement, with ``soft_prompt (K, d)`` spliced in.
-
-    One jitted forward pass over all ``N`` padded sequences, or over equal chunks of
-    ``batch_size`` (the last chunk padded with copies of the first row, whose results are dropped).
+    The logits do not depend on ``batch_size``, ``mode`` or ``trim_last_layer`` beyond float rounding.
     """
     d = lm.config.hidden_size
     prompt = np.zeros((0, d), np.float32) if soft_prompt is None else np.asarray(soft_prompt, np.float32)
     if prompt.ndim != 2 or prompt.shape[1] != d:
         raise ValueError(f"soft prompt must have shape (K, {d}), got {prompt.shape}")
-    n = batch.n
-    size = n if batch_size is None else int(batch_size)
-    if size < 1:
+    if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    size = min(size, n)
-    n_padded = -(-n // size) * size
-    take = np.concatenate([np.arange(n), np.zeros(n_padded - n, np.int64)])
-    arrays = [a[take] for a in (batch.prefix_ids, batch.prefix_mask, batch.suffix_ids, batch.suffix_mask)]
-    prompt_j = jnp.asarray(prompt)[None].astype(lm.dtype)
-    answer_ids = jnp.asarray(batch.answer_ids)
-    out = []
-    for start in range(0, n_padded, size):
-        chunk = [jnp.asarray(a[start:start + size]) for a in arrays]
-        out.append(np.asarray(_choice_logits_jit(lm.graphdef, lm.params, prompt_j, *chunk, answer_ids)))
-    return np.concatenate(out, axis=0)[:n]
+    mode = resolve_mode(mode, bool(batch.prompts.prefix_shared))
+    params, prompts, answer_ids = lm.params, jnp.asarray(prompt[None]), jnp.asarray(batch.answer_ids, jnp.int32)
+    if mesh is not None:
+        parallel.check_model_divisible(lm.config, mesh)
+        params = parallel.place_params(params, mesh)
+        prompts, answer_ids = parallel.replicate((prompts, answer_ids), mesh)
+    out = np.zeros((batch.n, answer_ids.shape[0]), np.float32)
+    for indices, chunk in chunk_items(batch.prompts, None if batch_size is None else int(batch_size)):
+        bucket = ItemBucket.of(np.arange(chunk.n_items), chunk)
+        if mesh is not None:
+            bucket = parallel.replicate(bucket, mesh)
+        logits = answer_logits_jit(lm.graphdef, params, (bucket,), answer_ids, prompts, mode=mode, mesh=mesh,
+                                   trim_last_layer=bool(trim_last_layer))      # (1, size, n)
+        out[indices] = np.asarray(logits)[0, :len(indices)]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -630,6 +628,8 @@ def evaluate_culturalbench(
     system: str | None = None,
     slot: str = "user_start",
     batch_size: int | None = DEFAULT_BATCH_SIZE,
+    mode: str = "auto",
+    mesh: Any = None,
 ) -> BenchResult:
     """CulturalBench accuracy of ``lm`` with an optional soft prompt ``(K, d)`` and system text.
 
@@ -642,8 +642,9 @@ def evaluate_culturalbench(
       batch_size: sequences per forward pass (:data:`DEFAULT_BATCH_SIZE`, so that memory does not
         grow with the set; ``None``: all at once). Accuracies do not depend on it beyond float
         rounding.
+      mode, mesh: as for :func:`choice_logits`.
     """
     if lm.tokenizer is None:
         raise ValueError(f"model {lm.name!r} has no tokenizer")
     batch = render_judgements(lm.tokenizer, bench, system=system, slot=slot)
-    return grade(bench, batch, choice_logits(lm, batch, soft_prompt, batch_size=batch_size))
+    return grade(bench, batch, choice_logits(lm, batch, soft_prompt, batch_size=batch_size, mode=mode, mesh=mesh))

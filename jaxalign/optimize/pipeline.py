@@ -13,16 +13,22 @@ and both-orders tuning, for one target or C targets at once.
     generation(step, state, args)           -> RunState, record     (one step, on device)
     run_chunk(step, state, args, s_end)     -> RunState, records    (lax.scan of steps)
     save_checkpoint / restore_checkpoint    (orbax; the state pytree and the history)
-    run(problem, ...)                       -> RunOutcome            (host loop: chunks,
+    run(problem, ...)                       -> RunOutcome            (run_loop for a problem)
+    run_loop(plan, step, state, args, ...)  -> RunOutcome            (host loop: chunks,
                                                                       checkpoints, progress bar)
     results(problem, outcome, ...)          -> [AlignResult] * C
+
+The same step and host loop run :func:`jaxalign.optimize.evolve` on a user's fitness function
+(``Step.fitness_fn``; one "target", the run's own ``PRNGKey(seed)``): there is one optimizer
+loop in the package.
 
 The problem and the pytrees a step reads live in :mod:`jaxalign.optimize.problem`; the budget
 arithmetic in :mod:`jaxalign.optimize.budget`; this module runs them.
 
 One step for C targets and a population of P (``config.method == "de"``)::
 
-    z                         (C, P, n)   evosax ask per target (vmapped over the C states)
+    z                         (C, P, n)   evosax ask per target (vmapped over the C states;
+                                          step 0: z0 as member 0, z0 + init_scale N(0, 1) the others)
       -> prompts p0 + z A     (C*P, K, d) ONE population: the C targets share the scoring pass
       -> scorer(s)            (C*P, D)    one per presentation (normal; reversed order)
       -> L1 per target        (C, P)      each row against its own target, missing dims masked
@@ -46,8 +52,9 @@ weights included, is an argument (:class:`RunArgs`). So :func:`run` keeps one ji
 ``Step`` in the process: a resumed run, or the same settings for other targets, model weights or
 search space of equal shapes, reuses the compiled loop instead of tracing and compiling it again.
 
-Steps and keys. Step 0 scores the initial population (DE: ``z = 0`` as member 0, the others
-``init_scale * N(0, 1)``, told to SNES/CMA as their first generation; Adam: ``z = 0``);
+Steps and keys. Step 0 scores the initial population (DE: ``z0`` as member 0, the others
+``z0 + init_scale * N(0, 1)``, told to SNES/CMA as their first generation; Adam starts at ``z0``;
+``z0 = 0``, the space's origin ``p0``, for alignment);
 step ``s`` uses ``fold_in(key_c, s)``, so chunk
 boundaries, checkpoints and resumption do not change the trajectory: a resumed run equals the
 uninterrupted one exactly.
@@ -58,7 +65,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -89,6 +96,7 @@ from jaxalign.optimize.evolution import (
 )
 from jaxalign.optimize.problem import (  # noqa: F401  (problem names kept importable from here)
     PRESENTATIONS,
+    LoopPlan,
     Problem,
     RunArgs,
     RunState,
@@ -180,11 +188,12 @@ def run_args(problem: Problem) -> RunArgs:
         space=problem.space,
         targets=jnp.asarray(problem.target_values()),
         keys=_strong(keys),
+        z0=jnp.zeros((problem.n_targets, problem.space.dim), jnp.float32),  # the space's origin p0
     )
 
 
 def _strategy(step: Step):
-    return _make_strategy(step.config.evolution_config(step.embedding_std), step.space_dim)
+    return _make_strategy(step.evolution, step.space_dim)
 
 
 def _optimizer(step: Step) -> optax.GradientTransformation:
@@ -194,26 +203,36 @@ def _optimizer(step: Step) -> optax.GradientTransformation:
 
 
 def initialise(problem: Problem, step: Step, args: RunArgs) -> RunState:
-    """The state before step 0 (the optimizer state is a template that step 0 replaces)."""
-    c, n, d = problem.n_targets, problem.space.dim, len(problem.instrument.dimensions)
-    z0 = jnp.zeros((n,), jnp.float32)
-    z = jnp.zeros((c, n), jnp.float32)
-    adam = (z, _optimizer(step).init(z))
-    if problem.config.method == "gradient":
+    """The state before step 0 of ``problem`` (:func:`initial_state`, best dims zero)."""
+    dims = np.zeros((problem.n_targets, len(problem.instrument.dimensions)), np.float32)  # (C, D)
+    return initial_state(step, args, dims, method=problem.config.method)
+
+
+def initial_state(step: Step, args: RunArgs, best_dims: Any, *, method: str | None = None) -> RunState:
+    """The state before step 0 (the optimizer state is a template that step 0 replaces).
+
+    ``best_dims``: the best-so-far aux before anything is scored (zeros, every leaf (C, ...));
+    ``method``: the step's own by default (:func:`measure_cost` asks for an Adam state).
+    """
+    method = step.method if method is None else method
+    c, n = args.keys.shape[0], step.space_dim
+    z = jnp.asarray(args.z0, jnp.float32)  # (C, n)
+    adam = (z, _optimizer(step).init(z)) if method != "de" else None
+    if method == "gradient":
         opt = adam
     else:
         strategy, params = _strategy(step)
-        pop = problem.config.population
+        pop = step.evolution.population_size
         if isinstance(strategy, PopulationBasedAlgorithm):
             opt = jax.vmap(lambda k: strategy.init(
                 k, jnp.zeros((pop, n), jnp.float32), jnp.zeros((pop,), jnp.float32), params))(args.keys)
         else:
-            opt = jax.vmap(lambda k: strategy.init(k, z0, params))(args.keys)
-        if problem.config.method == "hybrid":
+            opt = jax.vmap(lambda k, z0: strategy.init(k, z0, params))(args.keys, z)
+        if method == "hybrid":
             opt = (opt, adam)
     return _strong(RunState(
-        step=np.int32(0), opt=opt, best_z=np.zeros((c, n), np.float32),
-        best_loss=np.full((c,), np.inf, np.float32), best_dims=np.zeros((c, d), np.float32),
+        step=np.int32(0), opt=opt, best_z=np.asarray(z), best_loss=np.full((c,), np.inf, np.float32),
+        best_dims=best_dims,
     ))
 
 
@@ -223,8 +242,13 @@ def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Arr
 
     The C*M members are one population for the scorer (one pass; on a mesh, sharded over
     ``"data"``); with both orders the losses and dims are the means over the two presentations.
+    A user fitness function (``step.fitness_fn``) scores the C*M members instead: its losses
+    ``(C, M)`` and aux (every leaf ``(C, M, ...)``).
     """
     c, m, n = z.shape
+    if step.fitness_fn is not None:
+        losses, aux = step.fitness_fn(z.reshape(c * m, n), args.inputs)
+        return losses.reshape(c, m), jax.tree.map(lambda x: x.reshape(c, m, *x.shape[1:]), aux)
     flat = gather_to_all(z.reshape(c * m, n), step.mesh)  # the optimizer state is replicated
     prompts = args.space.decode(flat)  # (C*M, K, d)
     losses, dims = [], []
@@ -238,9 +262,9 @@ def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Arr
 
 def generation(step: Step, state: RunState, args: RunArgs) -> tuple[RunState, dict[str, jax.Array]]:
     """Runs step ``state.step`` for every target: ``(new state, record)``; record leaves (C, ...)."""
-    if step.config.method == "gradient":
+    if step.method == "gradient":
         return _adam_step(step, state, args)
-    if step.config.method == "hybrid":
+    if step.method == "hybrid":
         return _hybrid_step(step, state, args)
     return _evosax_step(step, state, args)
 
@@ -264,17 +288,17 @@ def _hybrid_step(step: Step, state: RunState, args: RunArgs):
 
 def _evosax_step(step: Step, state: RunState, args: RunArgs):
     strategy, params = _strategy(step)
-    evo = step.config.evolution_config(step.embedding_std)
+    evo = step.evolution
     pop, n, s = evo.population_size, step.space_dim, state.step
     population_based = isinstance(strategy, PopulationBasedAlgorithm)
     keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, s), 3))(args.keys)  # (C, 3, 2)
     key_ask, key_tell, key_pop = keys[:, 0], keys[:, 1], keys[:, 2]
     is_init = s == 0
-    z0 = jnp.zeros((n,), jnp.float32)
+    z0 = args.z0  # (C, n)
 
     asked, _ = jax.vmap(lambda k, st: strategy.ask(k, st, params))(key_ask, state.opt)
     noise = evo.init_scale * jax.vmap(lambda k: jax.random.normal(k, (pop, n), jnp.float32))(key_pop)
-    initial = (z0 + noise).at[:, 0].set(z0)
+    initial = (z0[:, None] + noise).at[:, 0].set(z0)  # (C, P, n)
     population = jnp.where(is_init, initial, asked.astype(jnp.float32))  # (C, P, n)
 
     losses, dims = fitness(step, population, args)
@@ -302,7 +326,7 @@ def _evosax_step(step: Step, state: RunState, args: RunArgs):
             return jax.vmap(lambda k, p, f: strategy.init(k, p, f, params))(key_tell, population, shaped)
         # SNES, CMA...: the initial population is a draw of the strategy's initial distribution
         # (mean z0, spread init_scale), so it is told: step 0's P evaluations are not wasted
-        return tell(_same_types(jax.vmap(lambda k: strategy.init(k, z0, params))(key_tell), state.opt))
+        return tell(_same_types(jax.vmap(lambda k, z: strategy.init(k, z, params))(key_tell, z0), state.opt))
 
     def tell_state(_):
         return tell(state.opt)
@@ -313,14 +337,17 @@ def _evosax_step(step: Step, state: RunState, args: RunArgs):
 
 
 def _update_best(state: RunState, population, clean, dims, finite, losses):
-    """Best-so-far per target from this step's ``(C, M, ...)`` members; the step's record."""
+    """Best-so-far per target from this step's ``(C, M, ...)`` members; the step's record.
+
+    ``dims``: the members' dimension scores ``(C, M, D)``, or any aux pytree of leaves ``(C, M, ...)``."""
     idx = jnp.argmin(clean, axis=1)  # (C,)
     pick = lambda x: jnp.take_along_axis(x, idx.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
     top = pick(clean)  # (C,)
     improved = top < state.best_loss
-    best_z = jnp.where(improved[:, None], pick(population), state.best_z)
-    best_loss = jnp.where(improved, top, state.best_loss)
-    best_dims = jnp.where(improved[:, None], pick(dims), state.best_dims).astype(state.best_dims.dtype)
+    where = lambda new, old: jnp.where(improved.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+    best_z = where(pick(population), state.best_z)
+    best_loss = where(top, state.best_loss)
+    best_dims = jax.tree.map(lambda new, old: where(pick(new), old).astype(old.dtype), dims, state.best_dims)
     mean_loss = jnp.sum(jnp.where(finite, losses, 0.0), axis=1) / jnp.sum(finite, axis=1)  # NaN if none
     record = {"best_loss": best_loss, "mean_loss": mean_loss,
               "num_failed": jnp.sum(~finite, axis=1).astype(jnp.int32), "best_dims": best_dims}
@@ -384,23 +411,23 @@ def loop_program(step: Step, length: int):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(checkpointer: RunCheckpointer, problem: Problem, state: RunState,
-                    history: dict[str, np.ndarray]) -> None:
+def save_checkpoint(checkpointer: RunCheckpointer, plan: LoopPlan, state: RunState,
+                    history: dict[str, Any]) -> None:
     """Writes the state and history after ``state.step - 1`` generations; the record is a dict."""
     done = int(state.step) - 1
-    record = {"fingerprint": problem.fingerprint(), "generation": done,
-              "generations_target": problem.total_steps - 1,
-              "targets": [t.name for t in problem.targets], "method": problem.config.method}
+    record = {"fingerprint": plan.fingerprint, "generation": done, "generations_target": plan.total_steps - 1,
+              **plan.record}
     checkpointer.save(done, {"state": state, "history": history}, record)
 
 
-def restore_checkpoint(checkpointer: RunCheckpointer, problem: Problem, template: RunState,
-                       generation: int) -> tuple[RunState, dict[str, np.ndarray]]:
-    """Reads the checkpoint at ``generation`` after checking it was made by this problem."""
-    checkpointer.check_resumable(generation, problem.fingerprint(), problem.total_steps - 1)
-    c, d = problem.n_targets, len(problem.instrument.dimensions)
-    history_template = {"best_loss": np.zeros((1, c), np.float32), "mean_loss": np.zeros((1, c), np.float32),
-                        "num_failed": np.zeros((1, c), np.int32), "best_dims": np.zeros((1, c, d), np.float32)}
+def restore_checkpoint(checkpointer: RunCheckpointer, plan: LoopPlan, template: RunState,
+                       generation: int) -> tuple[RunState, dict[str, Any]]:
+    """Reads the checkpoint at ``generation`` after checking it was made by this run's plan."""
+    checkpointer.check_resumable(generation, plan.fingerprint, plan.total_steps - 1)
+    row = lambda x, dtype=None: np.zeros((1, *np.shape(x)), dtype or x.dtype)  # one step's record
+    history_template = {"best_loss": row(template.best_loss), "mean_loss": row(template.best_loss),
+                        "num_failed": row(template.best_loss, np.int32),
+                        "best_dims": jax.tree.map(row, template.best_dims)}
     tree = checkpointer.restore(generation, {"state": template, "history": history_template},
                                 free_leading_axis=("['history']",))
     history = tree["history"]
@@ -415,7 +442,7 @@ class RunOutcome:
     """What :func:`run` returns: the final state, the history (leading axes (steps, C)), timings."""
 
     state: RunState
-    history: dict[str, np.ndarray]
+    history: dict[str, Any]
     compile_s: float
     loop_s: float
     steps_run: int
@@ -428,25 +455,35 @@ class RunOutcome:
 
 def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = False,
         progress: bool | str | RunProgress = False) -> RunOutcome:
-    """Runs the problem to ``problem.total_steps`` steps in device chunks of ``config.chunk_size``.
+    """Runs the problem to ``problem.total_steps`` steps (:func:`run_loop` with its plan, step,
+    initial state and arguments); see there for checkpoints, progress and Ctrl-C."""
+    args = run_args(problem)
+    traced = problem.step()  # what the loop's trace reads; also builds the initial optimizer state
+    return run_loop(problem.plan(), traced, initialise(problem, traced, args), args,
+                    checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
-    Checkpoints go to ``checkpoint_dir`` every ``config.checkpoint_every`` generations (every
-    chunk when ``None``); ``resume`` continues from the latest one. Progress (the mean of the
-    targets' best losses) is reported after each chunk, after its checkpoint: ``progress`` is a
-    :class:`~jaxalign.progress.RunProgress` or its ``enabled`` argument.
+
+def run_loop(plan: LoopPlan, traced: Step, state: RunState, args: RunArgs, *,
+             checkpoint_dir: str | None = None, resume: bool = False,
+             progress: bool | str | RunProgress = False,
+             callback: Callable[[int, float], None] | None = None) -> RunOutcome:
+    """Runs ``state`` to ``plan.total_steps`` steps in device chunks of ``plan.chunk_size``.
+
+    Checkpoints go to ``checkpoint_dir`` every ``plan.checkpoint_every`` generations (every
+    chunk when ``None``); ``resume`` continues from the latest one, after checking its
+    fingerprint. Progress (the mean of the targets' best losses) is reported after each chunk,
+    after its checkpoint: ``progress`` is a :class:`~jaxalign.progress.RunProgress` or its
+    ``enabled`` argument; then ``callback(generations_done, mean best loss)``, if given, is
+    called (an exception raised there stops the run).
 
     Ctrl-C (KeyboardInterrupt) during the loop raises :class:`~jaxalign.progress.RunInterrupted`
     holding the state and history of the last completed chunk and the newest checkpoint kept.
     """
-    config, total = problem.config, problem.total_steps
-    args = run_args(problem)
-    traced = problem.step()  # what the loop's trace reads; also builds the initial optimizer state
-    state = initialise(problem, traced, args)
-    records: list[dict[str, np.ndarray]] = []
+    total = plan.total_steps
+    records: list[dict[str, Any]] = []
     resumed_from = None
     checkpointer = RunCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
-    unit = "gen" if config.method == "de" else "step"
-    bar = progress if isinstance(progress, RunProgress) else RunProgress(total - 1, enabled=progress, unit=unit)
+    bar = progress if isinstance(progress, RunProgress) else RunProgress(total - 1, enabled=progress, unit=plan.unit)
     try:
         if checkpointer is not None:
             latest = checkpointer.latest_step()
@@ -457,14 +494,15 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
             if latest is None and resume:
                 logger.warning("%s holds no checkpoint yet, so there is nothing to resume: starting a fresh run",
                                checkpointer.directory)
-            if latest is not None:
-                state, history = restore_checkpoint(checkpointer, problem, state, latest)
+            if latest is not None:  # refused on a mismatch before any time goes to the compile
+                state, history = restore_checkpoint(checkpointer, plan, state, latest)
                 records.append(history)
                 resumed_from = latest
+                logger.info("resumed from generation %d in %s", latest, checkpointer.directory)
         step = int(state.step)
         if resumed_from is not None:
             bar.phase(f"resuming from generation {resumed_from} of {total - 1}")
-        length = config.chunk_size + 1
+        length = plan.chunk_size + 1
         compile_s = loop_s = 0.0
         steps_run = 0
         if step < total:
@@ -475,9 +513,8 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
             bar.phase(f"compiled in {compile_s:.1f} s")
         bar.start(max(step - 1, 0))
         try:
-            state, records, compile_s, loop_s, steps_run = _loop(
-                problem, compiled if step < total else None, state, args, records, checkpointer,
-                bar, compile_s)
+            state, records, loop_s, steps_run = _loop(
+                plan, compiled if step < total else None, state, args, records, checkpointer, bar, callback)
         except RunInterrupted as stop:
             stop.checkpoint = checkpointer.latest_step() if checkpointer is not None else None
             stop.checkpoint_dir = checkpoint_dir
@@ -491,44 +528,47 @@ def run(problem: Problem, *, checkpoint_dir: str | None = None, resume: bool = F
                       steps_run=steps_run, resumed_from=resumed_from)
 
 
-def _loop(problem: Problem, compiled, state: RunState, args: RunArgs, records: list,
-          checkpointer: RunCheckpointer | None, bar: RunProgress, compile_s: float):
-    """The chunk loop of :func:`run`; Ctrl-C becomes :class:`RunInterrupted` with the last
+def _loop(plan: LoopPlan, compiled, state: RunState, args: RunArgs, records: list,
+          checkpointer: RunCheckpointer | None, bar: RunProgress, callback):
+    """The chunk loop of :func:`run_loop`; Ctrl-C becomes :class:`RunInterrupted` with the last
     completed chunk's state and history (one assignment updates both, so they always agree)."""
-    config, total = problem.config, problem.total_steps
+    total = plan.total_steps
     done_pair = (state, list(records))
     step, loop_s, steps_run, failed_steps = int(state.step), 0.0, 0, 0
     try:
         while step < total:
-            s_end = min(step + config.chunk_size + (step == 0), total)
-            if checkpointer is not None and config.checkpoint_every is not None:
-                next_save = (max(step - 1, 0) // config.checkpoint_every + 1) * config.checkpoint_every
+            s_end = min(step + plan.chunk_size + (step == 0), total)
+            if checkpointer is not None and plan.checkpoint_every is not None:
+                next_save = (max(step - 1, 0) // plan.checkpoint_every + 1) * plan.checkpoint_every
                 s_end = min(s_end, next_save + 1)
             t0 = time.perf_counter()
             new_state, chunk = compiled(done_pair[0], args, np.int32(s_end))
             chunk = jax.tree.map(lambda x: np.asarray(x)[: s_end - step], chunk)
             loop_s += time.perf_counter() - t0
             steps_run += s_end - step
-            failed_steps = _check_finite(chunk["num_failed"], problem, s_end, failed_steps, total)
+            failed_steps = _check_finite(chunk["num_failed"], plan, s_end, failed_steps)
             done_pair = (new_state, done_pair[1] + [chunk])
             step = s_end
             done = step - 1
             best = float(np.mean(chunk["best_loss"][-1]))
-            logger.info("generation %d/%d: mean best %.6g", done, total - 1, best)
+            logger.info("generation %d/%d: mean best %.6g (%.2fs)", done, total - 1, best,
+                        time.perf_counter() - t0)
             if checkpointer is not None:
-                due = config.checkpoint_every is None or done % config.checkpoint_every == 0
+                due = plan.checkpoint_every is None or done % plan.checkpoint_every == 0
                 if due or step == total:
-                    save_checkpoint(checkpointer, problem, done_pair[0], _concat(done_pair[1]))
+                    save_checkpoint(checkpointer, plan, done_pair[0], _concat(done_pair[1]))
             bar.update(done, best)
             bar.record(done + 1 - chunk["best_loss"].shape[0], chunk)
+            if callback is not None:
+                callback(done, best)
     except KeyboardInterrupt:
         state, records = done_pair
         raise RunInterrupted(int(state.step) - 1, total - 1, None, None, state=state,
                              history=_concat(records) if records else None) from None
-    return done_pair[0], done_pair[1], compile_s, loop_s, steps_run
+    return done_pair[0], done_pair[1], loop_s, steps_run
 
 
-def _check_finite(num_failed: np.ndarray, problem: Problem, s_end: int, before: int, total: int) -> int:
+def _check_finite(num_failed: np.ndarray, plan: LoopPlan, s_end: int, before: int) -> int:
     """Counts consecutive steps in which every member of some target failed; raises
     :class:`~jaxalign.optimize.evolution.NonFiniteFitnessError` after ``NONFINITE_PATIENCE`` of them
     (before that chunk's checkpoint is written, so the last checkpoint is the last good state).
@@ -537,15 +577,15 @@ def _check_finite(num_failed: np.ndarray, problem: Problem, s_end: int, before: 
     depend on its phase: ``population`` in an evolution step, one in an Adam step (so a hybrid's
     Adam phase is checked like a gradient run)."""
     num_failed = np.asarray(num_failed)
-    first_step, switch = s_end - num_failed.shape[0], problem.evolution_steps
+    first_step = s_end - num_failed.shape[0]
     count = before
     for offset, failed in enumerate(num_failed):  # (C,) per step
-        members = problem.config.population if first_step + offset < switch else 1  # per target
+        members = plan.population if first_step + offset < plan.evolution_steps else 1  # per target
         count = count + 1 if np.any(failed >= members) else 0
-    if count >= min(NONFINITE_PATIENCE, total):
+    if count >= min(NONFINITE_PATIENCE, plan.total_steps):
         first = s_end - count
         raise NonFiniteFitnessError(
-            f"every loss was NaN or inf for a target in {count} step(s) in a row (generations "
+            f"every loss of a target's members was NaN or inf in {count} step(s) in a row (generations "
             f"{max(first - 1, 0)}..{s_end - 1}" + (", the initial population included" if first == 0 else "")
             + "): nothing can be optimised. Likely causes: the dtype overflows (e.g. bfloat16 "
             "activations; try float32), the model weights hold NaN/inf (a broken checkpoint or "

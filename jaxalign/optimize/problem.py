@@ -4,8 +4,14 @@ reads (:class:`Step`, :class:`RunArgs`, :class:`RunState`).
     build_problem(lm, targets, instrument, config)  -> Problem  (targets checked, items rendered
                                                                   per presentation, search space)
     problem.step()                                  -> Step     (hashable: config, scale, programs)
-    RunArgs   the arrays a step takes: scorer inputs, space, targets (C, D), keys (C, 2)
+    problem.plan()                                  -> LoopPlan (what the host loop needs: steps,
+                                                                  chunks, checkpoint fingerprint)
+    RunArgs   the arrays a step takes: scorer inputs, space, targets (C, D), keys (C, 2), z0 (C, n)
     RunState  step (), optimizer state (C, ...), best_z (C, n), best_loss (C,), best_dims (C, D)
+
+The same :class:`Step`, :class:`LoopPlan` and pytrees also describe a run on a user's fitness
+function (:func:`jaxalign.optimize.evolve`): ``Step.fitness_fn`` replaces the scoring programs,
+``RunArgs.inputs`` holds that function's arguments and ``RunState.best_dims`` its aux.
 
 :func:`jaxalign.optimize.pipeline.setup` is :func:`build_problem` plus the measured cost of an
 Adam step; the loop that runs a problem is :mod:`jaxalign.optimize.pipeline`.
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,7 @@ from jaxalign.optimize.budget import (
     total_steps,
 )
 from jaxalign.optimize.checkpoint import normalise_json
+from jaxalign.optimize.evolution import EvolutionConfig
 from jaxalign.parallel import replicate
 from jaxalign.resume import RESUMABLE_CHANGES, _targets_fingerprint
 from jaxalign.scoring import Scorer, ScoringProgram, make_scorer
@@ -140,7 +147,17 @@ class Problem:
         # runs that differ only in their seed share one loop
         switch = self.evolution_steps if self.config.method == "hybrid" else 0
         return Step(config=dataclasses.replace(self.config, seed=0), embedding_std=float(self.embedding_std),
-                    space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs), switch=switch)
+                    space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs), switch=switch,
+                    evolution=traced_evolution(self.config.evolution_config(self.embedding_std)))
+
+    def plan(self) -> LoopPlan:
+        """What the host loop reads of this problem (see :class:`LoopPlan`)."""
+        config = self.config
+        return LoopPlan(total_steps=self.total_steps, chunk_size=config.chunk_size,
+                        checkpoint_every=config.checkpoint_every, population=config.population,
+                        evolution_steps=self.evolution_steps, fingerprint=self.fingerprint(),
+                        record={"targets": [t.name for t in self.targets], "method": config.method},
+                        unit="gen" if config.method == "de" else "step")
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint of this problem must match to be resumed (JSON-able)."""
@@ -257,6 +274,12 @@ def tuning_wording(path: str, instrument: Instrument) -> Instrument:
 
 
 # ----------------------------------------------------------------------------- state and args
+def traced_evolution(evolution: EvolutionConfig) -> EvolutionConfig:
+    """``evolution`` with the fields a step's trace never reads set to fixed values (seed 0, one
+    generation, chunks of 1, no checkpoints), so runs that differ only there share one loop."""
+    return dataclasses.replace(evolution, seed=0, generations=1, chunk_size=1, checkpoint_every=None)
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """Everything a step's trace reads besides its arguments: no arrays, no weights (hashable).
@@ -265,31 +288,69 @@ class Step:
     a process. Holding no weights, a kept loop never keeps a model alive.
 
     Attributes:
-      config: the run's :class:`~jaxalign.AlignConfig` (method, population, strategy settings...),
-        its seed set to 0 (the seed is in the arguments).
+      config: the run's :class:`~jaxalign.AlignConfig` (method, population, Adam's rate...), its
+        seed set to 0 (the seed is in the arguments); ``None`` for a user fitness function.
       embedding_std: the scale of the search space and the initial spread.
       space_dim: ``n``, the search vector's size.
       mesh: a device mesh or ``None``.
-      programs: one :class:`~jaxalign.scoring.ScoringProgram` per presentation.
+      programs: one :class:`~jaxalign.scoring.ScoringProgram` per presentation (none with
+        ``fitness_fn``).
       switch: hybrid's evolution steps (then Adam); 0 for the other methods.
+      evolution: the evosax strategy's settings, ``init_scale`` in search-space units
+        (:func:`traced_evolution`: the fields the trace never reads fixed).
+      fitness_fn: a user fitness function ``(z (P, n), inputs) -> (losses (P,), aux)`` scored
+        instead of the programs (:func:`jaxalign.optimize.evolve`); ``None`` for alignment.
     """
 
-    config: AlignConfig
+    config: AlignConfig | None
     embedding_std: float
     space_dim: int
     mesh: Any
     programs: tuple[ScoringProgram, ...]
     switch: int = 0  # hybrid: the evolution steps before Adam (they depend on the measured cost)
+    evolution: EvolutionConfig | None = None
+    fitness_fn: Callable[[Any, Any], tuple[Any, Any]] | None = None
+
+    @property
+    def method(self) -> str:
+        """``"de"`` (any evosax strategy), ``"gradient"`` or ``"hybrid"``."""
+        return "de" if self.config is None else self.config.method
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopPlan:
+    """What the host loop (:func:`jaxalign.optimize.pipeline.run_loop`) reads of a run.
+
+    Attributes:
+      total_steps: steps of the whole run (step 0, the initial population, then the generations).
+      chunk_size: steps per device-side chunk (the first chunk runs one more: step 0).
+      checkpoint_every: generations between checkpoints; ``None``: after every chunk.
+      population: members per target in an evolution step (an Adam step has one).
+      evolution_steps: steps ``< evolution_steps`` are evolution steps, the others Adam steps.
+      fingerprint: what a checkpoint must match to be resumed (JSON-able).
+      record: further JSON fields stored with every checkpoint.
+      unit: the progress bar's unit (``"gen"`` or ``"step"``).
+    """
+
+    total_steps: int
+    chunk_size: int
+    checkpoint_every: int | None
+    population: int
+    evolution_steps: int
+    fingerprint: Mapping[str, Any]
+    record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    unit: str = "gen"
 
 
 @dataclasses.dataclass(frozen=True)
 class RunArgs:
     """The arrays a step takes as jit arguments (weights included: never baked in)."""
 
-    inputs: tuple            # one ScorerInputs per presentation
-    space: SoftPromptSpace
-    targets: jax.Array       # (C, D) float32, NaN where missing
+    inputs: Any              # one ScorerInputs per presentation (a user fitness: its arguments)
+    space: SoftPromptSpace | None  # None for a user fitness function
+    targets: jax.Array       # (C, D) float32, NaN where missing ((C, 0) for a user fitness)
     keys: jax.Array          # (C, 2) uint32, one PRNG key per target
+    z0: jax.Array            # (C, n) float32, each target's starting point (zeros for alignment)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +361,8 @@ class RunState:
       step: () int32, the next step to run.
       opt: the optimizer state, every leaf with leading axis C (evosax state vmapped over the
         targets, or ``(z (C, n), Adam state)``).
-      best_z: (C, n) best search vector per target; best_loss: (C,); best_dims: (C, D).
+      best_z: (C, n) best search vector per target; best_loss: (C,); best_dims: (C, D), the
+        best member's dimension scores (a user fitness function's aux, every leaf (C, ...)).
     """
 
     step: jax.Array

@@ -15,6 +15,7 @@ masked out; ``position_ids(K)`` gives positions that skip the left padding.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,12 @@ from jaxalign.prompting.layout import (
     answer_order,
     as_items,
     check_slot,
+    default_instruction,
+    item_body,
     item_messages,
     render_conversation,
     render_with_slot,
+    slot_messages,
 )
 
 
@@ -291,31 +295,78 @@ def render_items(
         chat_template: override (or supply, for a tokenizer without one) the chat template.
 
     Returns:
-        A :class:`PromptBatch`; decoding ``prefix_ids[q]`` (real tokens) followed by
-        ``suffix_ids[q]`` (real tokens) gives ``render_text(...)[q]``. Each suffix ends with the
-        answer digits' :attr:`AnswerSpelling.lead` (for a SentencePiece model after
-        ``"[/INST]"``, the ``"▁"`` it writes before a digit), so the digit is read where the model
-        writes it: the answer probabilities are ``P(digit | prompt, "▁")`` over the five digits.
+        A :class:`PromptBatch` (from :func:`render_prompts`, the answers being the digits
+        ``"1".."n"``); decoding ``prefix_ids[q]`` (real tokens) followed by ``suffix_ids[q]``
+        (real tokens) gives ``render_text(...)[q]``. Each suffix ends with the answer digits'
+        :attr:`AnswerSpelling.lead` (for a SentencePiece model after ``"[/INST]"``, the ``"▁"`` it
+        writes before a digit), so the digit is read where the model writes it: the answer
+        probabilities are ``P(digit | prompt, "▁")`` over the five digits.
+    """
+    check_slot(slot)
+    items = as_items(instrument_or_items)
+    n_options = len(tuple(items[0].options))
+    if instruction is None:
+        instruction = default_instruction(n_options)
+    return render_prompts(
+        tokenizer, [item_body(item, reverse_options) for item in items], [instruction] * len(items),
+        [str(k) for k in range(1, n_options + 1)], prompt_ids=[str(item.id) for item in items],
+        system=system, slot=slot, pad_to_multiple=pad_to_multiple, chat_template=chat_template,
+        order=answer_order(n_options, reverse_options),
+    )
 
-    The rendered text is split at a sentinel string; the text without it is tokenized once
-    with ``add_special_tokens=False`` (the template already writes BOS) and cut at the slot's
-    token boundary (:func:`encode_split`), so prefix + suffix are exactly the unsplit text's
-    tokens; a token that spans the slot goes to the suffix.
+
+def render_prompts(
+    tokenizer: Any,
+    bodies: Sequence[str],
+    instructions: Sequence[str],
+    answers: Sequence[str],
+    *,
+    prompt_ids: Sequence[str],
+    system: str | None = None,
+    slot: str = "user_start",
+    pad_to_multiple: int = 1,
+    chat_template: str | None = None,
+    order: np.ndarray | None = None,
+    **spelling: Any,
+) -> PromptBatch:
+    """Renders ``Q`` prompts (a body and its answer instruction each) split at the soft-prompt slot.
+
+    The one rendering path of every scored prompt (survey items: :func:`render_items`;
+    CulturalBench judgements): each prompt is laid out by
+    :func:`jaxalign.prompting.layout.slot_messages` (``body``, ``instruction``, the slot marker at
+    ``slot``), rendered with the chat template, tokenized once and cut at the slot
+    (:func:`encode_split`; a token spanning the slot goes to the suffix).
+
+    Args:
+        tokenizer, system, slot, chat_template: as for :func:`render_items`.
+        bodies, instructions: ``Q`` strings each (the question text, the answer line).
+        answers: the ``n`` answer strings; their ids are read at the last position, spelled by
+            :func:`jaxalign.prompting.answers.answer_spelling` with ``**spelling`` (its keywords
+            ``first_token_ok``, ``own_when_merged``, ``reader``); the spelling's lead is appended
+            to every suffix.
+        prompt_ids: ``Q`` ids, kept as ``item_ids`` and named in errors.
+        pad_to_multiple: ``Ts`` (and ``Tp`` when prefixes differ) rounded up to a multiple of it.
+        order: ``(n,)`` the batch's ``answer_order`` (default ``1..n``).
+
+    Returns:
+        A :class:`PromptBatch`: prefix ``(Q, Tp)`` left-padded, suffix ``(Q, Ts)`` right-padded,
+        ``prefix_shared`` when every prefix is the same tokens (then it is never padded).
     """
     check_slot(slot)
     if not isinstance(pad_to_multiple, int) or pad_to_multiple < 1:
         raise ValueError(f"pad_to_multiple must be a positive int, got {pad_to_multiple!r}")
-    items = as_items(instrument_or_items)
-    n_options = len(tuple(items[0].options))
+    if not len(bodies) == len(instructions) == len(prompt_ids) > 0:
+        raise ValueError(f"need as many bodies, instructions and prompt ids (at least one), got "
+                         f"{len(bodies)}, {len(instructions)}, {len(prompt_ids)}")
     prefixes, suffixes = [], []
-    for item in items:
-        messages = item_messages(
-            item, system=system, slot=slot, reverse_options=reverse_options, instruction=instruction
-        )
+    for prompt_id, body, instruction in zip(prompt_ids, bodies, instructions):
+        if SOFT_PROMPT_SENTINEL in body or SOFT_PROMPT_SENTINEL in instruction:
+            raise ValueError(f"item {prompt_id!r} contains the reserved string {SOFT_PROMPT_SENTINEL!r}")
+        messages = slot_messages(body, instruction, system=system, slot=slot)
         try:
             text = render_with_slot(tokenizer, messages, slot, chat_template)
         except ValueError as error:
-            raise ValueError(f"item {item.id!r}: {error}") from None
+            raise ValueError(f"item {prompt_id!r}: {error}") from None
         before, after = text.split(SOFT_PROMPT_SENTINEL)
         prefixes.append(before)
         suffixes.append(after)
@@ -324,8 +375,8 @@ def render_items(
     prefix_rows, suffix_rows = encode_split(tokenizer, prefixes, suffixes)
     if any(len(row) == 0 for row in suffix_rows):
         raise ValueError("empty suffix: the chat template wrote nothing after the soft-prompt slot")
-    spelling = answer_spelling(tokenizer, [str(k) for k in range(1, n_options + 1)], chat_template=chat_template)
-    suffix_rows = [row + list(spelling.lead) for row in suffix_rows]  # the model's first tokens ("▁")
+    spelled = answer_spelling(tokenizer, list(answers), chat_template=chat_template, **spelling)
+    suffix_rows = [row + list(spelled.lead) for row in suffix_rows]  # the model's first tokens ("▁")
     shared = all(row == prefix_rows[0] for row in prefix_rows)
     tp = max(len(row) for row in prefix_rows)
     if not shared:
@@ -342,15 +393,52 @@ def render_items(
         prefix_mask=prefix_mask,
         suffix_ids=suffix_ids,
         suffix_mask=suffix_mask,
-        answer_ids=spelling.ids,
-        answer_order=answer_order(n_options, reverse_options),
+        answer_ids=spelled.ids,
+        answer_order=answer_order(len(answers)) if order is None else order,
         prefix_shared=shared,
-        item_ids=tuple(str(item.id) for item in items),
+        item_ids=tuple(str(i) for i in prompt_ids),
         slot=slot,
         system=system_used,
         pad_id=pad_id,
         pad_to_multiple=pad_to_multiple,
     )
+
+
+def _length_order(batch: PromptBatch) -> np.ndarray:
+    """``(Q,)`` the items shortest first (stable): by suffix length when the prefix is shared, else
+    by prefix + suffix length."""
+    suffix_lengths = batch.suffix_lengths.astype(np.int64)
+    key = suffix_lengths if batch.prefix_shared else batch.prefix_lengths.astype(np.int64) + suffix_lengths
+    return np.argsort(key, kind="stable")
+
+
+def chunk_items(batch: PromptBatch, size: int | None) -> list[tuple[np.ndarray, PromptBatch]]:
+    """Cuts a batch into chunks of ``size`` items of similar length, all of ``size`` rows.
+
+    Items are sorted by length (as :func:`bucket_items` sorts them) and cut into consecutive
+    chunks of ``size`` (``None``: one chunk of all ``Q``); each chunk is trimmed with
+    :meth:`PromptBatch.take` (lengths rounded up to ``pad_to_multiple``, so chunks share few
+    distinct shapes), and the last one is filled up to ``size`` rows with copies of its first
+    item, so every chunk has the same number of rows.
+
+    Returns:
+        ``[(item_indices, sub_batch), ...]``, shortest chunk first: ``item_indices (Qc,)`` int64
+        are the chunk's real items (indices into ``batch``), the first ``Qc`` rows of
+        ``sub_batch`` (``size`` rows, or ``Q`` with ``size=None``); rows after them are filler.
+    """
+    q = batch.n_items
+    if size is None:
+        size = q
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"chunk size must be a positive int or None, got {size!r}")
+    size = min(int(size), q)
+    order = _length_order(batch)
+    chunks = []
+    for start in range(0, q, size):
+        indices = order[start:start + size]
+        rows = np.concatenate([indices, np.full(size - len(indices), indices[0])])
+        chunks.append((indices, batch.take(rows)))
+    return chunks
 
 
 def bucket_items(batch: PromptBatch, n_buckets: int) -> list[tuple[np.ndarray, PromptBatch]]:
@@ -373,8 +461,7 @@ def bucket_items(batch: PromptBatch, n_buckets: int) -> list[tuple[np.ndarray, P
     n = min(int(n_buckets), q)
     prefix_lengths = batch.prefix_lengths.astype(np.int64)
     suffix_lengths = batch.suffix_lengths.astype(np.int64)
-    key = suffix_lengths if batch.prefix_shared else prefix_lengths + suffix_lengths
-    order = np.argsort(key, kind="stable")
+    order = _length_order(batch)
     m = batch.pad_to_multiple
 
     # cost[i, j]: padded size of the group order[i:j]

@@ -147,15 +147,20 @@ def item_messages(
     ``system`` is stripped of surrounding whitespace (chat templates trim it anyway).
     """
     check_slot(slot)
+    if instruction is None:
+        instruction = default_instruction(len(tuple(item.options)))
+    return slot_messages(item_body(item, reverse_options), instruction, system=system, slot=slot,
+                         marker=marker)
+
+
+def item_body(item: ItemLike, reverse_options: bool = False) -> str:
+    """``"{question}\n1. {label}\n...\nn. {label}\n"``: the item's text and its numbered options
+    (last-to-first with ``reverse_options``), before the answer instruction."""
     options = [str(label).strip() for label in item.options]
     if reverse_options:
         options = options[::-1]
-    if instruction is None:
-        instruction = default_instruction(len(options))
-    question = str(item.text).strip()
     option_lines = "\n".join(f"{k}. {label}" for k, label in enumerate(options, start=1))
-    return slot_messages(f"{question}\n{option_lines}\n", instruction, system=system, slot=slot,
-                         marker=marker)
+    return f"{str(item.text).strip()}\n{option_lines}\n"
 
 
 def slot_messages(
