@@ -253,23 +253,27 @@ def build_problem(
 def tuning_wording(path: str, instrument: Instrument) -> Instrument:
     """An extra wording to tune on (a JSON wording file, :func:`jaxalign.survey.load_wording`).
 
-    The project's held-out wording is refused: it exists to measure generalisation, so a prompt
-    tuned on it would make the held-out figures meaningless.
+    The project's held-out wordings (:data:`jaxalign.survey.paraphrase.HELDOUT_WORDINGS`) are
+    refused, by name and by text: they exist to measure generalisation, so a prompt tuned on one
+    would make the held-out figures meaningless.
     """
-    from jaxalign.survey.paraphrase import HELDOUT_WORDING, heldout_items
+    from jaxalign.survey.paraphrase import HELDOUT_WORDINGS, heldout_wording
     from jaxalign.survey.vsm13 import load_wording
 
-    if str(path) == HELDOUT_WORDING:
-        raise ValueError(f"{HELDOUT_WORDING!r} is the held-out wording, kept out of tuning so that "
+    if str(path) in HELDOUT_WORDINGS:
+        raise ValueError(f"{str(path)!r} is a held-out wording, kept out of tuning so that "
                          "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
     extra = load_wording(path, instrument)
-    held = {item.id: item.text.strip() for item in heldout_items()}
-    same = [item.id for item in extra.items if held.get(item.id) == item.text.strip()]
-    if same:
-        raise ValueError(
-            f"wording file {str(path)!r} repeats the project's held-out wording (items {', '.join(same[:5])}"
-            f"{'...' if len(same) > 5 else ''}); the held-out wording is kept out of tuning so that "
-            "`jaxalign eval robustness` measures generalisation; tune on your own wordings")
+    texts = {item.id: item.text.strip() for item in extra.items}
+    for name in HELDOUT_WORDINGS:
+        held = {item.id: item.text.strip() for item in heldout_wording(name).items}
+        same = [i for i, text in texts.items() if held.get(i) == text]
+        if same:
+            raise ValueError(
+                f"wording file {str(path)!r} repeats the project's held-out wording {name!r} (items "
+                f"{', '.join(same[:5])}{'...' if len(same) > 5 else ''}); the held-out wordings are kept "
+                "out of tuning so that `jaxalign eval robustness` measures generalisation; tune on your "
+                "own wordings")
     return extra
 
 

@@ -16,13 +16,33 @@ Directions kept (1 is always the first label):
 - item 20: frequency of fear of disagreeing, **1 = never ... 5 = all the time** (reversed, as in
   the manual);
 - items 21-24: agreement, 1 = completely agree ... 5 = completely disagree.
+
+Two more held-out wordings ship as package data (``jaxalign/survey/data/heldout_v2.json`` and
+``heldout_v3.json``, the :func:`jaxalign.survey.load_wording` schema), each in its own style so
+that they test generalisation across register, not one phrasing:
+
+- ``"jaxalign-heldout-v2"``: plain, short, everyday language addressed to "you" ("Your dream
+  job ...: How high a priority is that for you?", 1 = a top priority ... 5 = not a priority);
+- ``"jaxalign-heldout-v3"``: a formal, impersonal scenario framing ("Scenario: a position is to
+  be selected ... What degree of importance would you attach to ...", 1 = paramount ... 5 = of
+  negligible importance).
+
+Both keep every item's topic and direction as listed above (item 20: 1 = never ... 5 = always).
+:data:`HELDOUT_WORDINGS` names all three; :func:`heldout_wording` returns any of them. None may
+be tuned on (:func:`jaxalign.optimize.problem.tuning_wording` refuses them by name and by text).
 """
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+
 from jaxalign.survey.instrument import Constants, Instrument, Item
 
 HELDOUT_WORDING = "jaxalign-heldout-v1"
+# every held-out wording: v1 is written below, v2 and v3 are package data (data/heldout_v<k>.json)
+HELDOUT_WORDINGS: tuple[str, ...] = (HELDOUT_WORDING, "jaxalign-heldout-v2", "jaxalign-heldout-v3")
+_DATA_FILES = {"jaxalign-heldout-v2": "heldout_v2.json", "jaxalign-heldout-v3": "heldout_v3.json"}
 
 _IMPORTANCE = (
     "of the utmost importance",
@@ -146,4 +166,36 @@ def heldout_vsm13(constants: Constants = None, base: Instrument | None = None) -
 
         base = vsm13()
     instrument = base.with_items(heldout_items(), wording=HELDOUT_WORDING)
+    return instrument if constants is None else instrument.with_constants(constants)
+
+
+def heldout_wording(name: str, constants: Constants = None, base: Instrument | None = None) -> Instrument:
+    """VSM 2013 with one of the held-out wordings (:data:`HELDOUT_WORDINGS`).
+
+    Args:
+        name: ``"jaxalign-heldout-v1"`` (:func:`heldout_vsm13`), ``"jaxalign-heldout-v2"`` or
+            ``"jaxalign-heldout-v3"`` (read from the package data).
+        constants: constants C (None: those of ``base``, or all 0 without ``base``).
+        base: the instrument whose formulas and constants to keep (default
+            :func:`jaxalign.survey.vsm13`); it must have the VSM 2013 item ids.
+
+    Returns:
+        An :class:`~jaxalign.survey.Instrument` with ``wording == name`` and the weights of ``base``.
+
+    Raises:
+        ValueError: ``name`` is not a held-out wording (the message lists them).
+    """
+    if name == HELDOUT_WORDING:
+        return heldout_vsm13(constants=constants, base=base)
+    if name not in _DATA_FILES:
+        raise ValueError(f"unknown held-out wording {name!r}; the held-out wordings are "
+                         f"{', '.join(repr(n) for n in HELDOUT_WORDINGS)}")
+    from jaxalign.survey.vsm13 import _parse_wording, vsm13
+
+    source = _DATA_FILES[name]
+    text = resources.files("jaxalign.survey").joinpath("data").joinpath(source).read_text(encoding="utf-8")
+    file_name, items = _parse_wording(json.loads(text), source)
+    if file_name != name:  # the packaged file must be the wording it is shipped as
+        raise ValueError(f"package data {source} holds wording {file_name!r}, expected {name!r}")
+    instrument = (vsm13() if base is None else base).with_items(items, wording=name)
     return instrument if constants is None else instrument.with_constants(constants)
