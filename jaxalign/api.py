@@ -159,6 +159,7 @@ def run_pipeline(
     set-up, before the baselines are scored or anything is compiled.
     """
     from jaxalign.optimize import pipeline
+    from jaxalign.survey.presentations import option_orders
 
     t_start = time.perf_counter()
     instrument = instrument or vsm13()
@@ -189,7 +190,7 @@ def run_pipeline(
             run_log = RunLog(log, out_dir / "logs", targets=[t.name for t in targets],
                              dimensions=instrument.dimensions, config=config.to_dict())
         report = RunProgress(0, enabled=progress if is_main_process() else False, unit=unit, log=run_log)
-        n_items = len(instrument.items) * (2 if config.both_orders else 1)
+        n_items = len(instrument.items) * len(option_orders(config.orders)) * (1 + len(config.extra_wordings))
         report.phase(f"rendering {n_items} survey items with {lm.name}'s chat template "
                      f"({len(targets)} target{'s' if len(targets) > 1 else ''}, slot {config.slot})")
         problem = pipeline.setup(lm, targets, instrument, config, mesh=mesh, scorer_options=scorer_options,
@@ -346,6 +347,9 @@ def score(
     mesh: Any = None,
     allow_mismatch: bool = False,
     chat_date: str | None = None,
+    orders: str = "one",
+    wordings: Sequence[Instrument] = (),
+    option_order: Sequence[int] | None = None,
 ) -> Scores:
     """Scores one prompt: the plain model, a system text, a soft prompt, or both.
 
@@ -360,11 +364,22 @@ def score(
         caller's choice. A prompt of another width is always refused.
       chat_date: the date a chat template that reads today's date renders (``YYYY-MM-DD``);
         default: the one stored with the soft prompt, else the one bound to ``lm``, else today.
+      orders: the option orders to score each item in (``"one"``, ``"both"``, ``"cyclic"``;
+        :mod:`jaxalign.survey.presentations`), each of ``instrument`` and ``wordings`` in every
+        order; answers, item means and dims are averaged over these presentations (answers
+        mapped back to the answer codes first) and the loss is the L1 of the averaged dims.
+      option_order: score one presentation with the options in this order instead (original
+        codes in the order shown, e.g. ``(5, 4, 3, 2, 1)``); not with ``orders`` other than "one".
 
     Returns:
       :class:`~jaxalign.scoring.Scores` for a population of one: ``probs (1, Q, 5)``,
       ``item_means (1, Q)``, ``dims (1, D)``, ``loss (1,)``.
     """
+    import jax.numpy as jnp
+
+    from jaxalign.survey import l1_loss
+    from jaxalign.survey.presentations import average_presentations, presentations
+
     from jaxalign.saved_prompt import load_prompt
 
     instrument = instrument or vsm13()
@@ -375,12 +390,22 @@ def score(
     prompt = loaded.vectors if loaded.vectors is not None else np.zeros((0, lm.config.hidden_size), np.float32)
     if target is not None and not isinstance(target, Target):
         target = resolve_target(target)
-    scorer = make_scorer(
-        loaded.lm, instrument, k=prompt.shape[0], target=target,
+    if option_order is not None and (orders != "one" or wordings):
+        raise ValueError("option_order scores one presentation: give it without orders or wordings")
+    shown = presentations(instrument, orders, tuple(wordings))
+    scores = [make_scorer(
+        loaded.lm, p.instrument, k=prompt.shape[0], target=target,
         system=system if system is not None else loaded.system, slot=loaded.slot,
         readout=readout or loaded.readout or "expected", seed=seed, mesh=mesh,
-    )
-    return scorer(prompt[None])  # (1, K, d)
+        option_order=tuple(option_order) if option_order is not None else p.option_order,
+    )(prompt[None]) for p in shown]  # (1, K, d) each
+    if len(scores) == 1:
+        return scores[0]
+    dims = average_presentations([s.dims for s in scores])                      # (1, D)
+    loss = l1_loss(dims, target.values) if target is not None else scores[0].loss
+    return Scores(probs=average_presentations([s.probs for s in scores]),
+                  item_means=average_presentations([s.item_means for s in scores]), dims=dims,
+                  loss=jnp.reshape(jnp.asarray(loss, jnp.float32), (1,)))
 
 
 # ------------------------------------------------------------------ thin entry points of the pipeline

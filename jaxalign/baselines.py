@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -126,12 +128,19 @@ def run_baselines(
     readout: str = "expected",
     constants=None,
     seed: int = 0,
+    shown: Sequence[Any] | None = None,
+    offsets: np.ndarray | None = None,
 ) -> dict[str, BaselineResult]:
     """Scores the named baselines (``"naive"``, ``"persona"``, ``"icl"``) for ``target``.
 
     ``"persona"`` is skipped for a custom target (one without a Hofstede country code).
+    ``shown``: the presentations (:class:`~jaxalign.survey.presentations.Presentation`) a run
+    scores, whose dims and answer distributions are averaged as the run averages them (default:
+    the instrument as listed); ``offsets`` ``(D,)``: the run's objective constants, added to the
+    dims before the L1 (default none: the paper's loss).
     """
     from jaxalign.scoring import make_scorer
+    from jaxalign.survey import l1_loss
 
     if isinstance(names, str):
         names = (names,)
@@ -140,20 +149,22 @@ def run_baselines(
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+    views = [(instrument, None)] if shown is None else [(p.instrument, p.option_order) for p in shown]
     results = {}
     for name in names:
         system = baseline_system(name, target)
-        scorer = make_scorer(
-            lm, instrument, k=0, target=target, system=system, readout=readout,
-            constants=constants, seed=seed,
-        )
         d = lm.config.hidden_size
-        scores = scorer(np.zeros((1, 0, d), np.float32))
+        scores = [make_scorer(lm, wording, k=0, target=target, system=system, readout=readout,
+                              constants=constants, seed=seed, option_order=order)(np.zeros((1, 0, d), np.float32))
+                  for wording, order in views]
+        dims = np.mean([np.asarray(s.dims[0]) for s in scores], axis=0)          # (D,)
+        probs = np.mean([np.asarray(s.probs[0]) for s in scores], axis=0)        # (Q, 5)
+        shifted = dims if offsets is None else dims + np.asarray(offsets, np.float32)
         results[name] = BaselineResult(
             name=name,
             system=system,
-            dims=np.asarray(scores.dims[0]),
-            loss=float(scores.loss[0]),
-            probs=np.asarray(scores.probs[0]),
+            dims=dims,
+            loss=float(l1_loss(shifted, target.values)),
+            probs=probs,
         )
     return results

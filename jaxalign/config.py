@@ -17,6 +17,8 @@ from jaxalign.baselines import BASELINES
 from jaxalign.optimize.evolution import EvolutionConfig
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
 from jaxalign.prompting.chat_formats import check_date
+from jaxalign.survey.objectives import LOSSES
+from jaxalign.survey.presentations import ORDERS
 
 
 MAX_K = 512
@@ -78,8 +80,18 @@ class AlignConfig:
         is refused.
       hybrid_fraction: share of the forward-pass budget ``population * (generations + 1)``
         that ``method="hybrid"`` spends on its evolution phase (0 < f <= 1).
-      both_orders: tune on the mean loss of the normal and the reversed option order
-        (:func:`jaxalign.api.align_both_orders`).
+      both_orders: tune on the normal and the reversed option order: the same as
+        ``orders="both"`` (kept for older code; set from ``orders``).
+      orders: the option orders every item is scored in each step (``"one"``, ``"both"``,
+        ``"cyclic"``; :mod:`jaxalign.survey.presentations`), each wording (the instrument's and
+        every ``extra_wordings`` file) in every order; the item means are averaged over these
+        presentations **before** the indices and the loss are formed, so an effect of the
+        option's position cancels inside the objective.
+      loss: ``"paper"`` (C = 0, the paper's), ``"anchored"`` (constants that read the plain
+        model as a respondent from ``reference``) or ``"relative"`` (several targets: one
+        constant per dimension shared by the run's countries, fitted on the plain model); see
+        :mod:`jaxalign.survey.objectives`.
+      reference: the reference country of ``loss="anchored"`` (a name, alias or code).
       chat_date: ``YYYY-MM-DD``, the date a chat template that reads today's date (Llama-3.2's
         ``strftime_now``) renders in every prompt of the run; ``None``: today, or on resume the
         date the run started with (see :mod:`jaxalign.prompting.chat_formats`). Not used (and left
@@ -113,6 +125,9 @@ class AlignConfig:
     hybrid_fraction: float = 0.25
     extra_wordings: tuple[str, ...] = ()
     chat_date: str | None = None
+    orders: str = "one"
+    loss: str = "paper"
+    reference: str | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
@@ -128,6 +143,19 @@ class AlignConfig:
     def __post_init__(self) -> None:
         if self.chat_date is not None:
             check_date(self.chat_date)
+        if self.orders not in ORDERS:
+            raise ValueError(f"unknown orders {self.orders!r}; choose one of {', '.join(ORDERS)}")
+        if self.both_orders and self.orders == "cyclic":
+            raise ValueError("both_orders=True means orders='both'; it cannot be combined with orders='cyclic'")
+        if self.both_orders:
+            object.__setattr__(self, "orders", "both")
+        object.__setattr__(self, "both_orders", self.orders == "both")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if (self.loss == "anchored") != (self.reference is not None):
+            raise ValueError("loss='anchored' needs a reference country, and only it takes one"
+                             if self.loss == "anchored" else
+                             f"a reference country is only used by loss='anchored', not {self.loss!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if isinstance(self.extra_wordings, (str, os.PathLike)):

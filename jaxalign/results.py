@@ -46,6 +46,9 @@ class AlignResult:
         measured cost, ``cost``).
       cost: for ``"gradient"``/``"hybrid"``, an Adam step's cost read from the compiled programs
         (:class:`jaxalign.optimize.pipeline.RunCost` as a dict); ``None`` otherwise.
+      objective: the run's loss (kind, constants, reference), the presentations scored, the
+        prompt's dims in each, and the position / content parts of its shift from the plain model
+        (when the normal and reversed orders were both scored).
       method: how the prompt was found: ``"de"`` (evosax strategy ``config.strategy``),
         ``"gradient"`` (:func:`jaxalign.api.gradient_align`), ``"de-both-orders"``.
     """
@@ -71,6 +74,7 @@ class AlignResult:
     fingerprints: dict[str, Any] | None = None
     chat_template: str | None = None
     cost: dict[str, Any] | None = None  # gradient/hybrid: an Adam step's measured cost (RunCost.to_dict)
+    objective: dict[str, Any] | None = None  # the loss kind, its constants, presentations, shifts
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -97,7 +101,9 @@ class AlignResult:
                 "dims": dims_dict(self.target.values),
                 "source": self.target.source,
             },
-            "loss": "mean absolute difference over the target's available dimensions",
+            "loss": "mean absolute difference over the target's available dimensions"
+                    + ("" if not self.objective else f" ({self.objective.get('description')})"),
+            **({"objective": self.objective} if self.objective else {}),
             "seed": self.config.seed,
             "config": self.config.to_dict(),
             "methods": methods,
@@ -105,6 +111,7 @@ class AlignResult:
             "history": {
                 "best_loss": [_num(v) for v in self.history["best_loss"]],
                 "mean_loss": [_num(v) for v in self.history["mean_loss"]],
+                **({"phase": list(self.history["phase"])} if "phase" in self.history else {}),
             },
             "evaluations": self.evaluations,
             **({"cost": self.cost} if self.cost is not None else {}),

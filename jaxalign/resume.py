@@ -55,8 +55,24 @@ def check_out_dir(out: str | os.PathLike, *, resume: bool, cli: bool = False) ->
 
 
 #: Config fields a checkpoint does not record (:meth:`jaxalign.optimize.pipeline.Problem.fingerprint`
-#: leaves them out): they may change on resume (``generations`` only upwards).
+#: leaves them out): they may change on resume (``generations`` only upwards, and never for a
+#: method whose steps depend on the total: see :data:`FIXED_GENERATIONS_METHODS`).
 RESUMABLE_CHANGES: tuple[str, ...] = ("generations", "chunk_size", "checkpoint_every", "baselines")
+
+#: Methods whose step-by-step behaviour depends on ``generations``: the hybrid's switch from its
+#: evolution phase to Adam is a share of the whole budget, so more generations would move the
+#: switch and mix the phases of a resumed run. Their ``generations`` is fixed at the run's start
+#: (recorded in the checkpoint's fingerprint) and a change is refused before any weight is read.
+FIXED_GENERATIONS_METHODS: tuple[str, ...] = ("hybrid",)
+
+
+def recorded_fields(config: AlignConfig) -> dict[str, Any]:
+    """The config fields a checkpoint records and a resume must match (all but
+    :data:`RESUMABLE_CHANGES`, with ``generations`` kept for :data:`FIXED_GENERATIONS_METHODS`)."""
+    free = set(RESUMABLE_CHANGES)
+    if config.method in FIXED_GENERATIONS_METHODS:
+        free.discard("generations")
+    return {key: value for key, value in config.to_dict().items() if key not in free}
 
 
 # the order in which a refused resume lists what changed: the settings a person chose first,
@@ -150,7 +166,7 @@ def check_resume(
         return None
     step, record = latest
     saved = record.get("fingerprint", {})
-    fields = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    fields = recorded_fields(config)
     if config.chat_date is None:
         del fields["chat_date"]
     current: dict[str, Any] = {"wording": instrument.wording, "targets": _targets_fingerprint(targets), **fields}

@@ -256,6 +256,7 @@ def make_scorer(
     constants: np.ndarray | dict[str, float] | None = None,
     mesh: Any = None,
     trim_last_layer: bool = True,
+    option_order: tuple[int, ...] | None = None,
 ) -> Scorer:
     """Renders the instrument's items for ``lm`` and returns a :class:`Scorer` for ``k`` soft vectors.
 
@@ -267,6 +268,8 @@ def make_scorer(
       system: optional system text (persona, in-context description) in the shared prefix.
       slot: where the soft vectors go (see :func:`jaxalign.prompting.render_items`).
       reverse_options: present the options 5..1 (answers are mapped back to codes).
+      option_order: present the options in this order instead (original codes in the order
+        shown, a permutation of 1..5; see :mod:`jaxalign.survey.presentations`).
       readout: ``"expected"`` (default), ``"argmax"`` or ``"sample"``; see the module docstring.
       n_respondents: respondents per item for the ``"sample"`` readout.
       seed: seed of the ``"sample"`` readout's respondents.
@@ -307,7 +310,7 @@ def make_scorer(
             raise ValueError(f"members_per_pass {members_per_pass} must be a multiple of the mesh's "
                              f"data axis size {parallel.data_size(mesh)}")
     batch = render_items(lm.tokenizer, instrument, system=system, slot=slot,
-                         reverse_options=reverse_options)
+                         reverse_options=reverse_options, option_order=option_order)
     mode = resolve_mode(mode, bool(batch.prefix_shared))
     if n_buckets is None:
         n_buckets = 4 if batch.prefix_shared else 2

@@ -208,6 +208,33 @@ def test_hybrid_cli_outputs_and_resume_equal_uninterrupted(lm, tmp_path, monkeyp
     assert cut["methods"] == whole["methods"]
 
 
+def test_hybrid_resume_with_more_generations_is_refused_and_phases_are_recorded(lm, tmp_path):
+    """The hybrid's switch to Adam is a share of the whole budget, so a resume with more
+    generations would move it and mix the phases (DE, Adam, DE, ... was observed). The change is
+    refused, in one line, before any weight is read (``check_resume``) and by the checkpoint's
+    fingerprint (the API path); the result records the phase of every step."""
+    from jaxalign.resume import check_resume
+
+    config = api.AlignConfig(method="hybrid", generations=4, chunk_size=2, checkpoint_every=2, seed=3,
+                             **{**SMALL, "baselines": ()})
+    done = jaxalign.align(lm, "China", config=config, out=tmp_path / "run", progress=False)
+    evolution = hybrid_steps(SMALL["population"], 4, 0.25, done.cost["forwards_per_step"])[0]
+    phases = done.history["phase"]
+    assert phases == ["evolution"] * evolution + ["adam"] * (len(phases) - evolution)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["history"]["phase"] == phases
+    more = dataclasses.replace(config, generations=20)
+    with pytest.raises(ValueError, match=r"generations: 4 -> 20") as error:
+        check_resume(tmp_path / "run", more, [jaxalign.hofstede("China")], instrument=jaxalign.vsm13())
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"generations: 4 -> 20"):
+        jaxalign.align(lm, "China", config=more, out=tmp_path / "run", resume=True, progress=False)
+    # DE may still extend its generations on resume (its steps do not depend on the total)
+    de = api.AlignConfig(generations=1, chunk_size=1, seed=3, **{**SMALL, "baselines": ()})
+    jaxalign.align(lm, "China", config=de, out=tmp_path / "de", progress=False)
+    assert check_resume(tmp_path / "de", dataclasses.replace(de, generations=3), [jaxalign.hofstede("China")],
+                        instrument=jaxalign.vsm13()) == 1
+
+
 @pytest.mark.slow
 def test_gradient_resume_equals_uninterrupted(lm, tmp_path):
     """A gradient run stopped at a checkpoint and resumed to the end equals the whole run."""

@@ -105,11 +105,23 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "benchmarks/RESULTS.md has the sweep behind it)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                         help="Adam's step size for --method gradient/hybrid (units of --init-scale)")
-    parser.add_argument("--both-orders", action="store_true",
-                        help="tune on the mean loss of the normal and the reversed answer order")
-    parser.add_argument("--extra-wording", action="append", default=[], metavar="FILE",
-                        help="also tune on this JSON wording file (repeatable; the loss is the mean over "
-                             "all presentations); the project's held-out wording is refused")
+    parser.add_argument("--orders", default="one", choices=("one", "both", "cyclic"),
+                        help="option orders every item is scored in each step: as listed; as listed and "
+                             "reversed; the five cyclic rotations. Item means are averaged over them (and "
+                             "over the wordings) before the indices and the loss, so a position effect cancels")
+    parser.add_argument("--both-orders", action="store_true", help="the same as --orders both")
+    parser.add_argument("--loss", default="paper", choices=("paper", "anchored", "relative"),
+                        help="paper: L1 to the published scores with C = 0 (the paper's); anchored: constants "
+                             "that read the plain model as a respondent from --reference; relative (several "
+                             "countries): one constant per dimension shared by the run's countries, the median "
+                             "over countries of target - plain-model index, so only differences between "
+                             "countries count")
+    parser.add_argument("--reference", default=None, type=target_argument,
+                        help="reference country of --loss anchored (name, alias or code)")
+    parser.add_argument("--extra-wording", "--wording-pool", action="append", default=[], metavar="FILE",
+                        dest="extra_wording",
+                        help="also tune on this JSON wording file (repeatable), in every --orders order; item "
+                             "means are averaged over all presentations; held-out wordings are refused")
     parser.add_argument("--hybrid-fraction", type=float, default=defaults.hybrid_fraction,
                         help="share of the forward-pass budget --method hybrid spends on --strategy")
     parser.add_argument("--init-text", default=None, help="initialise the soft prompt from this text's embeddings")
@@ -216,6 +228,9 @@ def run_align(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         hybrid_fraction=args.hybrid_fraction,
         both_orders=args.both_orders,
+        orders="both" if args.both_orders and args.orders == "one" else args.orders,
+        loss=args.loss,
+        reference=None if args.reference is None else args.reference.name,
         extra_wordings=tuple(args.extra_wording),
         readout=args.readout,
         n_respondents=args.respondents,
@@ -236,6 +251,10 @@ def run_align(args: argparse.Namespace) -> int:
         target = select_all_countries(6 if args.min_dims is None else args.min_dims)
     # everything that can be checked without the model is checked before it loads; --out is
     # created only when the run starts (a refused or failed run leaves no folder behind)
+    from jaxalign.survey.objectives import make_objective
+
+    n_targets = len(target) if isinstance(target, list) else 1
+    make_objective(config.loss, args.reference, n_targets=n_targets)
     check_out_dir(args.out, resume=args.resume, cli=True)
     instrument = _instrument(args.wording)
     for path in config.extra_wordings:

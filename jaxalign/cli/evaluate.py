@@ -1,4 +1,4 @@
-"""``jaxalign eval culturalbench`` and ``jaxalign eval robustness``.
+"""``jaxalign eval culturalbench``, ``jaxalign eval robustness`` (``eval matrix``: :mod:`jaxalign.cli.matrix`).
 
 Building the parsers imports nothing heavy; jax and the model load inside the ``run`` functions.
 """
@@ -74,6 +74,10 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
     robust.add_argument("--json", action="store_true", help="print one JSON object")
     add_allow_mismatch_argument(robust)
     robust.set_defaults(run=run_robustness)
+
+    from jaxalign.cli.matrix import add_matrix_command
+
+    add_matrix_command(evals, _model_arguments)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,11 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--target", type=target_argument, help="custom target for the loss, 'PDI=80,...'")
     parser.add_argument("--readout", default=None, choices=("expected", "argmax", "sample"),
                         help="default: the soft prompt's own, else 'expected'")
+    parser.add_argument("--orders", default="one", choices=("one", "both", "cyclic"),
+                        help="score each item in these option orders (as listed; and reversed; the five "
+                             "rotations) and average the answers, mapped back to the answer codes")
+    parser.add_argument("--wording-pool", action="append", default=[], metavar="FILE",
+                        help="also score this JSON wording file in every order (repeatable); averaged in")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_allow_mismatch_argument(parser)
     _add_mesh_arguments(parser)
@@ -63,7 +68,10 @@ def run_score(args: argparse.Namespace) -> int:
     from jaxalign.prompting.chat_formats import chat_template_name
     from jaxalign.saved_prompt import load_prompt
 
+    from jaxalign.survey import load_wording
+
     instrument = _instrument(args.wording)
+    pool = [load_wording(path, instrument) for path in args.wording_pool]
     mesh = _mesh(args)
     # file and width errors before the weights load; then provenance and the prompt's own date
     loaded = load_prompt(args.soft_prompt, lambda: common._load(args.model, args.dtype, mesh, args.quantize,
@@ -74,7 +82,8 @@ def run_score(args: argparse.Namespace) -> int:
     target = args.country or args.target
     scores = score(lm, soft_prompt=loaded.vectors, system=args.persona or loaded.system,
                    target=target, instrument=instrument, slot=loaded.slot,
-                   readout=args.readout or loaded.readout or "expected", mesh=mesh)
+                   readout=args.readout or loaded.readout or "expected", mesh=mesh,
+                   orders=args.orders, wordings=pool)
     dims = [float(v) for v in scores.dims[0]]
     probs = [[round(float(p), 6) for p in row] for row in scores.probs[0]]
     weights = _weights_types(lm)
@@ -88,6 +97,8 @@ def run_score(args: argparse.Namespace) -> int:
             "dims": dict(zip(instrument.dimensions, dims)),
             "item_means": dict(zip(instrument.item_ids, (float(v) for v in scores.item_means[0]))),
             "answers": probs,
+            "orders": args.orders,
+            "wordings": [instrument.wording] + [w.wording for w in pool],
         }
         if target is not None:
             out["target"] = {"name": target.name, "dims": {

@@ -95,7 +95,6 @@ from jaxalign.optimize.evolution import (
     _strong,
 )
 from jaxalign.optimize.problem import (  # noqa: F401  (problem names kept importable from here)
-    PRESENTATIONS,
     LoopPlan,
     Problem,
     RunArgs,
@@ -111,6 +110,7 @@ from jaxalign.prompting.chat_formats import chat_template_name
 from jaxalign.results import AlignResult
 from jaxalign.scoring import _score_members
 from jaxalign.survey import Instrument, Target, l1_loss
+from jaxalign.survey.presentations import position_content_split
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ def run_args(problem: Problem) -> RunArgs:
         targets=jnp.asarray(problem.target_values()),
         keys=_strong(keys),
         z0=jnp.zeros((problem.n_targets, problem.space.dim), jnp.float32),  # the space's origin p0
+        offsets=jnp.asarray(problem.offsets if problem.offsets is not None
+                            else np.zeros(len(problem.instrument.dimensions)), jnp.float32),  # (D,)
     )
 
 
@@ -241,7 +243,10 @@ def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Arr
     """Scores ``z (C, M, n)`` against each row's target: ``losses (C, M)``, ``dims (C, M, D)``.
 
     The C*M members are one population for the scorer (one pass; on a mesh, sharded over
-    ``"data"``); with both orders the losses and dims are the means over the two presentations.
+    ``"data"``). With several presentations (option orders, wordings) the dims are their mean,
+    which equals the indices of the item means averaged over the presentations (the indices are
+    linear in the item means), and the loss is the objective's on that mean: ``L1(dims + offsets,
+    target)`` (``args.offsets``, the objective's constants, fixed for the run).
     A user fitness function (``step.fitness_fn``) scores the C*M members instead: its losses
     ``(C, M)`` and aux (every leaf ``(C, M, ...)``).
     """
@@ -251,12 +256,11 @@ def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Arr
         return losses.reshape(c, m), jax.tree.map(lambda x: x.reshape(c, m, *x.shape[1:]), aux)
     flat = gather_to_all(z.reshape(c * m, n), step.mesh)  # the optimizer state is replicated
     prompts = args.space.decode(flat)  # (C*M, K, d)
-    losses, dims = [], []
-    for program, inputs in zip(step.programs, args.inputs):
-        d_ = _score_members(program, prompts, inputs).dims.reshape(c, m, -1)  # (C, M, D)
-        dims.append(d_)
-        losses.append(jax.vmap(l1_loss)(d_, args.targets))          # (C, M)
-    loss, dim = sum(losses) / len(losses), sum(dims) / len(dims)
+    dims = [_score_members(program, prompts, inputs).dims.reshape(c, m, -1)  # (C, M, D) each
+            for program, inputs in zip(step.programs, args.inputs)]
+    dim = sum(dims[1:], dims[0]) / len(dims)                                    # (C, M, D)
+    shifted = dim if args.offsets is None else dim + args.offsets
+    loss = jax.vmap(l1_loss)(shifted, args.targets)                             # (C, M)
     return gather_to_all((loss, dim), step.mesh)
 
 
@@ -600,26 +604,24 @@ def _concat(records: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- results
 def baselines(problem: Problem) -> list[dict[str, BaselineResult]]:
-    """The configured baselines per target (the plain model is scored once for all targets)."""
+    """The configured baselines per target, scored in the run's presentations and read with its
+    objective (the plain model is scored once for all targets)."""
     config, lm, instrument = problem.config, problem.lm, problem.instrument
     names = config.baselines
-    if problem.n_targets == 1:
-        return [run_baselines(lm, instrument, problem.targets[0], names=names, readout=config.readout,
-                              seed=config.seed)]
+    common = dict(readout=config.readout, seed=config.seed, shown=problem.shown or None,
+                  offsets=problem.offsets)
     naive = None
     if "naive" in names:
-        naive = run_baselines(lm, instrument, problem.targets[0], names=("naive",), readout=config.readout,
-                              seed=config.seed)["naive"]
+        naive = run_baselines(lm, instrument, problem.targets[0], names=("naive",), **common)["naive"]
     out = []
     for target in problem.targets:
         others = tuple(n for n in names if n != "naive")
-        found = run_baselines(lm, instrument, target, names=others, readout=config.readout,
-                              seed=config.seed) if others else {}
+        found = run_baselines(lm, instrument, target, names=others, **common) if others else {}
         row = {}
         for name in names:
             if name == "naive":
-                loss = float(l1_loss(naive.dims, target.values))
-                row[name] = dataclasses.replace(naive, loss=loss)
+                shifted = naive.dims if problem.offsets is None else naive.dims + problem.offsets
+                row[name] = dataclasses.replace(naive, loss=float(l1_loss(shifted, target.values)))
             elif name in found:
                 row[name] = found[name]
         out.append(row)
@@ -629,30 +631,40 @@ def baselines(problem: Problem) -> list[dict[str, BaselineResult]]:
 def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
             baseline_rows: list[dict[str, BaselineResult]]) -> list[AlignResult]:
     """One :class:`~jaxalign.AlignResult` per target: its best prompt scored with
-    ``config.readout`` on the normal order (all C prompts in one pass)."""
+    ``config.readout`` in every presentation of the run (all C prompts in one pass each), dims and
+    answers averaged over them, the loss the run's objective."""
     config = problem.config
     prompts = np.asarray(problem.space.decode(jnp.asarray(outcome.state.best_z)))  # (C, K, d)
-    scorer = problem.result_scorer
-    if scorer.members_per_pass is not None:
-        scorer = dataclasses.replace(scorer, members_per_pass=None)
-    final = scorer(prompts)
-    losses = np.asarray(jax.vmap(l1_loss)(final.dims, jnp.asarray(problem.target_values())))
+    by_presentation = {}
+    for name, scorer in zip(problem.presentations, problem.result_scorers):
+        if scorer.members_per_pass is not None:
+            scorer = dataclasses.replace(scorer, members_per_pass=None)
+        scored = scorer(prompts)
+        by_presentation[name] = (np.asarray(scored.dims), np.asarray(scored.probs))  # (C, D), (C, Q, 5)
+    dims = np.mean([d for d, _ in by_presentation.values()], axis=0)            # (C, D)
+    probs = np.mean([p for _, p in by_presentation.values()], axis=0)           # (C, Q, 5)
+    offsets = np.zeros(dims.shape[1], np.float32) if problem.offsets is None else problem.offsets
+    losses = np.asarray(jax.vmap(l1_loss)(jnp.asarray(dims + offsets), jnp.asarray(problem.target_values())))
+    objective = objective_record(problem, {name: d for name, (d, _) in by_presentation.items()})
     evaluations = problem.evaluations
     history = outcome.history
     out = []
     wall_s = time.perf_counter() - t_start
+    steps_recorded = len(history["best_loss"])
+    phases = ["evolution" if s < problem.evolution_steps else "adam" for s in range(steps_recorded)]
     for c, target in enumerate(problem.targets):
         out.append(AlignResult(
             method=problem.label,
             target=target,
             soft_prompt=prompts[c],
-            dims=np.asarray(final.dims[c]),
+            dims=dims[c],
             loss=float(losses[c]),
-            probs=np.asarray(final.probs[c]),
+            probs=probs[c],
             baselines=baseline_rows[c],
             history={"best_loss": history["best_loss"][:, c].tolist(),
                      "mean_loss": history["mean_loss"][:, c].tolist(),
-                     "best_dims": history["best_dims"][:, c].tolist()},
+                     "best_dims": history["best_dims"][:, c].tolist(),
+                     "phase": phases},
             model=problem.lm.name,
             wording=problem.instrument.wording,
             dimensions=tuple(problem.instrument.dimensions),
@@ -665,5 +677,33 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
             s_per_generation=outcome.s_per_generation,
             chat_template=chat_template_name(problem.lm.tokenizer),
             fingerprints=normalise_json(problem.fingerprints(c)),
+            objective=normalise_json(objective[c]),
         ))
+    return out
+
+
+def objective_record(problem: Problem, dims: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """What ``results.json`` records of the objective, per target: the loss kind, its constants,
+    the reference, the presentations scored, and (``dims``: presentation -> ``(C, D)``) the
+    prompt's dims per presentation, with the position and content parts of its shift from the
+    plain model when both the normal and the reversed order were scored."""
+    objective, plain = problem.objective, problem.plain
+    offsets = np.zeros(len(problem.instrument.dimensions)) if problem.offsets is None else problem.offsets
+    out = []
+    for c in range(problem.n_targets):
+        record: dict[str, Any] = {
+            "loss": objective.kind, "description": objective.describe(),
+            "reference": objective.reference_name if objective.kind == "anchored" else
+            ("the run's median country" if objective.kind == "relative" else None),
+            "constants": [float(v) for v in offsets],
+            "orders": problem.config.orders, "presentations": list(problem.presentations),
+            "dims_by_presentation": {name: [float(v) for v in d[c]] for name, d in dims.items()},
+        }
+        if plain is not None:
+            record["plain_dims_by_presentation"] = {name: [float(v) for v in d] for name, d in plain.items()}
+            if "normal" in dims and "reversed" in dims:
+                split = position_content_split(dims["normal"][c] - plain["normal"],
+                                               dims["reversed"][c] - plain["reversed"])
+                record["shift"] = {part: [float(v) for v in values] for part, values in split.items()}
+        out.append(record)
     return out

@@ -47,13 +47,15 @@ from jaxalign.optimize.budget import (
 from jaxalign.optimize.checkpoint import normalise_json
 from jaxalign.optimize.evolution import EvolutionConfig
 from jaxalign.parallel import replicate
-from jaxalign.resume import RESUMABLE_CHANGES, _targets_fingerprint
+from jaxalign.resume import _targets_fingerprint, recorded_fields
 from jaxalign.scoring import Scorer, ScoringProgram, make_scorer
 from jaxalign.search_space import search_space
 from jaxalign.softprompt import SoftPromptSpace
 from jaxalign.survey import Instrument, Target
+from jaxalign.survey.objectives import Objective, make_objective
+from jaxalign.survey.presentations import Presentation
+from jaxalign.survey.presentations import presentations as survey_presentations
 
-PRESENTATIONS = ("normal", "reversed")
 
 
 def target_key(seed: int, target: Target) -> jax.Array:
@@ -79,9 +81,15 @@ class Problem:
       config: the :class:`~jaxalign.AlignConfig` (``method``, ``both_orders``, budget...).
       scorers: one scorer per presentation (``presentations``), with the training readout
         (``config.readout`` for DE, ``"expected"`` for Adam); targets are applied here, not in them.
-      presentations: ``("normal",)``, ``("normal", "reversed")`` (both-orders tuning), then one
-        ``"wording:<name>"`` per ``config.extra_wordings`` file; the loss is their mean.
-      result_scorer: scores the best prompts for the results (``config.readout``, normal order).
+      presentations: the names of the (wording, option order) pairs scored each step
+        (:func:`jaxalign.survey.presentations.presentations`: ``"normal"``, ``"reversed"``,
+        ``"cyclic1"``.., then ``"wording:<name>[/<order>]"`` per ``config.extra_wordings`` file);
+        the item means are averaged over them before the indices and the loss.
+      result_scorers: score the best prompts for the results (``config.readout``), one per
+        presentation.
+      objective: the loss (:mod:`jaxalign.survey.objectives`); ``offsets`` ``(D,)`` its constants,
+        fixed for the run; ``plain`` the plain model's dims per presentation (when the objective
+        or several presentations need them; ``None`` otherwise).
       space: the soft-prompt search space (shared by all targets).
       embedding_std: the embedding std the space and init_scale are scaled by.
       mesh: a device mesh or ``None``.
@@ -93,12 +101,16 @@ class Problem:
     config: AlignConfig
     scorers: tuple[Scorer, ...]
     presentations: tuple[str, ...]
-    result_scorer: Scorer
+    result_scorers: tuple[Scorer, ...]
     space: SoftPromptSpace
     embedding_std: float
     mesh: Any = None
     content: Mapping[str, Any] | None = None  # content fingerprints (jaxalign.fingerprint)
     cost: RunCost | None = None  # an Adam step's measured cost (gradient, hybrid): measure_cost
+    objective: Objective = Objective("paper")
+    offsets: np.ndarray | None = None    # (D,) the objective's constants, added to every member's dims
+    plain: Mapping[str, np.ndarray] | None = None  # presentation -> the plain model's dims (D,)
+    shown: tuple[Presentation, ...] = ()  # the presentations themselves (names: presentations)
 
     @property
     def n_targets(self) -> int:
@@ -161,15 +173,13 @@ class Problem:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint of this problem must match to be resumed (JSON-able)."""
-        config = self.config.to_dict()
         return normalise_json({
             "model": self.lm.name,
             "dtype": str(np.dtype(self.lm.dtype)),
             "wording": self.instrument.wording,
             "targets": _targets_fingerprint(self.targets),
             "n": int(self.space.dim),
-            **{key: value for key, value in config.items()
-               if key not in RESUMABLE_CHANGES},
+            **recorded_fields(self.config),
             "content": dict(self.content or {}),
         })
 
@@ -214,22 +224,29 @@ def build_problem(
     options = dict(scorer_options or {})
     common = dict(k=config.k, system=config.system, slot=config.slot, n_respondents=config.n_respondents,
                   seed=config.seed, mode=config.scoring_mode, mesh=mesh, **options)
-    presentations = PRESENTATIONS if config.both_orders else PRESENTATIONS[:1]
-    wordings = {p: (instrument, p == "reversed") for p in presentations}
-    for path in config.extra_wordings:  # user wordings tuned on beside the main one
-        extra = tuning_wording(path, instrument)
-        wordings[f"wording:{extra.wording}"] = (extra, False)
-    presentations = tuple(wordings)
+    objective = make_objective(config.loss, config.reference, n_targets=len(targets))
+    # every (wording, option order) the run scores: the instrument's wording, then each user
+    # wording tuned on beside it, each in every order of config.orders
+    shown = survey_presentations(instrument, config.orders,
+                                 [tuning_wording(path, instrument) for path in config.extra_wordings])
+    presentations = tuple(p.name for p in shown)
     if config.method in ("gradient", "hybrid"):  # Adam trains on the only differentiable readout
         train = dict(readout="expected", members_per_pass=None)
     else:
         train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
-    scorers = tuple(make_scorer(lm, wordings[p][0], reverse_options=wordings[p][1], **train, **common)
-                    for p in presentations)
+    scorers = tuple(make_scorer(lm, p.instrument, option_order=p.option_order, **train, **common)
+                    for p in shown)
     if config.method == "de" and config.members_per_pass is None:
-        result_scorer = scorers[0]  # same readout: reuse its compiled function
+        result_scorers = scorers  # same readout: reuse their compiled functions
     else:
-        result_scorer = make_scorer(lm, instrument, readout=config.readout, **common)
+        result_scorers = tuple(make_scorer(lm, p.instrument, option_order=p.option_order,
+                                           readout=config.readout, **common) for p in shown)
+    plain = None
+    if objective.kind != "paper" or len(shown) > 1:  # the plain model in every presentation
+        plain = plain_dims(lm, shown, config, mesh=mesh, options=options)  # {name: (D,)}
+    target_values = np.stack([np.asarray(t.values, np.float32) for t in targets])  # (C, D)
+    mean_plain = None if plain is None else np.mean(np.stack(list(plain.values())), axis=0)
+    offsets = objective.offsets(target_values, mean_plain)
     space, embedding_std = search_space(lm, config)
     if space_file is not None:
         from jaxalign.search_space import _saved_search_space
@@ -245,8 +262,9 @@ def build_problem(
     if mesh is not None:
         space = replicate(space, mesh)  # every device decodes its own members' prompts
     problem = Problem(lm=lm, instrument=instrument, targets=targets, config=config, scorers=scorers,
-                      presentations=presentations, result_scorer=result_scorer, space=space,
-                      embedding_std=embedding_std, mesh=mesh, content=content)
+                      presentations=presentations, result_scorers=result_scorers, space=space,
+                      embedding_std=embedding_std, mesh=mesh, content=content, objective=objective,
+                      offsets=offsets, plain=plain, shown=shown)
     return problem
 
 
@@ -275,6 +293,19 @@ def tuning_wording(path: str, instrument: Instrument) -> Instrument:
                 "out of tuning so that `jaxalign eval robustness` measures generalisation; tune on your "
                 "own wordings")
     return extra
+
+
+def plain_dims(lm: Any, shown: Sequence[Presentation], config: AlignConfig, *, mesh: Any = None,
+               options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """The plain model's indices ``(D,)`` in each presentation (no soft prompt; the run's system
+    text, slot and readout), keyed by presentation name."""
+    out = {}
+    for p in shown:
+        scorer = make_scorer(lm, p.instrument, k=0, option_order=p.option_order, system=config.system,
+                             slot=config.slot, readout=config.readout, n_respondents=config.n_respondents,
+                             seed=config.seed, mode=config.scoring_mode, mesh=mesh, **dict(options or {}))
+        out[p.name] = np.asarray(scorer(np.zeros((1, 0, lm.config.hidden_size), np.float32)).dims[0])
+    return out
 
 
 # ----------------------------------------------------------------------------- state and args
@@ -355,6 +386,7 @@ class RunArgs:
     targets: jax.Array       # (C, D) float32, NaN where missing ((C, 0) for a user fitness)
     keys: jax.Array          # (C, 2) uint32, one PRNG key per target
     z0: jax.Array            # (C, n) float32, each target's starting point (zeros for alignment)
+    offsets: Any = None      # (D,) float32, the objective's constants added to the dims (None: 0)
 
 
 @dataclasses.dataclass(frozen=True)

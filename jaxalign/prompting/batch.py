@@ -275,6 +275,7 @@ def render_items(
     pad_to_multiple: int = 1,
     instruction: str | None = None,
     chat_template: str | None = None,
+    option_order: Sequence[int] | None = None,
 ) -> PromptBatch:
     """Render every item with the chat template and split its tokens at the soft-prompt slot.
 
@@ -289,6 +290,8 @@ def render_items(
             :mod:`jaxalign.prompting.layout`).
         reverse_options: present the options last-to-first (numbered 1..n in the new order;
             ``answer_order`` maps them back).
+        option_order: present the options in this order instead (the original codes 1..n in
+            the order shown, e.g. a cyclic rotation ``(2, 3, 4, 5, 1)``); ``answer_order`` maps back.
         pad_to_multiple: round ``Ts`` (and ``Tp`` when the prefix differs between items) up to
             a multiple of this, to limit the number of distinct shapes a jit sees.
         instruction: the answer instruction line; default ``"Answer with one digit from 1 to 5."``
@@ -308,10 +311,10 @@ def render_items(
     if instruction is None:
         instruction = default_instruction(n_options)
     return render_prompts(
-        tokenizer, [item_body(item, reverse_options) for item in items], [instruction] * len(items),
+        tokenizer, [item_body(item, reverse_options, option_order) for item in items], [instruction] * len(items),
         [str(k) for k in range(1, n_options + 1)], prompt_ids=[str(item.id) for item in items],
         system=system, slot=slot, pad_to_multiple=pad_to_multiple, chat_template=chat_template,
-        order=answer_order(n_options, reverse_options),
+        order=answer_order(n_options, reverse_options, option_order),
     )
 
 

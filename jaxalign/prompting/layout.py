@@ -118,8 +118,20 @@ def as_items(instrument_or_items: Any) -> tuple[ItemLike, ...]:
     return items
 
 
-def answer_order(n_options: int = 5, reverse_options: bool = False) -> np.ndarray:
-    """``(n,)`` int32: ``order[j]`` is the original code (1..n) of the option shown with digit ``j + 1``."""
+def answer_order(n_options: int = 5, reverse_options: bool = False,
+                 option_order: Sequence[int] | None = None) -> np.ndarray:
+    """``(n,)`` int32: ``order[j]`` is the original code (1..n) of the option shown with digit ``j + 1``.
+
+    ``option_order`` gives that order directly (a permutation of ``1..n``, e.g. ``(3, 4, 5, 1, 2)``
+    for a cyclic rotation); otherwise it is ``1..n``, reversed with ``reverse_options``.
+    """
+    if option_order is not None:
+        order = np.asarray(tuple(option_order), np.int32)
+        if reverse_options:
+            raise ValueError("give either reverse_options or option_order, not both")
+        if sorted(order.tolist()) != list(range(1, n_options + 1)):
+            raise ValueError(f"option_order {tuple(order.tolist())} is not a permutation of 1..{n_options}")
+        return order
     order = np.arange(1, n_options + 1, dtype=np.int32)
     return order[::-1].copy() if reverse_options else order
 
@@ -153,12 +165,14 @@ def item_messages(
                          marker=marker)
 
 
-def item_body(item: ItemLike, reverse_options: bool = False) -> str:
+def item_body(item: ItemLike, reverse_options: bool = False, option_order: Sequence[int] | None = None) -> str:
     """``"{question}\n1. {label}\n...\nn. {label}\n"``: the item's text and its numbered options
-    (last-to-first with ``reverse_options``), before the answer instruction."""
+    (last-to-first with ``reverse_options``; in ``option_order``, the original codes 1..n in the
+    order shown, when given), before the answer instruction."""
     options = [str(label).strip() for label in item.options]
-    if reverse_options:
-        options = options[::-1]
+    if reverse_options or option_order is not None:
+        order = answer_order(len(options), reverse_options, option_order)
+        options = [options[code - 1] for code in order]
     option_lines = "\n".join(f"{k}. {label}" for k, label in enumerate(options, start=1))
     return f"{str(item.text).strip()}\n{option_lines}\n"
 

@@ -11,7 +11,11 @@ when first used), so the ``jaxalign countries`` command starts fast.
 - :func:`anchor_constants`: constants that place a reference sample on published scores.
 - :class:`Target`, :func:`hofstede`, :func:`countries`, :func:`custom_target`,
   :func:`resolve_target`: what to align to (Hofstede release 2015-08-16, or your own scores).
-- :func:`l1_loss`, :func:`kendall_tau`: the objective and a cross-country rank check.
+- :func:`l1_loss`, :func:`kendall_tau`: the distance and a cross-country rank check.
+- :mod:`~jaxalign.survey.objectives` (:func:`make_objective`, ``"paper"`` / ``"anchored"`` /
+  ``"relative"``): losses with or without the arbitrary constants.
+- :mod:`~jaxalign.survey.presentations` (:func:`presentations`, option orders ``"one"`` /
+  ``"both"`` / ``"cyclic"``): the (wording, option order) pairs an item is scored in.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ from jaxalign.survey.vsm13 import load_wording, save_wording, vsm13
 _LAZY: dict[str, str] = {
     "l1_loss": "jaxalign.survey.loss",
     "kendall_tau": "jaxalign.survey.loss",
+    "make_objective": "jaxalign.survey.objectives",
+    "Objective": "jaxalign.survey.objectives",
+    "LOSSES": "jaxalign.survey.objectives",
+    "presentations": "jaxalign.survey.presentations",
+    "Presentation": "jaxalign.survey.presentations",
+    "ORDERS": "jaxalign.survey.presentations",
 }
 
 __all__ = sorted(
