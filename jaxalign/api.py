@@ -41,7 +41,7 @@ from jaxalign.config import (  # noqa: F401  (re-exported: jaxalign.api.AlignCon
     AlignConfig,
 )
 from jaxalign.model import LM
-from jaxalign.parallel import is_main_process, sync_processes
+from jaxalign.parallel import is_main_process, shared_text, sync_processes
 from jaxalign.scoring import Scores, make_scorer
 from jaxalign.prompting.chat_formats import bind_run_date
 from jaxalign.survey import Instrument, Target, resolve_target, vsm13
@@ -51,7 +51,6 @@ from jaxalign.resume import (  # noqa: F401
     CHECKPOINT_FOLDER,
     RESUMABLE_CHANGES,
     _latest_record,
-    _targets_fingerprint,
     check_out_dir,
     check_resume,
     resume_differences,
@@ -320,11 +319,16 @@ def fix_chat_date(lm: LM, config: AlignConfig, resume_from: Path | None = None) 
     """Binds one date for the whole run when ``lm``'s chat template reads today's date.
 
     The date is ``config.chat_date`` if set, else (resuming from ``resume_from``) the date the
-    checkpointed run recorded, else today; the returned config records it. A template that does
+    checkpointed run recorded, else today, as process 0 reads it (every process of a
+    several-process run renders the same tokens); the returned config records it. A template that does
     not read the date leaves both unchanged.
     """
     date = config.chat_date or (_checkpointed_chat_date(resume_from) if resume_from else None)
     lm, date = bind_run_date(lm, date)
+    # one date for every process: each host reads its own clock, which can differ across midnight
+    shared = shared_text(date)
+    if shared != date:
+        lm, date = bind_run_date(lm, shared)
     return lm, config if date is None else dataclasses.replace(config, chat_date=date)
 
 

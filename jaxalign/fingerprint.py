@@ -294,11 +294,6 @@ def instrument_fingerprint(instrument: Any) -> dict[str, str]:
     }
 
 
-def instrument_digest(instrument: Any) -> str:
-    """One digest for the whole instrument (for soft-prompt metadata)."""
-    return json_digest(instrument_fingerprint(instrument))
-
-
 def target_fingerprint(target: Any) -> dict[str, str]:
     """Exact digest of a target's values (``(D,)``, NaN = missing) and dimension names."""
     values = np.asarray(getattr(target, "values", target), np.float64)
@@ -329,15 +324,10 @@ def space_fingerprint(space: Any) -> dict[str, Any]:
     }
 
 
-def run_fingerprints(lm: Any, instrument: Any, target: Any, batch: Any, space: Any) -> dict[str, Any]:
-    """Everything a run is made of, by content: ``{"model", "instrument", "target", "prompts", "space"}``.
+def targets_fingerprint(targets: Any) -> list[dict[str, Any]]:
+    """The ``targets`` entry of a checkpoint's fingerprint: each target's name and values (NaN
+    written as null), as ``Problem.fingerprint`` writes it and a resume compares it."""
+    def num(v: float) -> float | None:
+        return None if np.isnan(v) else float(v)
 
-    A resume compares this dict with the checkpoint's key by key; ``results.json`` records it.
-    """
-    return {
-        "model": model_fingerprint(lm),
-        "instrument": instrument_fingerprint(instrument),
-        "target": target_fingerprint(target),
-        "prompts": prompt_fingerprint(batch),
-        "space": space_fingerprint(space),
-    }
+    return [{"name": t.name, "dims": [num(v) for v in np.asarray(t.values, np.float64)]} for t in targets]

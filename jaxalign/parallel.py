@@ -471,3 +471,25 @@ def sync_processes(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def shared_text(value: str | None, width: int = 64) -> str | None:
+    """``value`` as process 0 has it, on every process (``None`` stays ``None``; no-op with one
+    process). For a decision that must be the same everywhere, such as a run's chat date read
+    from each host's clock, which can differ across midnight. ``value`` is ASCII of at most
+    ``width`` characters."""
+    if jax.process_count() == 1:
+        return value
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    codes = np.zeros((width + 1,), np.int32)
+    if value is not None:
+        raw = value.encode("ascii")
+        if len(raw) > width:
+            raise ValueError(f"shared_text: {value!r} is longer than {width} characters")
+        codes[0], codes[1:len(raw) + 1] = 1, np.frombuffer(raw, np.uint8)
+    codes = np.asarray(multihost_utils.broadcast_one_to_all(codes))
+    if not codes[0]:
+        return None
+    return bytes(int(c) for c in codes[1:] if c).decode("ascii")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxalign.config import AlignConfig
-from jaxalign.results import _num
+from jaxalign.fingerprint import targets_fingerprint
 from jaxalign.survey import Instrument, Target
 
 
@@ -97,11 +97,6 @@ def _latest_record(out_dir: Path) -> tuple[int, dict[str, Any]] | None:
         checkpointer.close()
 
 
-def _targets_fingerprint(targets: Sequence[Target]) -> list[dict[str, Any]]:
-    """The ``targets`` entry of a checkpoint's fingerprint (as ``Problem.fingerprint`` writes it)."""
-    return [{"name": t.name, "dims": [_num(v) for v in np.asarray(t.values, np.float64)]} for t in targets]
-
-
 def resume_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
                        dimensions: Sequence[str]) -> list[str]:
     """What differs between a checkpoint's fingerprint and this run's, for a person to read:
@@ -169,7 +164,7 @@ def check_resume(
     fields = recorded_fields(config)
     if config.chat_date is None:
         del fields["chat_date"]
-    current: dict[str, Any] = {"wording": instrument.wording, "targets": _targets_fingerprint(targets), **fields}
+    current: dict[str, Any] = {"wording": instrument.wording, "targets": targets_fingerprint(targets), **fields}
     if model is not None:
         current["model"] = str(model)
     if dtype is not None:

@@ -169,11 +169,6 @@ class Scorer:
         """Tokens of the longest sequence, unbucketed padding included: ``Tp + K + Ts``."""
         return self.batch.prefix_ids.shape[1] + self.k + self.batch.suffix_ids.shape[1]
 
-    @property
-    def real_tokens_per_member(self) -> int:
-        """Real (unpadded) tokens of one member's ``Q`` sequences, soft vectors included."""
-        return int(np.sum(self.batch.real_lengths(self.k)))
-
     def score_fn(self, prompts: jax.Array, inputs: ScorerInputs) -> Scores:
         """Pure scoring function: ``prompts (P, K, d)`` and :class:`ScorerInputs` -> :class:`Scores`.
 

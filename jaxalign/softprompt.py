@@ -78,7 +78,8 @@ class SoftPromptSpace:
             raise ValueError(
                 f"decode expects z of shape (..., {self.dim}) for this space, got {tuple(z.shape)}"
             )
-        delta = z if self.basis is None else z @ self.basis  # (..., K*d)
+        # exact float32 (no TF32 / bf16 passes on accelerators), as the rest of the scoring asks
+        delta = z if self.basis is None else jnp.matmul(z, self.basis, precision=jax.lax.Precision.HIGHEST)  # (..., K*d)
         k, d = self.p0.shape
         return self.p0 + delta.reshape(*z.shape[:-1], k, d)
 

@@ -227,3 +227,80 @@ def test_matrix_equals_one_built_from_separate_score_calls(lm):
     assert stats["averaged"]["own_l1"] == pytest.approx(averaged["own_l1"])
     low, high = stats["bootstrap"]["correlation"]
     assert low <= high and stats["bootstrap"]["draws"] == 20
+
+
+# ----------------------------------------------------------------------------- the command line
+def test_cli_refuses_a_relative_loss_for_one_country_before_loading(capsys, tmp_path, monkeypatch):
+    from jaxalign.cli import main, common
+
+    monkeypatch.setattr(common, "_load", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["align", "--country", "China", "--loss", "relative", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "at least two targets" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["align", "--country", "China", "--loss", "anchored", "--out", str(tmp_path / "r")]) == 2
+    assert "reference" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_cli_eval_matrix_on_a_relative_run(tmp_path, capsys):
+    from jaxalign.cli import main
+
+    run = tmp_path / "run"
+    assert main(["align", "--country", "China,U.S.A.,Japan", "--loss", "relative", "--orders", "both",
+                 "--k", "2", "--subspace", "4", "--population", "4", "--generations", "1", "--slot", "user_end",
+                 "--baselines", "naive", "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "matrix", str(run), "--baselines", "naive", "--orders", "one", "--bootstrap", "5",
+                 "--out", str(tmp_path / "m")]) == 0
+    captured = capsys.readouterr()
+    assert "model tiny-random (recorded by the runs)" in captured.err
+    report = json.loads((tmp_path / "m" / "matrix.json").read_text())
+    arms = {a["arm"]: a for a in report["arms"]}
+    assert set(arms) == {"DE loss=relative orders=both", "plain"}
+    assert report["presentations"] == ["jaxalign-heldout-v1/normal", "jaxalign-heldout-v2/normal",
+                                       "jaxalign-heldout-v3/normal"]
+    tuned = arms["DE loss=relative orders=both"]
+    assert np.asarray(tuned["matrix"]).shape == (3, 3) and 0 <= tuned["diagonal"] <= 3
+    assert tuned["bootstrap"]["draws"] == 5
+    assert np.isnan(arms["plain"]["correlation"])  # the plain model has no between-country differences
+    assert "| DE loss=relative orders=both | 1 |" in captured.out
+
+
+def test_sample_readout_result_is_rescored_with_fresh_respondents(lm):
+    """With the ``sample`` readout the elite keeps lucky draws, so the returned prompt is also
+    scored with respondents the run never drew: other draws (not the run's figure), close to the
+    expected readout (the limit of many respondents)."""
+    config = api.AlignConfig(k=2, population=4, subspace=4, generations=1, chunk_size=1, seed=5, baselines=(),
+                             readout="sample", n_respondents=3000)
+    result = jaxalign.align(lm, "China", config=config, progress=False)
+    fresh = result.objective["fresh_draws"]
+    assert not np.array_equal(np.asarray(fresh["dims"], np.float32), result.dims)
+    expected = jaxalign.score(lm, soft_prompt=result.soft_prompt, readout="expected").dims[0]
+    np.testing.assert_allclose(fresh["dims"], np.asarray(expected), atol=6.0)
+    assert fresh["loss"] == pytest.approx(np.mean(np.abs(np.asarray(fresh["dims"]) - hofstede("China").values)),
+                                          abs=1e-3)
+
+
+def test_the_chat_date_is_process_zeros_on_every_process(monkeypatch):
+    """Each host of a several-process run reads its own clock; the date every process renders is
+    the one process 0 decided (the encoding round-trips through the broadcast)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from jaxalign import parallel
+
+    assert parallel.shared_text("2026-12-06") == "2026-12-06"  # one process: unchanged
+    sent = {}
+
+    def broadcast(codes):  # process 0 sent "2026-12-06"; this process read "2026-12-07"
+        if "zero" not in sent:
+            sent["zero"] = np.asarray(codes).copy()
+        return sent["zero"]
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", broadcast)
+    assert parallel.shared_text("2026-12-06") == "2026-12-06"
+    assert parallel.shared_text("2026-12-07") == "2026-12-06"
+    sent.clear()
+    assert parallel.shared_text(None) is None

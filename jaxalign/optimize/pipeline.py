@@ -646,6 +646,10 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
     offsets = np.zeros(dims.shape[1], np.float32) if problem.offsets is None else problem.offsets
     losses = np.asarray(jax.vmap(l1_loss)(jnp.asarray(dims + offsets), jnp.asarray(problem.target_values())))
     objective = objective_record(problem, {name: d for name, (d, _) in by_presentation.items()})
+    if config.readout == "sample":  # the elite kept its lucky draws: re-score it with fresh respondents
+        fresh = _fresh_draws(problem, prompts, offsets)
+        for c, record in enumerate(objective):
+            record["fresh_draws"] = {"loss": float(fresh[0][c]), "dims": [float(v) for v in fresh[1][c]]}
     evaluations = problem.evaluations
     history = outcome.history
     out = []
@@ -680,6 +684,22 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
             objective=normalise_json(objective[c]),
         ))
     return out
+
+
+def _fresh_draws(problem: Problem, prompts: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Losses ``(C,)`` and dims ``(C, D)`` of the best prompts re-scored with respondents the run
+    never drew (the ``"sample"`` readout's key folded with 1). Selection keeps the members whose
+    draws happened to fall well, so the run's own figure is biased low; this one is not."""
+    dims = []
+    for scorer in problem.result_scorers:
+        if scorer.members_per_pass is not None:
+            scorer = dataclasses.replace(scorer, members_per_pass=None)
+        key = jax.random.fold_in(scorer.inputs.sample_key, 1)
+        scorer = dataclasses.replace(scorer, inputs=dataclasses.replace(scorer.inputs, sample_key=key))
+        dims.append(np.asarray(scorer(prompts).dims))
+    mean = np.mean(dims, axis=0)                                                # (C, D)
+    losses = np.asarray(jax.vmap(l1_loss)(jnp.asarray(mean + offsets), jnp.asarray(problem.target_values())))
+    return losses, mean
 
 
 def objective_record(problem: Problem, dims: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from jaxalign.fingerprint import (
     prompt_fingerprint,
     space_fingerprint,
     target_fingerprint,
+    targets_fingerprint,
 )
 from jaxalign.optimize.budget import (
     FALLBACK_FORWARDS_PER_STEP,
@@ -47,7 +48,7 @@ from jaxalign.optimize.budget import (
 from jaxalign.optimize.checkpoint import normalise_json
 from jaxalign.optimize.evolution import EvolutionConfig
 from jaxalign.parallel import replicate
-from jaxalign.resume import _targets_fingerprint, recorded_fields
+from jaxalign.resume import recorded_fields
 from jaxalign.scoring import Scorer, ScoringProgram, make_scorer
 from jaxalign.search_space import search_space
 from jaxalign.softprompt import SoftPromptSpace
@@ -140,8 +141,9 @@ class Problem:
 
     @property
     def label(self) -> str:
-        """``AlignResult.method``: ``"de"``, ``"gradient"``, with ``"-both-orders"`` when so tuned."""
-        return self.config.method + ("-both-orders" if self.config.both_orders else "")
+        """``AlignResult.method``: ``"de"``, ``"gradient"``, with ``"-both-orders"`` or
+        ``"-cyclic-orders"`` when so tuned."""
+        return self.config.method + {"one": "", "both": "-both-orders", "cyclic": "-cyclic-orders"}[self.config.orders]
 
     def target_values(self) -> np.ndarray:
         return np.stack([np.asarray(t.values, np.float32) for t in self.targets])  # (C, D)
@@ -177,7 +179,7 @@ class Problem:
             "model": self.lm.name,
             "dtype": str(np.dtype(self.lm.dtype)),
             "wording": self.instrument.wording,
-            "targets": _targets_fingerprint(self.targets),
+            "targets": targets_fingerprint(self.targets),
             "n": int(self.space.dim),
             **recorded_fields(self.config),
             "content": dict(self.content or {}),
