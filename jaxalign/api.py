@@ -45,7 +45,8 @@ from jaxalign.parallel import is_main_process, sync_processes
 from jaxalign.scoring import Scores, make_scorer
 from jaxalign.prompting.chat_formats import bind_run_date
 from jaxalign.survey import Instrument, Target, resolve_target, vsm13
-from jaxalign.progress import LOGGERS, RunInterrupted, RunLog, RunProgress, check_logger  # noqa: F401
+from jaxalign.progress import (  # noqa: F401
+    LOGGERS, RunInterrupted, RunLog, RunProgress, check_logger, sigterm_as_interrupt)
 from jaxalign.results import AlignResult, AlignResults, plot_dims, plot_targets, target_folder  # noqa: F401
 from jaxalign.resume import (  # noqa: F401
     CHECKPOINT_FOLDER,
@@ -183,6 +184,7 @@ def run_pipeline(
     folder = _RunFolder(out_dir) if out_dir is not None else None
     checkpoint_dir = None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve())
     report = None
+    restore_sigterm = sigterm_as_interrupt()  # a preempted run (SIGTERM) stops as Ctrl-C does
     try:
         run_log = None
         if log is not None and is_main_process():
@@ -240,6 +242,8 @@ def run_pipeline(
         if folder is not None:
             folder.remove_if_unfinished()
         raise
+    finally:
+        restore_sigterm()
 
 
 class _RunFolder:

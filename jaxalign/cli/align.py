@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from jaxalign.cli import common
 from jaxalign.cli.common import (
@@ -250,6 +251,7 @@ def run_align(args: argparse.Namespace) -> int:
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
                    resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh,
                    log=args.log)
+    (Path(args.out) / common.RESUME_COMMAND_FILE).unlink(missing_ok=True)  # the run is whole again
     if isinstance(target, list):
         print(f"{len(result)} targets; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
         print(result.table())

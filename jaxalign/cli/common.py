@@ -199,6 +199,49 @@ def add_allow_mismatch_argument(parser: argparse.ArgumentParser) -> None:
              "of another hidden size is always refused")
 
 
+#: where an interrupted ``jaxalign align`` leaves the command that continues it (in its --out folder)
+RESUME_COMMAND_FILE = "resume_command.json"
+
+
+def keep_resume_command(checkpoint_dir: str | None, command: str) -> None:
+    """Writes the command that continues an interrupted run (and the folder it was started from)
+    into the run's folder (the parent of ``checkpoint_dir``), for ``jaxalign show``; nothing when
+    there is no such folder or it cannot be written."""
+    import json
+    import os
+    from pathlib import Path
+
+    if checkpoint_dir is None:
+        return
+    folder = Path(checkpoint_dir).parent
+    jax = sys.modules.get("jax")
+    if not folder.is_dir() or (jax is not None and jax.distributed.is_initialized() and jax.process_index() != 0):
+        return
+    try:
+        (folder / RESUME_COMMAND_FILE).write_text(json.dumps({"command": command, "cwd": os.getcwd()}) + "\n")
+    except OSError:
+        pass
+
+
+def read_resume_command(run_dir) -> str | None:
+    """The command an interrupted run left in ``run_dir`` (:func:`keep_resume_command`), with
+    ``cd FOLDER &&`` in front when it was started from another folder than this one; ``None``
+    when it left none."""
+    import json
+    import os
+    import shlex
+    from pathlib import Path
+
+    try:
+        record = json.loads((Path(run_dir) / RESUME_COMMAND_FILE).read_text())
+        command, cwd = str(record["command"]), str(record.get("cwd") or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if cwd and os.path.realpath(cwd) != os.path.realpath(os.getcwd()):
+        return f"cd {shlex.quote(cwd)} && {command}"
+    return command
+
+
 def warn_on_stderr(message: str) -> None:
     """A diagnostic line on stderr (stdout is kept for results, e.g. --json)."""
     print(f"jaxalign: warning: {message}", file=sys.stderr)
