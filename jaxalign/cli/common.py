@@ -69,17 +69,23 @@ def _format_score(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default="tiny-random",
-        help="checkpoint folder, Hugging Face Hub id, or 'tiny-random' (the offline tiny model)",
-    )
-    parser.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-        help="weights and activations dtype; auto: float32 on a CPU backend (XLA:CPU has no fast "
-             "bfloat16 matmul) and for tiny-random, bfloat16 on GPUs and TPUs "
-             "(float16: for GPUs without bfloat16, e.g. a T4)",
-    )
+MODEL_HELP = "checkpoint folder, GGUF file, Hugging Face Hub id, or 'tiny-random' (the offline tiny model)"
+MODEL_FROM_PROMPT_HELP = (MODEL_HELP + "; default: the model the --soft-prompt was tuned on (its recorded "
+                          "path or Hub id), else tiny-random")
+DTYPE_HELP = ("weights and activations dtype; auto: float32 on a CPU backend (XLA:CPU has no fast "
+              "bfloat16 matmul) and for tiny-random, bfloat16 on GPUs and TPUs "
+              "(float16: for GPUs without bfloat16, e.g. a T4)")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, *, from_prompt: bool = False) -> None:
+    """``--model``, ``--dtype``, ``--quantize``, ``--wording``, ``--chat-template``. ``from_prompt``:
+    ``--model`` defaults to ``None``, resolved by :func:`model_from_prompt`."""
+    if from_prompt:
+        parser.add_argument("--model", default=None, help=MODEL_FROM_PROMPT_HELP)
+    else:
+        parser.add_argument("--model", default="tiny-random", help=MODEL_HELP)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help=DTYPE_HELP)
     parser.add_argument(
         "--quantize", default="none", choices=("none", "int8"),
         help="int8: the decoder's linear weights in int8 with per-output-channel scales "
@@ -143,6 +149,32 @@ def _mesh(args: argparse.Namespace):
     if parallel.is_main_process():  # a diagnostic: stdout is kept for the result (e.g. --json)
         print(f"mesh {parallel.describe_mesh(mesh)}", file=sys.stderr)
     return mesh
+
+
+def model_from_prompt(args: argparse.Namespace) -> str:
+    """The model a command runs: ``--model`` when given; else the one its ``--soft-prompt`` was
+    tuned on (:func:`jaxalign.saved_prompt.recorded_model`: path or Hub id; its content is checked
+    against the prompt's fingerprint once loaded), said in one line on stderr; else tiny-random.
+    Sets ``args.model``.
+
+    Raises:
+      CommandError: the prompt was tuned on a local model that is no longer at its path.
+    """
+    if getattr(args, "model", None) is None:
+        args.model = "tiny-random"
+        if getattr(args, "soft_prompt", None):
+            from jaxalign.saved_prompt import recorded_model
+            from jaxalign.softprompt import load_soft_prompt
+
+            _, metadata = load_soft_prompt(args.soft_prompt)
+            try:
+                recorded = recorded_model(metadata)
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            if recorded is not None:
+                _note(f"model: {recorded} (the one the soft prompt was tuned on; --model chooses another)")
+                args.model = recorded
+    return args.model
 
 
 def _load(model: str, dtype: str, mesh=None, quantize: str = "none", chat_template: str | None = None):
