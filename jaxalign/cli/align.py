@@ -191,8 +191,8 @@ def _float_pair(text: str) -> tuple[float, float] | None:
         return None
     try:
         low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'FMIN,FMAX', got {text!r}") from None
+    except ValueError:  # one line, not argparse's usage block (main prints CommandError alone)
+        raise CommandError(f"--dither expects two numbers 'FMIN,FMAX' (e.g. 0.5,1.0) or 'none', got {text!r}") from None
     return low, high
 
 
@@ -235,6 +235,7 @@ def run_align(args: argparse.Namespace) -> int:
         raise CommandError("--min-dims only applies to --country all")
     if target == "all":
         target = select_all_countries(6 if args.min_dims is None else args.min_dims)
+    common.note_partial_target(target)
     # everything that can be checked without the model is checked before it loads; --out is
     # created only when the run starts (a refused or failed run leaves no folder behind)
     check_out_dir(args.out, resume=args.resume, cli=True)

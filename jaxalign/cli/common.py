@@ -211,6 +211,20 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def note_partial_target(target) -> None:
+    """One line on stderr when a single target lacks some dimensions (e.g. Albania: LTO and IVR
+    only): the loss covers only those it has, and the others print as a dash."""
+    import numpy as np
+
+    if target is None or isinstance(target, (list, tuple)):
+        return
+    values = np.asarray(target.values, np.float64)
+    have = [d for d, v in zip(target.dimensions, values) if not np.isnan(v)]
+    if len(have) < len(values):
+        _note(f"note: target {target.name} has {len(have)} of {len(values)} dimensions ({', '.join(have)}); "
+              "the loss covers only those (the others print as '-')")
+
+
 def _dims_table(dimensions, rows) -> str:
     width = max(10, *(len(row[0]) + 2 for row in rows))
     header = " " * width + "".join(f"{d:>8s}" for d in dimensions) + f"{'L1':>8s}"

@@ -177,7 +177,10 @@ def run_robustness(args: argparse.Namespace) -> int:
     from jaxalign.evaluate.robustness import evaluate_robustness
     from jaxalign.survey import vsm13
 
+    from jaxalign.cli.common import note_partial_target
+
     instrument = vsm13(wording=args.wording)
+    note_partial_target(args.country or args.target)
     loaded = _load_prompt(args, instrument=instrument)
     lm = loaded.lm
     target = args.country or args.target

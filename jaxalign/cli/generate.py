@@ -203,14 +203,17 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--format", required=True, choices=("peft",), help="export format: 'peft' writes a PEFT prompt-tuning adapter")
     parser.add_argument("--soft-prompt", required=True, help="soft_prompt.safetensors from 'jaxalign align'")
-    parser.add_argument("--out", required=True, help="adapter folder to write")
+    parser.add_argument("--out", default=None, help="adapter folder to write (required)")
     parser.add_argument("--base-model", default=None,
                         help="base model id or path recorded in the adapter (default: the prompt's own)")
     parser.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from jaxalign.cli.common import _note
+    from jaxalign.cli.common import CommandError, _note
+
+    if args.out is None:  # one line, not argparse's usage block
+        raise CommandError("export needs --out FOLDER: the adapter folder to write")
     from jaxalign.generation.export import export_peft, peft_base_model
     from jaxalign.softprompt import load_soft_prompt
 
@@ -230,12 +233,13 @@ def _load_with_prompt(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     (another model or slot), and the date it was tuned under bound to the model
     (:func:`jaxalign.saved_prompt.load_prompt`)."""
     from jaxalign.cli.common import _load, model_from_prompt, warn_on_stderr
-    from jaxalign.generation.decoding import SoftPrompt
+    from jaxalign.generation.decoding import SoftPrompt, check_decoding
     from jaxalign.prompting.layout import check_slot
     from jaxalign.saved_prompt import load_prompt
 
     if args.slot is not None and args.soft_prompt is not None:
         check_slot(args.slot)  # before the weights load
+    check_decoding(args.max_new_tokens, args.temperature, args.top_p)  # so are these
     model_from_prompt(args)
     loaded = load_prompt(
         args.soft_prompt,

@@ -64,6 +64,7 @@ def run_score(args: argparse.Namespace) -> int:
     from jaxalign.saved_prompt import load_prompt
 
     instrument = _instrument(args.wording)
+    common.note_partial_target(args.country or args.target)
     common.model_from_prompt(args)
     mesh = _mesh(args)
     # file and width errors before the weights load; then provenance and the prompt's own date
