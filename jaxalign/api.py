@@ -126,6 +126,11 @@ def align(
     Returns:
       an :class:`AlignResult` for one target; an :class:`AlignResults` for a list.
 
+    Raises:
+      RunInterrupted: Ctrl-C, or SIGTERM (preemption, a batch scheduler) while SIGTERM has its
+        default handler (:func:`jaxalign.progress.sigterm_as_interrupt`), during the run: the
+        checkpoint is kept and, with ``out``, the best prompt so far is written as partial results.
+
     Every argument is checked before anything is compiled.
     """
     config = dataclasses.replace(config or AlignConfig(), **overrides)
