@@ -39,7 +39,7 @@ TEXTS = [
     "  several   spaces  ", "12345 and 3.14159, 1000000 or 7", "line one\nline two\n\n\tindented\r\nwindows\n\n\n",
     "Привет, мир!", "你好，世界", "こんにちは、元気ですか", "مرحبا بالعالم", "naïve café déjà vu", "emoji 🎉🙂 ☃",
     "it's they're we'll I'd DON'T", "<|im_start|>user\nHi<|im_end|>\n", "<|endoftext|>", "a<|im_end|>b",
-    "x" * 300, "",
+    "cafe\u0301 (decomposed)", "\uff21\uff22 \ufb01 (compatibility forms)", "x" * 300, "",
 ]
 ROOT = Path(__file__).resolve().parents[1]
 
