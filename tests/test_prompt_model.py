@@ -167,3 +167,21 @@ def test_export_of_a_prompt_tuned_on_a_local_folder_is_loaded_by_peft_alone(tmp_
     assert "local folder" in config["jaxalign_note"] and err[0] == f"note: {config['jaxalign_note']}"
     model = peft.AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "a"))
     np.testing.assert_array_equal(model.get_prompt_embedding_to_save("default").numpy(), vectors)
+
+
+@pytest.mark.slow
+def test_another_file_at_the_recorded_path_is_caught_by_the_fingerprint(tuned, tmp_path, capsys):
+    """The recorded model is checked against the prompt's fingerprint once loaded: a different file
+    where the prompt says its model is gets the provenance warning, not silence."""
+    file, prompt = tuned
+    other = write_gguf(tmp_path / "tiny-llama.gguf", _hf_model("llama", seed=1), "llama")
+    vectors, metadata = load_soft_prompt(prompt)
+    moved = tmp_path / "soft_prompt.safetensors"
+    save_soft_prompt(moved, vectors, {**metadata, "model_path": str(other.resolve())})
+    capsys.readouterr()
+    assert main(["score", "--soft-prompt", str(moved), "--json"]) == 0
+    out, err = _stderr_lines(capsys)
+    assert f"model: {other.resolve()} {NOTE}" in err
+    warnings = [line for line in err if line.startswith("jaxalign: warning: the soft prompt does not match")]
+    assert len(warnings) == 1 and "whose content differs" in warnings[0]
+    assert json.loads(out)["soft_prompt_provenance"]["mismatches"][0].startswith("model: tuned on")
