@@ -45,7 +45,8 @@ from jaxalign.parallel import is_main_process, shared_text, sync_processes
 from jaxalign.scoring import Scores, make_scorer
 from jaxalign.prompting.chat_formats import bind_run_date
 from jaxalign.survey import Instrument, Target, resolve_target, vsm13
-from jaxalign.progress import LOGGERS, RunInterrupted, RunLog, RunProgress, check_logger  # noqa: F401
+from jaxalign.progress import (  # noqa: F401
+    LOGGERS, RunInterrupted, RunLog, RunProgress, check_logger, sigterm_as_interrupt)
 from jaxalign.results import AlignResult, AlignResults, plot_dims, plot_targets, target_folder  # noqa: F401
 from jaxalign.resume import (  # noqa: F401
     CHECKPOINT_FOLDER,
@@ -124,6 +125,11 @@ def align(
     Returns:
       an :class:`AlignResult` for one target; an :class:`AlignResults` for a list.
 
+    Raises:
+      RunInterrupted: Ctrl-C, or SIGTERM (preemption, a batch scheduler) while SIGTERM has its
+        default handler (:func:`jaxalign.progress.sigterm_as_interrupt`), during the run: the
+        checkpoint is kept and, with ``out``, the best prompt so far is written as partial results.
+
     Every argument is checked before anything is compiled.
     """
     config = dataclasses.replace(config or AlignConfig(), **overrides)
@@ -183,6 +189,7 @@ def run_pipeline(
     folder = _RunFolder(out_dir) if out_dir is not None else None
     checkpoint_dir = None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve())
     report = None
+    restore_sigterm = sigterm_as_interrupt()  # a preempted run (SIGTERM) stops as Ctrl-C does
     try:
         run_log = None
         if log is not None and is_main_process():
@@ -240,6 +247,8 @@ def run_pipeline(
         if folder is not None:
             folder.remove_if_unfinished()
         raise
+    finally:
+        restore_sigterm()
 
 
 class _RunFolder:

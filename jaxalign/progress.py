@@ -1,12 +1,12 @@
 """What a run tells the user while it goes: progress on stderr (:class:`RunProgress`), metrics
-for TensorBoard / Weights & Biases (:class:`RunLog`), and what a Ctrl-C kept
-(:class:`RunInterrupted`).
+for TensorBoard / Weights & Biases (:class:`RunLog`), and what a Ctrl-C (or a SIGTERM, see
+:func:`sigterm_as_interrupt`) kept (:class:`RunInterrupted`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -194,3 +194,33 @@ class RunInterrupted(KeyboardInterrupt):
             lines.append(f"  {resume_command}" if resume_command else
                          "  the same align(...) call with resume=True")
         return "\n".join(lines)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def sigterm_as_interrupt() -> Callable[[], None]:
+    """Makes SIGTERM stop the run as Ctrl-C does; returns the function that puts the old handler back.
+
+    Preemptible TPU VMs, spot instances and batch schedulers stop a job with SIGTERM, whose
+    default action ends the process at once. While this handler is installed, SIGTERM raises
+    ``KeyboardInterrupt`` in the main thread, so the run keeps its checkpoint, writes its partial
+    results and says how to continue (:class:`RunInterrupted`). Nothing is installed outside the
+    main thread or when SIGTERM already has a handler other than the default one (the caller's
+    own stays in charge).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore

@@ -150,6 +150,9 @@ class AlignResult:
             "loss": f"{self.loss:.6g}",
             "hidden_size": str(self.soft_prompt.shape[1]),
         }
+        local = Path(self.model).expanduser()
+        if self.model != "tiny-random" and local.exists():  # a folder or GGUF file: its absolute path too
+            meta["model_path"] = str(local.resolve())
         if self.fingerprints:
             from jaxalign.fingerprint import model_digest
 

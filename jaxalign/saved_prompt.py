@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,18 +81,59 @@ def warn_at_caller(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=level)
 
 
-def check_prompt_width(vectors: np.ndarray, model: str | os.PathLike) -> None:
+TINY_RANDOM = "tiny-random"
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` (or a bare name) as the Hugging Face Hub spells repositories; not a path."""
+    import re
+
+    return (re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None
+            and not name.lower().endswith((".gguf", ".safetensors")) and ".." not in name)
+
+
+def recorded_model(metadata: Mapping[str, str]) -> str | None:
+    """The model a saved prompt was tuned on, as :func:`jaxalign.load_model` takes it; ``None``
+    when the prompt records none (an older or hand-written file).
+
+    A local model (folder or GGUF file) is recorded as its absolute path (``model_path``) and
+    as the name it was given (``model``): the first that exists is returned. A Hub id (or
+    ``tiny-random``) is returned as recorded; its content is checked against the prompt's
+    ``model_fingerprint`` once loaded (:func:`jaxalign.softprompt.prompt_provenance`).
+
+    Raises:
+      ValueError: the prompt was tuned on a local model that is no longer at its path (one line
+        naming it).
+    """
+    from pathlib import Path
+
+    path, name = metadata.get("model_path") or "", metadata.get("model") or ""
+    for candidate in (path, name):
+        if candidate and (candidate == TINY_RANDOM or Path(candidate).expanduser().exists()):
+            return candidate
+    if not name and not path:
+        return None
+    if path or not _looks_like_hub_id(name):
+        raise ValueError(f"the soft prompt was tuned on {path or name!r}, which is not there any more; "
+                         "pass --model with that model (or its copy)")
+    return name
+
+
+def check_prompt_width(vectors: np.ndarray, model: str | os.PathLike, recorded: str | None = None) -> None:
     """Refuses ``vectors (K, d)`` when ``model``'s config says another hidden size; reads no weight
     (:func:`jaxalign.model.loader.peek_hidden_size`). A model whose size cannot be read this way
-    passes: the check against the loaded model follows."""
+    passes: the check against the loaded model follows. ``recorded``: the model the prompt says it
+    was tuned on (named in the message)."""
     from jaxalign.model.loader import peek_hidden_size
 
     hidden = peek_hidden_size(model)
     width = int(np.shape(vectors)[1])
     if hidden is not None and width != hidden:
+        made_for = (f"it was tuned on {recorded!r} (leave out --model to use that one)"
+                    if recorded and recorded != str(model) else "it was made for another model")
         raise ValueError(
             f"soft prompt width d={width} does not match the hidden size {hidden} of model {str(model)!r}; "
-            "it was made for another model (refused before loading the weights)")
+            f"{made_for}; refused before loading the weights")
 
 
 def load_prompt(
@@ -143,7 +184,7 @@ def load_prompt(
         vectors = np.asarray(soft_prompt, np.float32)
         check_soft_prompt(vectors)  # (K, d): the width is checked against the model below
     if vectors is not None and model is not None and not hasattr(lm, "config"):
-        check_prompt_width(vectors, model)
+        check_prompt_width(vectors, model, metadata.get("model_path") or metadata.get("model"))
     slot = slot or metadata.get("slot") or DEFAULT_SLOT
     loaded = LoadedPrompt(vectors=vectors, metadata=metadata, provenance=None, slot=slot,
                           system=metadata.get("system") or None, readout=metadata.get("readout") or None,

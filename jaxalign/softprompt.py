@@ -362,8 +362,10 @@ def prompt_provenance(
     check_soft_prompt(prompt, lm.config.hidden_size)
     stored_width = metadata.get("hidden_size") or metadata.get("d")
     if stored_width is not None and stored_width != str(lm.config.hidden_size):
+        made_for = metadata.get("model_path") or metadata.get("model")
         raise ValueError(f"the soft prompt's metadata says hidden size {stored_width}, the model has "
-                         f"{lm.config.hidden_size}; it was made for another model")
+                         f"{lm.config.hidden_size}; it was made for another model"
+                         + (f" ({made_for!r})" if made_for else ""))
     warn = warn or (lambda message: warnings.warn(message, UserWarning, stacklevel=3))
     record: dict[str, Any] = {"checked": [], "mismatches": [], "allow_mismatch": bool(allow_mismatch), "note": None}
     if "model_fingerprint" not in metadata:

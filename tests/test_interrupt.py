@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,3 +129,59 @@ def test_an_interrupt_before_the_loop_of_a_resumed_run_names_the_kept_checkpoint
     api_side = RunInterrupted(-1, 6, None, "/runs/x/checkpoints").explain()
     assert api_side.splitlines()[-1] == "  the same align(...) call with resume=True"
     assert RunInterrupted(-1, 6, None, None).explain().splitlines()[-1].startswith("no checkpoint")
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_results_says_how_to_resume_and_the_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    """A real SIGTERM (preemption, a batch scheduler) during `align` is handled as Ctrl-C: the
+    checkpoint, partial results, the full command to continue (also from `jaxalign show`); that
+    command, with the budget set, ends where an uninterrupted run of that budget ends."""
+    from jaxalign.cli import main
+
+    out = tmp_path / "run"
+    argv = [*ARGS, "--generations", "400", "--out", str(out)]
+    proc = _jaxalign(argv)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("generation 2/400"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert proc.returncode == 130, "".join(seen) + rest
+    stopped = int(rest.split("interrupted after generation ")[1].split()[0])
+    kept = int(rest.split("kept: the checkpoint of generation ")[1].split()[0])
+    assert 2 <= kept <= stopped < 400
+    command = rest.split("continue with:\n")[1].strip().splitlines()[0]
+    assert command.startswith("jaxalign align ") and command.endswith("--resume") and f"--out {out}" in command
+    partial = json.loads((out / "results.json").read_text())
+    assert partial["partial"] is True and partial["generations_done"] == stopped
+
+    # `show` on the interrupted run prints the full command, not "jaxalign align ... --resume"
+    capsys.readouterr()
+    assert main(["show", str(out), "--no-figures"]) == 0
+    shown = capsys.readouterr().out
+    assert f"continue it with: {command}" in shown and "align ... --resume" not in shown
+    assert main(["show", str(out), "--no-figures", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["resume_command"] == command
+    (out / "results.json").rename(out / "partial.json")  # as if stopped before any results were written
+    assert main(["show", str(out), "--no-figures"]) == 2
+    assert f"continue it with: {command}" in capsys.readouterr().err
+    (out / "partial.json").rename(out / "results.json")
+
+    total = kept + 2
+    assert main([*ARGS, "--generations", str(total), "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
+    assert not (out / "resume_command.json").exists()   # the run is whole again
+    straight = tmp_path / "straight"
+    assert main([*ARGS, "--generations", str(total), "--out", str(straight)]) == 0, capsys.readouterr().err
+    resumed, uninterrupted = (json.loads((d / "results.json").read_text()) for d in (out, straight))
+    assert "partial" not in resumed
+    assert resumed["history"] == uninterrupted["history"]
+    assert resumed["methods"] == uninterrupted["methods"]
+    assert resumed["answers"] == uninterrupted["answers"]
+    from jaxalign.softprompt import load_soft_prompt
+
+    a, _ = load_soft_prompt(out / "soft_prompt.safetensors")
+    b, _ = load_soft_prompt(straight / "soft_prompt.safetensors")
+    np.testing.assert_array_equal(a, b)

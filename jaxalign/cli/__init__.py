@@ -30,7 +30,7 @@ from jaxalign.cli.align import (  # noqa: F401
     add_align_command,
     preset_settings,
 )
-from jaxalign.cli.common import CommandError, target_argument  # noqa: F401  (re-exported)
+from jaxalign.cli.common import CommandError, keep_resume_command, target_argument  # noqa: F401  (re-exported)
 from jaxalign.cli.countries import add_countries_command, select_all_countries  # noqa: F401
 from jaxalign.cli.evaluate import add_eval_command
 from jaxalign.cli.generate import (
@@ -254,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         explain = getattr(stop, "explain", None)
         if explain is None:
             print("jaxalign: interrupted", file=sys.stderr)
-        else:  # jaxalign.api.RunInterrupted: say what is kept and how to continue
-            print("jaxalign: " + explain(resume_command(args.argv)), file=sys.stderr)
+        else:  # jaxalign.api.RunInterrupted (Ctrl-C or SIGTERM): say what is kept and how to continue
+            command = resume_command(args.argv)
+            keep_resume_command(getattr(stop, "checkpoint_dir", None), command)  # for `jaxalign show`
+            print("jaxalign: " + explain(command), file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from jaxalign.cli import common
 from jaxalign.cli.common import (
@@ -202,8 +203,8 @@ def _float_pair(text: str) -> tuple[float, float] | None:
         return None
     try:
         low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'FMIN,FMAX', got {text!r}") from None
+    except ValueError:  # one line, not argparse's usage block (main prints CommandError alone)
+        raise CommandError(f"--dither expects two numbers 'FMIN,FMAX' (e.g. 0.5,1.0) or 'none', got {text!r}") from None
     return low, high
 
 
@@ -249,6 +250,7 @@ def run_align(args: argparse.Namespace) -> int:
         raise CommandError("--min-dims only applies to --country all")
     if target == "all":
         target = select_all_countries(6 if args.min_dims is None else args.min_dims)
+    common.note_partial_target(target)
     # everything that can be checked without the model is checked before it loads; --out is
     # created only when the run starts (a refused or failed run leaves no folder behind)
     from jaxalign.survey.objectives import make_objective
@@ -269,6 +271,7 @@ def run_align(args: argparse.Namespace) -> int:
     result = align(lm, target, instrument=instrument, config=config, out=args.out,
                    resume=args.resume, progress="lines" if args.no_progress else True, mesh=mesh,
                    log=args.log)
+    (Path(args.out) / common.RESUME_COMMAND_FILE).unlink(missing_ok=True)  # the run is whole again
     if isinstance(target, list):
         print(f"{len(result)} targets; model {lm.name}; wording {instrument.wording}; readout {config.readout}")
         print(result.table())

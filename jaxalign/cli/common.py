@@ -69,17 +69,23 @@ def _format_score(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default="tiny-random",
-        help="checkpoint folder, Hugging Face Hub id, or 'tiny-random' (the offline tiny model)",
-    )
-    parser.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-        help="weights and activations dtype; auto: float32 on a CPU backend (XLA:CPU has no fast "
-             "bfloat16 matmul) and for tiny-random, bfloat16 on GPUs and TPUs "
-             "(float16: for GPUs without bfloat16, e.g. a T4)",
-    )
+MODEL_HELP = "checkpoint folder, GGUF file, Hugging Face Hub id, or 'tiny-random' (the offline tiny model)"
+MODEL_FROM_PROMPT_HELP = (MODEL_HELP + "; default: the model the --soft-prompt was tuned on (its recorded "
+                          "path or Hub id), else tiny-random")
+DTYPE_HELP = ("weights and activations dtype; auto: float32 on a CPU backend (XLA:CPU has no fast "
+              "bfloat16 matmul) and for tiny-random, bfloat16 on GPUs and TPUs "
+              "(float16: for GPUs without bfloat16, e.g. a T4)")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, *, from_prompt: bool = False) -> None:
+    """``--model``, ``--dtype``, ``--quantize``, ``--wording``, ``--chat-template``. ``from_prompt``:
+    ``--model`` defaults to ``None``, resolved by :func:`model_from_prompt`."""
+    if from_prompt:
+        parser.add_argument("--model", default=None, help=MODEL_FROM_PROMPT_HELP)
+    else:
+        parser.add_argument("--model", default="tiny-random", help=MODEL_HELP)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help=DTYPE_HELP)
     parser.add_argument(
         "--quantize", default="none", choices=("none", "int8"),
         help="int8: the decoder's linear weights in int8 with per-output-channel scales "
@@ -145,6 +151,32 @@ def _mesh(args: argparse.Namespace):
     return mesh
 
 
+def model_from_prompt(args: argparse.Namespace) -> str:
+    """The model a command runs: ``--model`` when given; else the one its ``--soft-prompt`` was
+    tuned on (:func:`jaxalign.saved_prompt.recorded_model`: path or Hub id; its content is checked
+    against the prompt's fingerprint once loaded), said in one line on stderr; else tiny-random.
+    Sets ``args.model``.
+
+    Raises:
+      CommandError: the prompt was tuned on a local model that is no longer at its path.
+    """
+    if getattr(args, "model", None) is None:
+        args.model = "tiny-random"
+        if getattr(args, "soft_prompt", None):
+            from jaxalign.saved_prompt import recorded_model
+            from jaxalign.softprompt import load_soft_prompt
+
+            _, metadata = load_soft_prompt(args.soft_prompt)
+            try:
+                recorded = recorded_model(metadata)
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            if recorded is not None:
+                _note(f"model: {recorded} (the one the soft prompt was tuned on; --model chooses another)")
+                args.model = recorded
+    return args.model
+
+
 def _load(model: str, dtype: str, mesh=None, quantize: str = "none", chat_template: str | None = None):
     from jaxalign.model import load_model
     from jaxalign.prompting.chat_formats import resolve_chat_template, with_chat_format
@@ -179,6 +211,20 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def note_partial_target(target) -> None:
+    """One line on stderr when a single target lacks some dimensions (e.g. Albania: LTO and IVR
+    only): the loss covers only those it has, and the others print as a dash."""
+    import numpy as np
+
+    if target is None or isinstance(target, (list, tuple)):
+        return
+    values = np.asarray(target.values, np.float64)
+    have = [d for d, v in zip(target.dimensions, values) if not np.isnan(v)]
+    if len(have) < len(values):
+        _note(f"note: target {target.name} has {len(have)} of {len(values)} dimensions ({', '.join(have)}); "
+              "the loss covers only those (the others print as '-')")
+
+
 def _dims_table(dimensions, rows) -> str:
     width = max(10, *(len(row[0]) + 2 for row in rows))
     header = " " * width + "".join(f"{d:>8s}" for d in dimensions) + f"{'L1':>8s}"
@@ -197,6 +243,49 @@ def add_allow_mismatch_argument(parser: argparse.ArgumentParser) -> None:
         help="use a soft prompt tuned on another model, wording or slot as your explicit choice "
              "(recorded in the output); without it such a prompt is used with a warning. A prompt "
              "of another hidden size is always refused")
+
+
+#: where an interrupted ``jaxalign align`` leaves the command that continues it (in its --out folder)
+RESUME_COMMAND_FILE = "resume_command.json"
+
+
+def keep_resume_command(checkpoint_dir: str | None, command: str) -> None:
+    """Writes the command that continues an interrupted run (and the folder it was started from)
+    into the run's folder (the parent of ``checkpoint_dir``), for ``jaxalign show``; nothing when
+    there is no such folder or it cannot be written."""
+    import json
+    import os
+    from pathlib import Path
+
+    if checkpoint_dir is None:
+        return
+    folder = Path(checkpoint_dir).parent
+    jax = sys.modules.get("jax")
+    if not folder.is_dir() or (jax is not None and jax.distributed.is_initialized() and jax.process_index() != 0):
+        return
+    try:
+        (folder / RESUME_COMMAND_FILE).write_text(json.dumps({"command": command, "cwd": os.getcwd()}) + "\n")
+    except OSError:
+        pass
+
+
+def read_resume_command(run_dir) -> str | None:
+    """The command an interrupted run left in ``run_dir`` (:func:`keep_resume_command`), with
+    ``cd FOLDER &&`` in front when it was started from another folder than this one; ``None``
+    when it left none."""
+    import json
+    import os
+    import shlex
+    from pathlib import Path
+
+    try:
+        record = json.loads((Path(run_dir) / RESUME_COMMAND_FILE).read_text())
+        command, cwd = str(record["command"]), str(record.get("cwd") or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if cwd and os.path.realpath(cwd) != os.path.realpath(os.getcwd()):
+        return f"cd {shlex.quote(cwd)} && {command}"
+    return command
 
 
 def warn_on_stderr(message: str) -> None:

@@ -81,10 +81,11 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny-random",
-                        help="checkpoint folder, Hugging Face Hub id, or 'tiny-random'")
+    from jaxalign.cli.common import DTYPE_HELP, MODEL_FROM_PROMPT_HELP
+
+    parser.add_argument("--model", default=None, help=MODEL_FROM_PROMPT_HELP)
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                        help="auto: float32 for tiny-random, bfloat16 otherwise")
+                        help=DTYPE_HELP)
     parser.add_argument("--quantize", default="none", choices=("none", "int8"),
                         help="int8: decoder linear weights in int8 (see jaxalign.model.quantize)")
     from jaxalign.cli.common import add_chat_template_argument
@@ -104,8 +105,10 @@ def _load_prompt(args: argparse.Namespace, *, instrument: Any = None,
     """``--soft-prompt`` read and width-checked, then the model of ``--model``/``--dtype``/
     ``--quantize`` in the ``--chat-template`` format loaded (after ``before_weights()``, if given),
     the prompt's provenance checked and its chat date bound (:func:`jaxalign.saved_prompt.load_prompt`)."""
-    from jaxalign.cli.common import _load, warn_on_stderr
+    from jaxalign.cli.common import _load, model_from_prompt, warn_on_stderr
     from jaxalign.saved_prompt import load_prompt
+
+    model_from_prompt(args)
 
     def load():
         if before_weights is not None:
@@ -178,7 +181,10 @@ def run_robustness(args: argparse.Namespace) -> int:
     from jaxalign.evaluate.robustness import evaluate_robustness
     from jaxalign.survey import vsm13
 
+    from jaxalign.cli.common import note_partial_target
+
     instrument = vsm13(wording=args.wording)
+    note_partial_target(args.country or args.target)
     loaded = _load_prompt(args, instrument=instrument)
     lm = loaded.lm
     target = args.country or args.target

@@ -21,7 +21,7 @@ COMPARE_ITEMS: tuple[str, ...] = ("1", "11", "19", "20")
 def _add_decoding_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
     from jaxalign.cli.common import _add_model_arguments
 
-    _add_model_arguments(parser)
+    _add_model_arguments(parser, from_prompt=True)
     parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors from 'jaxalign align'")
     parser.add_argument("--slot", default=None,
                         help="soft-prompt slot (default: the one stored with the soft prompt)")
@@ -203,16 +203,26 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--format", required=True, choices=("peft",), help="export format: 'peft' writes a PEFT prompt-tuning adapter")
     parser.add_argument("--soft-prompt", required=True, help="soft_prompt.safetensors from 'jaxalign align'")
-    parser.add_argument("--out", required=True, help="adapter folder to write")
+    parser.add_argument("--out", default=None, help="adapter folder to write (required)")
     parser.add_argument("--base-model", default=None,
                         help="base model id or path recorded in the adapter (default: the prompt's own)")
     parser.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from jaxalign.generation.export import export_peft
+    from jaxalign.cli.common import CommandError, _note
 
-    out = export_peft(args.soft_prompt, args.out, base_model=args.base_model)
+    if args.out is None:  # one line, not argparse's usage block
+        raise CommandError("export needs --out FOLDER: the adapter folder to write")
+    from jaxalign.generation.export import export_peft, peft_base_model
+    from jaxalign.softprompt import load_soft_prompt
+
+    out = export_peft(args.soft_prompt, args.out, base_model=args.base_model,
+                      note=lambda text: _note(f"note: {text}"))
+    if args.base_model is None:
+        base, _ = peft_base_model(load_soft_prompt(args.soft_prompt)[1])
+        if base is not None:
+            _note(f"base model: {base} (the one the soft prompt was tuned on; --base-model chooses another)")
     print(f"wrote a PEFT prompt-tuning adapter to {out}")
     return 0
 
@@ -222,13 +232,15 @@ def _load_with_prompt(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     file read and its width checked before the weights load, its provenance warned on stderr
     (another model or slot), and the date it was tuned under bound to the model
     (:func:`jaxalign.saved_prompt.load_prompt`)."""
-    from jaxalign.cli.common import _load, warn_on_stderr
-    from jaxalign.generation.decoding import SoftPrompt
+    from jaxalign.cli.common import _load, model_from_prompt, warn_on_stderr
+    from jaxalign.generation.decoding import SoftPrompt, check_decoding
     from jaxalign.prompting.layout import check_slot
     from jaxalign.saved_prompt import load_prompt
 
     if args.slot is not None and args.soft_prompt is not None:
         check_slot(args.slot)  # before the weights load
+    check_decoding(args.max_new_tokens, args.temperature, args.top_p)  # so are these
+    model_from_prompt(args)
     loaded = load_prompt(
         args.soft_prompt,
         lambda: _load(args.model, args.dtype, quantize=args.quantize, chat_template=args.chat_template),

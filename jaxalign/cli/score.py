@@ -30,7 +30,7 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
             "target, also the L1 loss."
         ),
     )
-    _add_model_arguments(parser)
+    _add_model_arguments(parser, from_prompt=True)
     parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors written by 'jaxalign align'")
     parser.add_argument("--persona", default=None, help="system text, e.g. 'You are a person from Japan.'")
     group = parser.add_mutually_exclusive_group()
@@ -72,6 +72,8 @@ def run_score(args: argparse.Namespace) -> int:
 
     instrument = _instrument(args.wording)
     pool = [load_wording(path, instrument) for path in args.wording_pool]
+    common.note_partial_target(args.country or args.target)
+    common.model_from_prompt(args)
     mesh = _mesh(args)
     # file and width errors before the weights load; then provenance and the prompt's own date
     loaded = load_prompt(args.soft_prompt, lambda: common._load(args.model, args.dtype, mesh, args.quantize,

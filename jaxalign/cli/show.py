@@ -8,6 +8,7 @@ import json
 from jaxalign.cli.common import (
     CommandError,
     _dims_table,
+    read_resume_command,
 )
 
 
@@ -32,6 +33,14 @@ def add_show_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_show)
 
 
+def _continue_command(run_dir) -> str:
+    """The full command an interrupted run left (:func:`~jaxalign.cli.common.read_resume_command`),
+    else what to type when it left none (a run killed without a chance to write it)."""
+    command = read_resume_command(run_dir)
+    return command or (f"the 'jaxalign align' command that started it, with --resume added "
+                       f"(its --out is {str(run_dir)!r})")
+
+
 def run_show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -41,7 +50,7 @@ def run_show(args: argparse.Namespace) -> int:
         raise CommandError(f"{str(run_dir)!r} is not a folder")
     if not results.is_file():
         hint = (" It holds a checkpoint: the run was interrupted before it wrote any results; "
-                "continue it with 'jaxalign align ... --resume'."
+                f"continue it with: {_continue_command(run_dir)}"
                 if (run_dir / "checkpoints").exists() else "")
         raise CommandError(f"no results.json in {str(run_dir)!r}.{hint}")
     try:
@@ -62,6 +71,7 @@ def run_show(args: argparse.Namespace) -> int:
             "run": str(run_dir), "partial": bool(run.get("partial")), "model": run.get("model"),
             "target": run["target"]["name"], "generations_done": done,
             "generations": generations,
+            "resume_command": read_resume_command(run_dir) if run.get("partial") else None,
             "methods": {m: {"loss": r.get("loss"), "dims": r.get("dims")}
                         for m, r in run["methods"].items()},
             "figures": figures,
@@ -69,6 +79,8 @@ def run_show(args: argparse.Namespace) -> int:
     else:
         state = "partial (interrupted)" if run.get("partial") else "finished"
         print(f"run {run_dir}: {state}, {done} of {generations} generations")
+        if run.get("partial"):
+            print(f"continue it with: {_continue_command(run_dir)}")
         print(f"target {run['target']['name']}; model {run.get('model')}; "
               f"wording {run.get('wording')}; readout {run.get('config', {}).get('readout')}")
 

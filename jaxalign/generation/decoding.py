@@ -387,6 +387,18 @@ class Decoder:
         return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def check_decoding(max_new_tokens: Any, temperature: Any, top_p: Any) -> None:
+    """Refuses decoding settings no model can use (``ValueError``, one line): ``max_new_tokens``
+    an integer >= 1, ``temperature`` finite and >= 0, ``top_p`` in (0, 1]. The commands call it
+    before the weights load."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
 def prepare(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: int = 64,
             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, slot: str | None = None,
             system: str | None = None, stop_ids: Sequence[int] | None = None,
@@ -394,12 +406,7 @@ def prepare(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: in
     """Checks the arguments of :func:`generate` and lays out its batch; returns ``(decoder, S, N)``.
 
     ``decoder.lm`` is ``lm`` with the batch's chat date bound (:func:`batch_chat_date`)."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    check_decoding(max_new_tokens, temperature, top_p)
     lm, rows, n_soft, n_prompts = prompt_rows(lm, prompts, soft_prompt, slot=slot, system=system,
                                               chat_template=chat_template, chat_date=chat_date)
     stops = stop_token_ids(lm.tokenizer) if stop_ids is None else np.asarray(list(stop_ids), np.int32)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,41 @@ def peft_config(num_virtual_tokens: int, token_dim: int, base_model: str | None)
     }
 
 
+#: the key of adapter_config.json that says how to load a base model recorded as a local path
+NOTE_KEY = "jaxalign_note"
+
+
+def peft_base_model(metadata: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """``(base_model_name_or_path, note)`` for a saved prompt's recorded model (its metadata).
+
+    A Hub id is written as recorded (no note): ``peft`` loads it. A local folder or GGUF file is
+    written as its absolute path, with a note saying how to load it (a GGUF file through
+    transformers' ``gguf_file=``) and that another machine needs the Hub id (``base_model=``).
+    ``tiny-random`` (jaxalign's in-memory test model) is written as is, with a note; a prompt that
+    records no model gives ``(None, note)``.
+    """
+    path, name = metadata.get("model_path") or "", metadata.get("model") or ""
+    if name == "tiny-random" and not path:
+        return name, ("'tiny-random' is jaxalign's randomly initialised test model, which peft cannot "
+                      "load by name; pass the base model's Hub id or path (--base-model)")
+    if not path and name and Path(name).expanduser().exists():
+        path = str(Path(name).expanduser().resolve())
+    if path:
+        elsewhere = "; on another machine write the model's Hub id instead (--base-model)"
+        if path.lower().endswith(".gguf"):
+            file = Path(path)
+            return path, (f"the base model is a local GGUF file: load it with transformers."
+                          f"AutoModelForCausalLM.from_pretrained({str(file.parent)!r}, gguf_file={file.name!r}) "
+                          f"(needs torch and gguf) and pass it to peft.PeftModel.from_pretrained(model, "
+                          f"adapter_folder){elsewhere}")
+        return path, f"the base model is a local folder, which peft loads from this path{elsewhere}"
+    if name:
+        return name, None
+    return None, "the soft prompt records no model; pass the base model's Hub id or path (--base-model)"
+
+
 def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | None = None,
-                slot: str | None = None) -> Path:
+                slot: str | None = None, note: Callable[[str], None] | None = None) -> Path:
     """Writes ``soft_prompt`` into the folder ``out`` as a PEFT prompt-tuning adapter.
 
     Args:
@@ -62,8 +96,10 @@ def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | N
         model are used) or a ``(K, d)`` array (then ``slot`` must say ``"start"``).
       out: the adapter folder (created; existing adapter files are overwritten).
       base_model: the base model's Hub id or path recorded in the adapter (default: the soft
-        prompt's stored ``model``).
+        prompt's recorded model, :func:`peft_base_model`: a Hub id as is, a local folder or GGUF
+        file as its absolute path with a note in ``adapter_config.json`` under :data:`NOTE_KEY`).
       slot: the slot the prompt was tuned in, overriding the file's.
+      note: where that note also goes (default: a ``UserWarning`` at the caller).
 
     Raises:
       ValueError: the prompt was tuned in another slot than ``start`` (explained), is not
@@ -73,7 +109,7 @@ def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | N
     from safetensors.numpy import save_file
 
     from jaxalign._io import atomic_path
-    from jaxalign.saved_prompt import check_prompt_width, load_prompt
+    from jaxalign.saved_prompt import check_prompt_width, load_prompt, warn_at_caller
 
     vectors = np.asarray(soft_prompt, np.float32) if not isinstance(soft_prompt, (str, os.PathLike)) else None
     if vectors is not None and (vectors.ndim != 2 or min(vectors.shape) < 1):
@@ -89,15 +125,18 @@ def export_peft(soft_prompt: Any, out: str | os.PathLike, *, base_model: str | N
             "splicing its vectors into inputs_embeds at its slot (docs/using-the-prompt.md: 'Using the soft prompt in "
             "PyTorch')."
         )
-    base = base_model or metadata.get("model") or None
+    base, base_note = (base_model, None) if base_model else peft_base_model(metadata)
     if base is not None:
-        check_prompt_width(vectors, base)
+        check_prompt_width(vectors, base, None if base_model is None else metadata.get("model"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / PEFT_WEIGHTS) as tmp:
         save_file({PEFT_TENSOR: np.ascontiguousarray(vectors, np.float32)}, tmp,
                   metadata={"format": "pt"})
     config = peft_config(vectors.shape[0], vectors.shape[1], base)
+    if base_note is not None:
+        config[NOTE_KEY] = base_note  # peft ignores an unknown key (with a warning naming it)
+        (note or warn_at_caller)(base_note)
     with atomic_path(out / PEFT_CONFIG) as tmp:
         Path(tmp).write_text(json.dumps(config, indent=2) + "\n")
     return out

@@ -7,6 +7,7 @@ One job: turn a ``.gguf`` file into what :func:`jaxalign.model.load_model` build
       tensor infos)                 ggml type, HF shape), tensor type counts
                  ──► read_gguf_tensor(entry) ──► one float32 numpy tensor (HF layout (out, in))
                  ──► gguf_tokenizer(path) ──► transformers tokenizer with the file's chat template
+                                              (built from the metadata: jaxalign.model.gguf_tokenizer)
 
 The header is parsed with the ``gguf`` package's ``GGUFReader`` (ggml's own Python reader) and
 the reader is dropped straight away: it memory-maps the whole file, so keeping it would bring
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from jaxalign.model.config import LlamaConfig
+from jaxalign.model.gguf_tokenizer import GGUFTokenizerData, read_tokenizer_metadata, tokenizer_from_metadata
 
 # general.architecture -> the families it covers (Mistral files say "llama").
 SUPPORTED_GGUF_ARCHITECTURES = {
@@ -105,7 +107,8 @@ class GGUFFile:
     ``metadata`` holds every key-value pair except the tokenizer's vocabulary arrays
     (:data:`_TOKENIZER_ARRAYS`); ``tensor_types`` counts the tensors per ggml type
     (e.g. ``{"Q4_1": 210, "Q8_0": 1, "F32": 61}``); ``data_start`` is where tensor data begins
-    (everything before it is metadata and tensor infos).
+    (everything before it is metadata and tensor infos); ``tokenizer`` the tokenizer metadata
+    (vocabulary arrays included; ``None`` when the file has none).
     """
 
     path: Path
@@ -116,6 +119,7 @@ class GGUFFile:
     tensor_types: dict[str, int]
     data_start: int
     size: int
+    tokenizer: GGUFTokenizerData | None = None
 
 
 def find_gguf(path: str | os.PathLike) -> Path | None:
@@ -136,8 +140,8 @@ def find_gguf(path: str | os.PathLike) -> Path | None:
     return found[0] if found else None
 
 
-def _unreadable(path: Path, reason: Any) -> ValueError:
-    return ValueError(f"{path} is not a readable GGUF file (truncated or corrupt?): {reason}")
+def _unreadable(path: Path, reason: str | None = None) -> ValueError:
+    return ValueError(f"{path} is not a readable GGUF file (truncated or corrupt?)" + (f": {reason}" if reason else ""))
 
 
 def _metadata(reader: Any) -> dict[str, Any]:
@@ -161,10 +165,11 @@ def _read_header(path: str, size: int, mtime_ns: int) -> GGUFFile:
     try:
         reader = gguf.GGUFReader(path, "r")
         metadata = _metadata(reader)
+        tokenizer = read_tokenizer_metadata(reader, file)
         infos = [(t.name, int(t.tensor_type), t.tensor_type.name, int(t.data_offset), int(t.n_bytes),
                   tuple(int(n) for n in t.shape)) for t in reader.tensors]
     except (ValueError, KeyError, IndexError, TypeError, OverflowError, EOFError) as error:
-        raise _unreadable(file, f"{type(error).__name__}: {error}") from error
+        raise _unreadable(file) from None  # the reader's own message (a numpy reshape, ...) says nothing more
     finally:
         reader = None  # drop the memory map
     architecture = metadata.get("general.architecture")
@@ -196,7 +201,7 @@ def _read_header(path: str, size: int, mtime_ns: int) -> GGUFFile:
         tensors[hf_name] = GGUFTensor(file, hf_name, name, ggml_type, type_name, offset, nbytes,
                                       gguf_shape[::-1], order, heads)
     return GGUFFile(file, architecture, config, metadata, tensors, dict(sorted(types.items())),
-                    min(offset for _, _, _, offset, _, _ in infos), size)
+                    min(offset for _, _, _, offset, _, _ in infos), size, tokenizer)
 
 
 def read_gguf(path: str | os.PathLike) -> GGUFFile:
@@ -359,8 +364,11 @@ def read_gguf_tensor(entry: GGUFTensor) -> np.ndarray:
 
 
 def gguf_tokenizer(path: str | os.PathLike) -> Any:
-    """The file's tokenizer and chat template, built by transformers from the GGUF metadata."""
-    from transformers import AutoTokenizer
+    """The file's tokenizer and chat template as a transformers tokenizer, from its metadata.
 
-    file = Path(path).expanduser().resolve()
-    return AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+    Byte-level BPE (``tokenizer.ggml.model`` ``gpt2``) is built without PyTorch; other tokenizer
+    models need transformers' GGUF reader (and torch): see
+    :func:`jaxalign.model.gguf_tokenizer.tokenizer_from_metadata`.
+    """
+    header = read_gguf(path)
+    return tokenizer_from_metadata(header.tokenizer, header.path)
