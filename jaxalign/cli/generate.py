@@ -194,24 +194,40 @@ def run_chat(args: argparse.Namespace) -> int:
 def add_export_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a soft prompt for other tools (PEFT prompt tuning)",
+        help="export a soft prompt (PEFT prompt tuning) or a steering vector (llama.cpp control vector)",
         description=(
-            "Write a soft prompt tuned in the 'start' slot (jaxalign align --slot start) as a PEFT "
-            "prompt-tuning adapter: adapter_config.json and adapter_model.safetensors, loadable with "
-            "peft.PeftModel.from_pretrained(base_model, OUT). Prompts of other slots are refused."
+            "--format peft: write a soft prompt tuned in the 'start' slot (jaxalign align --slot start) as a "
+            "PEFT prompt-tuning adapter: adapter_config.json and adapter_model.safetensors, loadable with "
+            "peft.PeftModel.from_pretrained(base_model, OUT). Prompts of other slots are refused. "
+            "--format llama.cpp: write a --steering vector as a llama.cpp control-vector GGUF file for "
+            "'llama-cli --control-vector OUT.gguf' (jaxalign's 0-based block L is llama.cpp's direction.L; "
+            "L = 0 cannot be expressed)."
         ),
     )
-    parser.add_argument("--format", required=True, choices=("peft",), help="export format: 'peft' writes a PEFT prompt-tuning adapter")
-    parser.add_argument("--soft-prompt", required=True, help="soft_prompt.safetensors from 'jaxalign align'")
-    parser.add_argument("--out", required=True, help="adapter folder to write")
+    parser.add_argument("--format", required=True, choices=("peft", "llama.cpp"),
+                        help="'peft' writes a PEFT prompt-tuning adapter (--soft-prompt); 'llama.cpp' a "
+                             "control-vector GGUF (--steering)")
+    parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors from 'jaxalign align'")
+    parser.add_argument("--steering", default=None, metavar="FILE", help="a steering vector file (--format llama.cpp)")
+    parser.add_argument("--out", required=True, help="adapter folder (peft) or .gguf file (llama.cpp) to write")
     parser.add_argument("--base-model", default=None,
                         help="base model id or path recorded in the adapter (default: the prompt's own)")
+    parser.add_argument("--model-hint", default=None,
+                        help="llama.cpp: controlvector.model_hint, the model's architecture (default: the "
+                             "steering file's model_type)")
     parser.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from jaxalign.cli.common import CommandError
     from jaxalign.generation.export import export_peft
 
+    if args.format == "llama.cpp":
+        from jaxalign.cli.steering import export_steering
+
+        return export_steering(args)
+    if args.soft_prompt is None or args.steering is not None:
+        raise CommandError("--format peft exports a --soft-prompt (a steering vector exports with --format llama.cpp)")
     out = export_peft(args.soft_prompt, args.out, base_model=args.base_model)
     print(f"wrote a PEFT prompt-tuning adapter to {out}")
     return 0
