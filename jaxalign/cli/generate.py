@@ -47,8 +47,11 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("prompts", nargs="*", metavar="PROMPT", help="user messages to answer")
     _add_decoding_arguments(parser, max_new_tokens=64)
+    parser.add_argument("--steering", default=None, metavar="FILE",
+                        help="a steering vector file: added after its block at every position (prompt and "
+                             "generated tokens); instead of --soft-prompt")
     parser.add_argument("--compare", action="store_true",
-                        help="plain vs aligned model side by side (needs --soft-prompt)")
+                        help="plain vs aligned model side by side (needs --soft-prompt or --steering)")
     parser.add_argument("--width", type=int, default=100, help="--compare: total width of the two columns")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.set_defaults(run=run_generate)
@@ -58,21 +61,30 @@ def run_generate(args: argparse.Namespace) -> int:
     from jaxalign.cli.common import CommandError
     from jaxalign.generation.decoding import generate
 
-    if args.compare and args.soft_prompt is None:
-        raise CommandError("--compare needs --soft-prompt (the aligned model to compare with the plain one)")
+    if args.steering is not None and args.soft_prompt is not None:
+        raise CommandError("--steering and --soft-prompt together are not supported yet: give one")
+    if args.compare and args.soft_prompt is None and args.steering is None:
+        raise CommandError("--compare needs --soft-prompt or --steering (the aligned model to compare with the plain one)")
     questions = list(args.prompts)
     if not questions:
         if not args.compare:
             raise CommandError("give at least one PROMPT (or --compare with --soft-prompt)")
         questions = default_questions(args.wording)
-    lm, aligned, chat_date = _load_with_prompt(args)
+    if args.steering is not None:
+        from jaxalign.cli.steering import load_with_steering
+
+        lm, aligned, chat_date = load_with_steering(args)
+    else:
+        lm, aligned, chat_date = _load_with_prompt(args)
     soft = [None, aligned] if args.compare else [aligned]
     result = generate(lm, questions, soft, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                       top_p=args.top_p, seed=args.seed, system=args.system, chat_date=chat_date)
     settings = {"model": lm.name, "soft_prompt": args.soft_prompt,
-                "slot": None if aligned is None else aligned.slot, "chat_date": chat_date,
+                "slot": getattr(aligned, "slot", None), "chat_date": chat_date,
                 "max_new_tokens": args.max_new_tokens,
                 "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
+    if args.steering is not None:
+        settings |= {"steering": args.steering, "steering_layers": list(aligned.layers)}
     if args.compare:
         answers = [{"question": q, "plain": result.texts[0][n], "aligned": result.texts[1][n],
                     "plain_stopped": bool(result.stopped[0, n]), "aligned_stopped": bool(result.stopped[1, n])}

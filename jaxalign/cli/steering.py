@@ -77,3 +77,19 @@ def export_steering(args: argparse.Namespace) -> int:
     print(f"wrote a llama.cpp control vector to {out} ({blocks}); use it with "
           f"llama-cli -m MODEL.gguf --control-vector {out}")
     return 0
+
+
+def load_with_steering(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """``generate --steering FILE``: ``(lm, SteeringVector, chat date)``; the file read and its width
+    checked before the weights load, its layers and provenance after (warnings on stderr)."""
+    from jaxalign.interventions.steering import steering_provenance
+    from jaxalign.saved_prompt import load_prompt
+
+    steering = read_steering(args.steering, args.model)
+    loaded = load_prompt(None, lambda: common._load(args.model, args.dtype, quantize=args.quantize,
+                                                    chat_template=args.chat_template))
+    try:
+        steering_provenance(steering, loaded.lm, warn=warn_on_stderr)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
+    return loaded.lm, steering, loaded.chat_date
