@@ -22,8 +22,11 @@ call it like the soft-prompt scorer's. :meth:`SteeringScorer.reference` runs eve
 sequence whole through every block with the add at ``L`` (the plain path, for tests). A zero vector
 gives the plain model's scores (the ``k = 0`` scorer) up to float rounding.
 
-Not yet: meshes (the population is not sharded) and the ``"sample"`` readout's keys are per member
-values as in :mod:`jaxalign.scoring`.
+The ``"sample"`` readout draws each member's respondents from a key folded from its own vector
+(:func:`jaxalign.scoring.member_keys`), as the soft-prompt scorer does. Not yet: meshes (the
+population is not sharded), and the tokens before the item text (system turn, user header) run per
+member *and* item after block ``L`` (a per-member cache of them, as the soft-prompt scorer keeps,
+would save that share of the per-member work).
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ def steering_logits(graphdef: Any, params: Any, buckets: tuple[ItemBucket, ...],
     def logits_of(members: jax.Array) -> jax.Array:                     # (m, ...) -> (m, Q, n)
         out = jnp.zeros((members.shape[0], n_items, answer_ids.shape[0]), jnp.float32)
         for bucket, (hidden, mask) in zip(buckets, shared):
-            last = steered_last_hidden(graphdef, params, hidden, mask, members, layers)     # (m, Qb, d)
+            prefix_len = bucket.prefix_ids.shape[1] if bucket.prefix_shared else 0  # run once per member
+            last = steered_last_hidden(graphdef, params, hidden, mask, members, layers, prefix_len)  # (m, Qb, d)
             logits = llama.token_logits(graphdef, params, last.reshape(-1, last.shape[-1]), answer_ids)
             out = out.at[:, bucket.item_index].set(logits.reshape(members.shape[0], -1, answer_ids.shape[0]))
         return out
@@ -140,7 +144,7 @@ def _score(program: SteeringProgram, vectors: jax.Array, inputs: ScorerInputs, *
 _score_jit = jax.jit(_score, static_argnums=0, static_argnames="reference")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class SteeringScorer:
     """Scores populations of steering vectors at ``layers`` for one model, instrument and layout.
 

@@ -96,6 +96,17 @@ def test_fast_plain_and_transformers_hook_agree(lm, twin, six_items, layer):
     assert np.abs(want[1] - want[0]).max() > 1e-2  # the vector changes the answers: not a vacuous match
 
 
+def test_item_first_split_runs_every_row_whole(lm, twin, six_items):
+    """``user_end`` renders each item's text before the split, so no prefix is shared and every
+    (member, item) row runs whole after block L (the other branch of ``steered_last_hidden``)."""
+    scorer = make_steering_scorer(lm, six_items, layer=1, slot="user_end", n_buckets=2)
+    assert not scorer.plain.batch.prefix_shared
+    vectors = vectors_for(lm, scorer, 2, seed=4)
+    got = np.asarray(scorer(vectors).probs)
+    want = np.stack([hooked_probs(twin, scorer.plain.batch, [1], v[None]) for v in vectors])
+    assert float(np.abs(got - want).max()) < TOL
+
+
 def test_zero_vector_is_the_plain_model(lm, six_items):
     scorer = make_steering_scorer(lm, six_items, layer=1, n_buckets=2)
     zero = np.zeros((2, lm.config.hidden_size), np.float32)

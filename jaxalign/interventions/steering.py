@@ -110,7 +110,7 @@ def steered_hidden(graphdef: Any, params: Any, inputs_embeds: Array, attention_m
     Returns:
       final-norm hidden states ``(B, T, d)`` in the model dtype (what ``forward_hidden`` returns).
     """
-    model = nnx_merge(graphdef, params)
+    model = _merge(graphdef, params)
     config = model.config
     stacked = model.layers.stacked()
     cos, sin, mask = _rope_and_mask(config, attention_mask, model.dtype)
@@ -124,7 +124,7 @@ def steered_hidden(graphdef: Any, params: Any, inputs_embeds: Array, attention_m
     return llama.rms_norm(states, model.norm[...], config.rms_norm_eps)
 
 
-def nnx_merge(graphdef: Any, params: Any) -> Any:
+def _merge(graphdef: Any, params: Any) -> Any:
     """The :class:`jaxalign.model.Llama` module of ``(graphdef, params)``."""
     from flax import nnx
 
@@ -138,14 +138,14 @@ def hidden_after_block(graphdef: Any, params: Any, inputs_embeds: Array, attenti
     The shared half of the fast path: it does not depend on the vector, so a scorer runs it once
     per sequence for the whole population.
     """
-    model = nnx_merge(graphdef, params)
+    model = _merge(graphdef, params)
     cos, sin, mask = _rope_and_mask(model.config, attention_mask, model.dtype)
     return _run_blocks(model.config, model.layers.stacked(), inputs_embeds.astype(model.dtype),
                        cos, sin, mask, 0, layer + 1)
 
 
 def steered_last_hidden(graphdef: Any, params: Any, shared: Array, attention_mask: Array,
-                        vectors: Array, layers: tuple[int, ...]) -> Array:
+                        vectors: Array, layers: tuple[int, ...], prefix_len: int = 0) -> Array:
     """The per-member half of the fast path: final-norm hidden states at each row's last real token.
 
     Args:
@@ -153,14 +153,20 @@ def steered_last_hidden(graphdef: Any, params: Any, shared: Array, attention_mas
       attention_mask: ``(Q, T)``.
       vectors: ``(P, d)`` (one layer) or ``(P, n, d)``: member ``p``'s vector(s).
       layers: sorted distinct blocks (static), ``layers[0]`` the block ``shared`` was taken after.
+      prefix_len: ``Tp`` (static) when the first ``Tp`` positions of every sequence are the same
+        real tokens (a shared prefix: system turn, user header); they then run once per member
+        (their keys/values read by every item's row) instead of once per member and sequence.
+        0: every row runs whole. Ignored with a sliding window.
 
     Returns:
       ``(P, Q, d)``: member ``p`` on sequence ``q``. Only blocks ``layers[0]+1..`` run per member
       (``P * Q`` rows), and the last block computes its query, attention and MLP at the read
       position only (its keys/values still cover every position).
     """
-    model = nnx_merge(graphdef, params)
+    model = _merge(graphdef, params)
     config = model.config
+    if 0 < prefix_len < shared.shape[1] and config.sliding_window is None:
+        return _steered_after_prefix(model, shared, attention_mask, vectors, layers, prefix_len)
     n_blocks = config.num_hidden_layers
     stacked = model.layers.stacked()
     n_pop = vectors.shape[0]
@@ -188,6 +194,57 @@ def steered_last_hidden(graphdef: Any, params: Any, shared: Array, attention_mas
         last = states[batch, query_index]
     last = llama.rms_norm(last, model.norm[...], config.rms_norm_eps)                # (P*Q, d)
     return last.reshape(n_pop, n_seq, width)
+
+
+def _steered_after_prefix(model: Any, shared: Array, attention_mask: Array, vectors: Array,
+                          layers: tuple[int, ...], prefix_len: int) -> Array:
+    """:func:`steered_last_hidden` for sequences sharing their first ``prefix_len`` tokens: per block,
+    each member's prefix (``P`` rows) runs once and every item's rest (rows ``q * P + p``) attends to
+    that member's prefix keys/values (:func:`jaxalign.model.llama.cached_decoder_layer`)."""
+    config, dtype = model.config, model.dtype
+    n_blocks = config.num_hidden_layers
+    stacked = model.layers.stacked()
+    n_pop, n_seq = vectors.shape[0], shared.shape[0]
+    rows = _as_rows(vectors, len(layers)).astype(dtype)                              # (P, n, d)
+    prefix_mask = jnp.ones((n_pop, prefix_len), jnp.int32)
+    prefix_cos, prefix_sin, prefix_attend = _rope_and_mask(config, prefix_mask, dtype)
+    rest_mask = jnp.repeat(attention_mask[:, prefix_len:], n_pop, axis=0)            # (Q*P, Ts), row q*P + p
+    positions = prefix_len + jnp.maximum(jnp.cumsum(rest_mask, axis=1) - 1, 0)
+    rest_cos, rest_sin = llama.rotary_cos_sin(config, positions, dtype)
+    rest_attend = llama.attention_mask_4d(rest_mask.astype(bool), rest_mask.shape[1])[:, 0]
+    past_real = prefix_mask.astype(bool)                                             # (P, Tp)
+    empty = jnp.zeros((n_pop, 0, config.num_key_value_heads, config.head_dim), dtype)
+    no_past = jnp.zeros((n_pop, 0), bool)
+    prefix = shared[0, :prefix_len][None] + rows[:, 0, None, :]                      # (P, Tp, d)
+    rest = (shared[:, None, prefix_len:] + rows[None, :, 0, None, :]).reshape(n_seq * n_pop, -1, shared.shape[-1])
+    query_index = llama.last_real_index(rest_mask)                                   # (Q*P,)
+
+    def block(carry: tuple[Array, Array], index: Array) -> tuple[tuple[Array, Array], None]:
+        prefix, rest = carry
+        weights = jax.tree.map(lambda w: w[index], stacked)
+        prefix, keys, values = llama.cached_decoder_layer(config, weights, prefix, prefix_cos, prefix_sin,
+                                                          prefix_attend[:, 0], empty, empty, no_past, 1)
+        rest, _, _ = llama.cached_decoder_layer(config, weights, rest, rest_cos, rest_sin, rest_attend,
+                                                keys, values, past_real, n_seq)
+        return (prefix, rest), None
+
+    for j, layer in enumerate(layers):
+        if j > 0:
+            prefix = prefix + rows[:, j, None, :]
+            rest = rest + jnp.tile(rows[:, j], (n_seq, 1))[:, None, :]
+        stop = layers[j + 1] + 1 if j + 1 < len(layers) else n_blocks - 1            # last block: below
+        if stop > layer + 1:
+            (prefix, rest), _ = jax.lax.scan(block, (prefix, rest), jnp.arange(layer + 1, stop))
+    if layers[-1] < n_blocks - 1:  # the last block: the prefix's keys/values, the rest at the read position
+        weights = jax.tree.map(lambda w: w[n_blocks - 1], stacked)
+        keys, values = llama.layer_keys_values(config, weights, prefix, prefix_cos, prefix_sin)
+        out, _, _ = llama.cached_decoder_layer(config, weights, rest, rest_cos, rest_sin, rest_attend, keys,
+                                               values, past_real, n_seq, query_index=query_index)
+        last = out[:, 0]                                                             # (Q*P, d)
+    else:
+        last = rest[jnp.arange(rest.shape[0]), query_index]
+    last = llama.rms_norm(last, model.norm[...], config.rms_norm_eps)
+    return last.reshape(n_seq, n_pop, -1).transpose(1, 0, 2)                         # (P, Q, d)
 
 
 # -- the search space ------------------------------------------------------------------------------
