@@ -11,7 +11,7 @@ the plain ``k = 0`` :class:`~jaxalign.scoring.Scorer` and ends in
       -> items [prefix][item text + answer cue], length buckets         (Q, T)
       -> blocks 0..L once per item, shared by every member               (Q, T, d)
       -> + v_p at every position; blocks L+1.. per member                (P*Q, T, d)
-         (the last block only at the read position)
+         (a shared prefix once per member; the last block at the read position only)
       -> logits of the 5 answer tokens at the last real position         (P, Q, 5)
       -> softmax, codes, readout, indices, loss                           Scores
 
@@ -23,10 +23,11 @@ sequence whole through every block with the add at ``L`` (the plain path, for te
 gives the plain model's scores (the ``k = 0`` scorer) up to float rounding.
 
 The ``"sample"`` readout draws each member's respondents from a key folded from its own vector
-(:func:`jaxalign.scoring.member_keys`), as the soft-prompt scorer does. Not yet: meshes (the
-population is not sharded), and the tokens before the item text (system turn, user header) run per
-member *and* item after block ``L`` (a per-member cache of them, as the soft-prompt scorer keeps,
-would save that share of the per-member work).
+(:func:`jaxalign.scoring.member_keys`), as the soft-prompt scorer does. Where every item starts
+with the same tokens (the system turn and user header of the default ``user_start`` split), those
+run once per member after block ``L`` and each item's rest attends to their keys/values; an
+item-first split (``user_end``) runs every (member, item) row whole. Not yet: meshes (the
+population is not sharded).
 """
 
 from __future__ import annotations
