@@ -245,6 +245,10 @@ def test_bad_files_are_refused(lm, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         steering.load_steering(tmp_path / "junk.safetensors")
+    with pytest.raises(ValueError, match="distinct ints >= 0"):
+        steering.save_steering(tmp_path / "neg.safetensors", np.ones(d), -1)
+    with pytest.raises(ValueError, match=r"\(n, d\) for n layers"):
+        steering.save_steering(tmp_path / "n.safetensors", np.ones((2, d)), 1)
     wide = steering.load_steering(steering.save_steering(tmp_path / "w.safetensors", np.ones(d + 2), 1))
     with pytest.raises(ValueError, match="width d=66"):
         steering.check_steering(wide, lm.config)

@@ -373,7 +373,10 @@ def save_steering(path: str | os.PathLike, vectors: Any, layers: int | Sequence[
     if array.ndim not in (1, 2) or rows.shape[0] != len(layer_list) or rows.shape[1] < 1:
         raise ValueError(f"a steering vector is (d,) for one layer or (n, d) for n layers; got shape "
                          f"{array.shape} for {len(layer_list)} layer(s)")
-    ordered = check_layers(layer_list, max(int(v) for v in layer_list) + 1 if layer_list else 1)
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in layer_list) \
+            or len(set(int(v) for v in layer_list)) != len(layer_list):
+        raise ValueError(f"steering layers must be distinct ints >= 0 (0-based blocks), got {list(layer_list)}")
+    ordered = tuple(sorted(int(v) for v in layer_list))
     metadata = dict(metadata or {})
     bad = {k: type(v).__name__ for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))}
     if bad:
