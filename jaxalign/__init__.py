@@ -71,6 +71,13 @@ _EXPORTS: dict[str, str] = {
     "evaluate_culturalbench": "jaxalign.evaluate.culturalbench",
     "evaluate_robustness": "jaxalign.evaluate.robustness",
     "align_both_orders": "jaxalign.api",
+    # steering vectors: a vector added after decoder block L (jaxalign.interventions)
+    "SteeringScorer": "jaxalign.scoring_steering",
+    "make_steering_scorer": "jaxalign.scoring_steering",
+    "SteeringVector": "jaxalign.interventions.steering",
+    "save_steering": "jaxalign.interventions.steering",
+    "load_steering": "jaxalign.interventions.steering",
+    "export_control_vector": "jaxalign.generation.control_vector",
     # using the aligned prompt: generation, chat, PEFT export
     "generate": "jaxalign.generation",
     "reply_log_likelihood": "jaxalign.generation",
@@ -88,8 +95,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 # subpackages and modules reachable as attributes after a plain ``import jaxalign``
 # (``jaxalign.survey.save_wording(...)``), imported on first use like the names above
 _SUBMODULES: frozenset[str] = frozenset({
-    "api", "baselines", "cli", "evaluate", "fingerprint", "generation", "memory", "model",
-    "optimize", "parallel", "plots", "prompting", "scoring", "softprompt", "survey",
+    "api", "baselines", "cli", "evaluate", "fingerprint", "generation", "interventions", "memory", "model",
+    "optimize", "parallel", "plots", "prompting", "scoring", "scoring_steering", "softprompt", "survey",
 })
 
 

@@ -436,11 +436,21 @@ def _score(
     logits = answer_logits(graphdef, inputs.params, inputs.buckets, inputs.answer_ids, prompts, mode=mode,
                            mesh=mesh, members_per_pass=members_per_pass,
                            trim_last_layer=trim_last_layer)  # (P, Q, 5)
+    return scores_from_logits(logits, inputs, prompts, readout=readout, n_respondents=n_respondents,
+                              instrument=instrument)
+
+
+def scores_from_logits(logits: jax.Array, inputs: ScorerInputs, members: jax.Array, *, readout: str,
+                       n_respondents: int, instrument: Instrument) -> Scores:
+    """Answer logits ``(P, Q, 5)`` in presented order -> :class:`Scores` (softmax, answer codes,
+    readout, indices, loss). ``members (P, ...)``: each member's parameters, whose values seed its
+    respondents for the ``"sample"`` readout (:func:`member_keys`). Every intervention's scorer
+    ends here (the steering scorer too: :mod:`jaxalign.scoring_steering`)."""
     probs_presented = jax.nn.softmax(logits, axis=-1)
     # presented position j shows answer code answer_order[j] + 1: scatter back to code order
     probs = jnp.zeros_like(probs_presented).at[..., inputs.answer_order].set(probs_presented)
     if readout == "sample":  # each member's respondents from its own key: position-independent
-        keys = member_keys(inputs.sample_key, prompts)                          # (P,) keys
+        keys = member_keys(inputs.sample_key, members)                          # (P,) keys
         item_means = jax.vmap(lambda p, key: readout_means(p, readout, key=key, n_respondents=n_respondents))(
             probs, keys)                                                        # (P, Q)
     else:

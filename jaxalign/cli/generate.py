@@ -47,8 +47,11 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("prompts", nargs="*", metavar="PROMPT", help="user messages to answer")
     _add_decoding_arguments(parser, max_new_tokens=64)
+    parser.add_argument("--steering", default=None, metavar="FILE",
+                        help="a steering vector file: added after its block at every position (prompt and "
+                             "generated tokens); instead of --soft-prompt")
     parser.add_argument("--compare", action="store_true",
-                        help="plain vs aligned model side by side (needs --soft-prompt)")
+                        help="plain vs aligned model side by side (needs --soft-prompt or --steering)")
     parser.add_argument("--width", type=int, default=100, help="--compare: total width of the two columns")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.set_defaults(run=run_generate)
@@ -58,21 +61,30 @@ def run_generate(args: argparse.Namespace) -> int:
     from jaxalign.cli.common import CommandError
     from jaxalign.generation.decoding import generate
 
-    if args.compare and args.soft_prompt is None:
-        raise CommandError("--compare needs --soft-prompt (the aligned model to compare with the plain one)")
+    if args.steering is not None and args.soft_prompt is not None:
+        raise CommandError("--steering and --soft-prompt together are not supported yet: give one")
+    if args.compare and args.soft_prompt is None and args.steering is None:
+        raise CommandError("--compare needs --soft-prompt or --steering (the aligned model to compare with the plain one)")
     questions = list(args.prompts)
     if not questions:
         if not args.compare:
             raise CommandError("give at least one PROMPT (or --compare with --soft-prompt)")
         questions = default_questions(args.wording)
-    lm, aligned, chat_date = _load_with_prompt(args)
+    if args.steering is not None:
+        from jaxalign.cli.steering import load_with_steering
+
+        lm, aligned, chat_date = load_with_steering(args)
+    else:
+        lm, aligned, chat_date = _load_with_prompt(args)
     soft = [None, aligned] if args.compare else [aligned]
     result = generate(lm, questions, soft, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                       top_p=args.top_p, seed=args.seed, system=args.system, chat_date=chat_date)
     settings = {"model": lm.name, "soft_prompt": args.soft_prompt,
-                "slot": None if aligned is None else aligned.slot, "chat_date": chat_date,
+                "slot": getattr(aligned, "slot", None), "chat_date": chat_date,
                 "max_new_tokens": args.max_new_tokens,
                 "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
+    if args.steering is not None:
+        settings |= {"steering": args.steering, "steering_layers": list(aligned.layers)}
     if args.compare:
         answers = [{"question": q, "plain": result.texts[0][n], "aligned": result.texts[1][n],
                     "plain_stopped": bool(result.stopped[0, n]), "aligned_stopped": bool(result.stopped[1, n])}
@@ -194,18 +206,27 @@ def run_chat(args: argparse.Namespace) -> int:
 def add_export_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a soft prompt for other tools (PEFT prompt tuning)",
+        help="export a soft prompt (PEFT prompt tuning) or a steering vector (llama.cpp control vector)",
         description=(
-            "Write a soft prompt tuned in the 'start' slot (jaxalign align --slot start) as a PEFT "
-            "prompt-tuning adapter: adapter_config.json and adapter_model.safetensors, loadable with "
-            "peft.PeftModel.from_pretrained(base_model, OUT). Prompts of other slots are refused."
+            "--format peft: write a soft prompt tuned in the 'start' slot (jaxalign align --slot start) as a "
+            "PEFT prompt-tuning adapter: adapter_config.json and adapter_model.safetensors, loadable with "
+            "peft.PeftModel.from_pretrained(base_model, OUT). Prompts of other slots are refused. "
+            "--format llama.cpp: write a --steering vector as a llama.cpp control-vector GGUF file for "
+            "'llama-cli --control-vector OUT.gguf' (jaxalign's 0-based block L is llama.cpp's direction.L; "
+            "L = 0 cannot be expressed)."
         ),
     )
-    parser.add_argument("--format", required=True, choices=("peft",), help="export format: 'peft' writes a PEFT prompt-tuning adapter")
-    parser.add_argument("--soft-prompt", required=True, help="soft_prompt.safetensors from 'jaxalign align'")
-    parser.add_argument("--out", default=None, help="adapter folder to write (required)")
+    parser.add_argument("--format", required=True, choices=("peft", "llama.cpp"),
+                        help="'peft' writes a PEFT prompt-tuning adapter (--soft-prompt); 'llama.cpp' a "
+                             "control-vector GGUF (--steering)")
+    parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors from 'jaxalign align'")
+    parser.add_argument("--steering", default=None, metavar="FILE", help="a steering vector file (--format llama.cpp)")
+    parser.add_argument("--out", default=None, help="adapter folder (peft) or .gguf file (llama.cpp) to write (required)")
     parser.add_argument("--base-model", default=None,
                         help="base model id or path recorded in the adapter (default: the prompt's own)")
+    parser.add_argument("--model-hint", default=None,
+                        help="llama.cpp: controlvector.model_hint, the model's architecture (default: the "
+                             "steering file's model_type)")
     parser.set_defaults(run=run_export)
 
 
@@ -213,7 +234,13 @@ def run_export(args: argparse.Namespace) -> int:
     from jaxalign.cli.common import CommandError, _note
 
     if args.out is None:  # one line, not argparse's usage block
-        raise CommandError("export needs --out FOLDER: the adapter folder to write")
+        raise CommandError("export needs --out: the adapter folder (peft) or .gguf file (llama.cpp) to write")
+    if args.format == "llama.cpp":
+        from jaxalign.cli.steering import export_steering
+
+        return export_steering(args)
+    if args.soft_prompt is None or args.steering is not None:
+        raise CommandError("--format peft exports a --soft-prompt (a steering vector exports with --format llama.cpp)")
     from jaxalign.generation.export import export_peft, peft_base_model
     from jaxalign.softprompt import load_soft_prompt
 

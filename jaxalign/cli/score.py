@@ -7,7 +7,8 @@ import json
 import math
 
 from jaxalign.cli import common
-from jaxalign.cli.common import (
+from jaxalign.cli.common import (  # noqa: I001
+    CommandError,
     _add_mesh_arguments,
     _add_model_arguments,
     _dims_table,
@@ -32,6 +33,9 @@ def add_score_command(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_model_arguments(parser, from_prompt=True)
     parser.add_argument("--soft-prompt", default=None, help="soft_prompt.safetensors written by 'jaxalign align'")
+    parser.add_argument("--steering", default=None, metavar="FILE",
+                        help="a steering vector (safetensors: tensor 'vector' (d,) and metadata 'layer', "
+                             "0-based block it is added after, at every position); not with --soft-prompt")
     parser.add_argument("--persona", default=None, help="system text, e.g. 'You are a person from Japan.'")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--country", type=target_argument, help="target country for the loss")
@@ -75,17 +79,26 @@ def run_score(args: argparse.Namespace) -> int:
     common.note_partial_target(args.country or args.target)
     common.model_from_prompt(args)
     mesh = _mesh(args)
-    # file and width errors before the weights load; then provenance and the prompt's own date
-    loaded = load_prompt(args.soft_prompt, lambda: common._load(args.model, args.dtype, mesh, args.quantize,
-                                                         args.chat_template),
-                         model=args.model, instrument=instrument, allow_mismatch=args.allow_mismatch,
-                         warn=warn_on_stderr)
-    lm, chat_date, provenance = loaded.lm, loaded.chat_date, loaded.provenance
     target = args.country or args.target
-    scores = score(lm, soft_prompt=loaded.vectors, system=args.persona or loaded.system,
-                   target=target, instrument=instrument, slot=loaded.slot,
-                   readout=args.readout or loaded.readout or "expected", mesh=mesh,
-                   orders=args.orders, wordings=pool)
+    if args.steering is not None:
+        from jaxalign.cli.steering import score_steering
+
+        if args.orders != "one" or pool:
+            raise CommandError("--steering is scored on one presentation: leave out --orders and --wording-pool")
+
+        lm, chat_date, scores, steering = score_steering(args, instrument, target, mesh)
+        provenance = None
+    else:
+        # file and width errors before the weights load; then provenance and the prompt's own date
+        loaded = load_prompt(args.soft_prompt, lambda: common._load(args.model, args.dtype, mesh, args.quantize,
+                                                             args.chat_template),
+                             model=args.model, instrument=instrument, allow_mismatch=args.allow_mismatch,
+                             warn=warn_on_stderr)
+        lm, chat_date, provenance, steering = loaded.lm, loaded.chat_date, loaded.provenance, None
+        scores = score(lm, soft_prompt=loaded.vectors, system=args.persona or loaded.system,
+                       target=target, instrument=instrument, slot=loaded.slot,
+                       readout=args.readout or loaded.readout or "expected", mesh=mesh,
+                       orders=args.orders, wordings=pool)
     dims = [float(v) for v in scores.dims[0]]
     probs = [[round(float(p), 6) for p in row] for row in scores.probs[0]]
     weights = _weights_types(lm)
@@ -108,9 +121,13 @@ def run_score(args: argparse.Namespace) -> int:
             out["loss"] = float(scores.loss[0])
         if provenance is not None:
             out["soft_prompt_provenance"] = provenance
+        if steering is not None:
+            out["steering"] = steering
         print(json.dumps(out, indent=2))
         return 0
-    label = " + ".join(n for n, on in (("soft prompt", args.soft_prompt), ("persona", args.persona)) if on)
+    steered = steering and "steering after block " + ",".join(map(str, steering["layers"]))
+    label = " + ".join(n for n, on in (("soft prompt", args.soft_prompt), (steered, steered),
+                                        ("persona", args.persona)) if on)
     rows = [(label or "plain", dims, float(scores.loss[0]))]
     if target is not None:
         rows.insert(0, ("target", target.values))

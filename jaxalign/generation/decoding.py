@@ -79,18 +79,39 @@ class SoftPrompt:
                    name=name or loaded.source or "soft prompt", chat_date=loaded.stored_chat_date)
 
 
-def as_soft_prompt(value: Any, lm: LM, slot: str | None = None) -> SoftPrompt | None:
-    """``None`` (plain model), a ``(K, d)`` array, a :class:`SoftPrompt` or a ``.safetensors`` path.
+def _is_steering_file(path: Any) -> bool:
+    from jaxalign.interventions.base import kind_of_file
+
+    kind = kind_of_file(path) if os.path.isfile(path) else None
+    return kind is not None and kind.name == "steering"
+
+
+def as_soft_prompt(value: Any, lm: LM, slot: str | None = None) -> Any:
+    """``None`` (plain model), a ``(K, d)`` array, a :class:`SoftPrompt` or a ``.safetensors`` path;
+    or a steering vector (a :class:`~jaxalign.interventions.steering.SteeringVector` or its file),
+    returned as it is once its width and layers fit ``lm``.
 
     A file is read by :func:`jaxalign.saved_prompt.load_prompt` (its provenance checked against
     ``lm``, warnings through :func:`warnings.warn`); its stored ``slot``, ``system`` and
     ``chat_date`` are used (``slot`` overrides the slot).
     """
+    from jaxalign.interventions.steering import (
+        SteeringVector,
+        check_steering,
+        load_steering,
+        steering_provenance,
+    )
     from jaxalign.saved_prompt import load_prompt
     from jaxalign.softprompt import check_soft_prompt
 
     if value is None:
         return None
+    if isinstance(value, (str, os.PathLike)) and _is_steering_file(value):
+        value = load_steering(value)
+        steering_provenance(value, lm)  # another model warned, a plain file noted (warnings.warn)
+    if isinstance(value, SteeringVector):  # rendered as the plain chat; added after its blocks
+        check_steering(value, lm.config)
+        return value
     if isinstance(value, SoftPrompt):
         prompt = value
     elif isinstance(value, (str, os.PathLike)):
@@ -171,6 +192,7 @@ class Rows:
     mask: Array
     lengths: np.ndarray  # (B,) real tokens of each row
     texts: tuple[str, ...] = ()
+    steer: Array | None = None  # (L, B, d): added after each block at every position (steering rows)
 
 
 def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequence[SoftPrompt | None],
@@ -190,7 +212,7 @@ def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequ
     texts = []   # (B,) the rendered chat of each row
     for prompt in soft_prompts:
         for conversation in conversations:
-            if prompt is None:
+            if prompt is None or not isinstance(prompt, SoftPrompt):  # plain chat (steering rows too)
                 messages = conversation
                 if system is not None and conversation[0]["role"] != "system":
                     messages = [{"role": "system", "content": str(system).strip()}, *conversation]
@@ -224,7 +246,23 @@ def build_rows(lm: LM, conversations: Sequence[Conversation], soft_prompts: Sequ
         ids[row, start + len(before) + k:] = after
         mask[row, start:] = 1
     embeds = jnp.where(jnp.asarray(is_soft)[..., None], jnp.asarray(soft, lm.dtype), lm.embed(ids))
-    return Rows(embeds=embeds, mask=jnp.asarray(mask), lengths=lengths, texts=tuple(texts))
+    return Rows(embeds=embeds, mask=jnp.asarray(mask), lengths=lengths, texts=tuple(texts),
+                steer=steer_table(lm, soft_prompts, len(conversations)))
+
+
+def steer_table(lm: LM, interventions: Sequence[Any], n_conversations: int) -> Array | None:
+    """``(L, B, d)``: each steering row's vectors at their blocks, zeros elsewhere (rows
+    ``s * N + n``); ``None`` when no row is steered (the decoder then adds nothing)."""
+    steered = [(s, p) for s, p in enumerate(interventions) if hasattr(p, "layers")]
+    if not steered:
+        return None
+    config = lm.config
+    table = np.zeros((config.num_hidden_layers, len(interventions) * n_conversations, config.hidden_size),
+                     np.float32)
+    for s, steering in steered:
+        for layer, row in zip(steering.layers, steering.vectors):
+            table[layer, s * n_conversations:(s + 1) * n_conversations] = row
+    return jnp.asarray(table, lm.dtype)
 
 
 # -- the compiled decoder -------------------------------------------------------------------------
@@ -275,12 +313,12 @@ def _next_logits(model, hidden_last: Array) -> Array:
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
 def _start(graphdef, params, embeds: Array, mask: Array, seed_key: Array, sampling: Array,
-           max_new_tokens: int) -> DecodeState:
+           max_new_tokens: int, steer: Array | None = None) -> DecodeState:
     """Prefill ``embeds (B, T, d)`` once and choose the first token."""
     model = nnx.merge(graphdef, params)
     batch = embeds.shape[0]
     # the prompt's cache, and the hidden state of its last real token only (left padding: T-1)
-    last, cache = model.prefill(embeds, mask, hidden="last")                       # (B, d)
+    last, cache = model.prefill(embeds, mask, hidden="last", steer=steer)          # (B, d)
     widen = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0), (0, 0))
     cache = llama.KVCache(keys=jnp.pad(cache.keys, widen), values=jnp.pad(cache.values, widen),
                           mask=jnp.pad(cache.mask, ((0, 0), (0, max_new_tokens))))
@@ -292,7 +330,8 @@ def _start(graphdef, params, embeds: Array, mask: Array, seed_key: Array, sampli
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _advance(graphdef, params, state: DecodeState, until: Array, stop_ids: Array, pad_id: Array) -> DecodeState:
+def _advance(graphdef, params, state: DecodeState, until: Array, stop_ids: Array, pad_id: Array,
+             steer: Array | None = None) -> DecodeState:
     """Emit tokens until ``step == until`` (traced: any chunk size, one compile) or all rows stop."""
     model = nnx.merge(graphdef, params)
     batch, max_new = state.out.shape
@@ -305,7 +344,7 @@ def _advance(graphdef, params, state: DecodeState, until: Array, stop_ids: Array
         out = s.out.at[:, s.step].set(jnp.where(s.done, pad_id, s.token))
         done = s.done | jnp.isin(s.token, stop_ids)
         embeds = model.embed(s.token[:, None])                                     # (B, 1, d)
-        hidden, new = model.extend(embeds, jnp.ones((batch, 1), jnp.int32), s.cache)
+        hidden, new = model.extend(embeds, jnp.ones((batch, 1), jnp.int32), s.cache, steer=steer)
         where = prompt_length + s.step
         cache = llama.KVCache(
             keys=jax.lax.dynamic_update_slice_in_dim(s.cache.keys, new.keys, where, axis=2),
@@ -362,7 +401,7 @@ class Decoder:
         """Prefill and choose the first token (no token emitted yet)."""
         return _start(self.lm.graphdef, self.lm.params, self.rows.embeds, self.rows.mask,
                       jax.random.key(self.seed), jnp.asarray(self.sampling, jnp.float32),
-                      self.max_new_tokens)
+                      self.max_new_tokens, self.rows.steer)
 
     def advance(self, state: DecodeState, steps: int | None = None) -> DecodeState:
         """Emit up to ``steps`` more tokens per row (all remaining ones when None)."""
@@ -370,7 +409,7 @@ class Decoder:
         stops = np.full((MAX_STOP_IDS,), -1, np.int32)
         stops[: self.stop_ids.size] = self.stop_ids
         return _advance(self.lm.graphdef, self.lm.params, state, jnp.int32(until),
-                        jnp.asarray(stops), jnp.int32(self.pad_id))
+                        jnp.asarray(stops), jnp.int32(self.pad_id), self.rows.steer)
 
     def emitted(self, state: DecodeState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``tokens (B, M)``, ``lengths (B,)`` emitted so far (stop included), ``stopped (B,)``."""
@@ -447,7 +486,7 @@ def batch_chat_date(lm: LM, soft_prompts: Sequence[SoftPrompt | None], chat_date
     from jaxalign.prompting.chat_formats import bind_run_date, reads_date
 
     if chat_date is None and lm.tokenizer is not None and reads_date(lm.tokenizer):
-        dates = sorted({p.chat_date for p in soft_prompts if p is not None and p.chat_date})
+        dates = sorted({p.chat_date for p in soft_prompts if isinstance(p, SoftPrompt) and p.chat_date})
         if len(dates) > 1:
             raise ValueError(f"the soft prompts were tuned under different chat dates ({', '.join(dates)}); "
                              "pass chat_date='YYYY-MM-DD' to render them all under one")
@@ -469,7 +508,10 @@ def generate(lm: LM, prompts: Any, soft_prompt: Any = None, *, max_new_tokens: i
         path (its stored slot, system text and chat date are used, its provenance checked: see
         :func:`jaxalign.saved_prompt.load_prompt`), or a list of these (``S`` in all, e.g.
         ``[None, "soft_prompt.safetensors"]`` for the plain and the aligned model side by side):
-        all ``S * N`` rows are decoded in one batch.
+        all ``S * N`` rows are decoded in one batch. A steering vector (a
+        :class:`~jaxalign.interventions.steering.SteeringVector` or its ``.safetensors`` file) is
+        an entry too: its rows are the plain chat with the vector added after its block at every
+        position, prompt and generated tokens (llama.cpp's control vector, a transformers hook).
       max_new_tokens: ``M``, tokens per row at most (stop token included).
       temperature: 0 (default) decodes greedily; > 0 samples from ``softmax(logits / temperature)``.
       top_p: nucleus sampling: the smallest set of most likely tokens reaching this probability.

@@ -210,7 +210,7 @@ class Llama(nnx.Module):
         return rms_norm(hidden, self.norm[...], config.rms_norm_eps)
 
     def prefill(self, inputs_embeds: Array, attention_mask: Array,
-                hidden: str = "all") -> tuple[Array | None, KVCache]:
+                hidden: str = "all", steer: Array | None = None) -> tuple[Array | None, KVCache]:
         """Like ``__call__``, and also returns every layer's keys and values as a :class:`KVCache`.
 
         ``inputs_embeds (B, T, d)``, ``attention_mask (B, T)`` -> hidden states (``(B, T, d)``;
@@ -218,10 +218,10 @@ class Llama(nnx.Module):
         after RoPE) and the mask ``(B, T)``.
         """
         empty = empty_cache(self.config, inputs_embeds.shape[0], self.dtype)
-        return self.extend(inputs_embeds, attention_mask, empty, hidden=hidden)
+        return self.extend(inputs_embeds, attention_mask, empty, hidden=hidden, steer=steer)
 
     def extend(self, inputs_embeds: Array, attention_mask: Array, cache: KVCache,
-               hidden: str = "all") -> tuple[Array | None, KVCache]:
+               hidden: str = "all", steer: Array | None = None) -> tuple[Array | None, KVCache]:
         """Runs new tokens that attend to a cache of earlier tokens shared by groups of rows.
 
         The ``B = G * C`` new rows are read as ``(G, C)``: row ``g * C + c`` continues cache row
@@ -237,6 +237,9 @@ class Llama(nnx.Module):
             ``"last"`` only each row's last real position, ``(B, d)``; ``"none"`` none (``None``
             is returned; the cache alone is wanted). ``"last"``/``"none"`` skip the last layer's
             unread work (see the module docstring); the cache is the same in all three.
+
+          steer: ``(L, B, d)`` or ``None``: ``steer[l, b]`` is added to block ``l``'s output at every
+            position of row ``b`` (steering vectors; zeros leave a row as it is, bit for bit).
 
         Returns:
           the hidden states asked for, and the cache of the new tokens alone
@@ -293,9 +296,14 @@ class Llama(nnx.Module):
             return jax.lax.cond(index == last, last_layer,
                                 lambda h, w, k, v: layer(h, (w, k, v)), states, weights, past_keys, past_values)
 
+        def steered_layer(states: Array, xs: tuple) -> tuple[Array, tuple[Array, Array]]:
+            out, keys_values = any_layer(states, xs[:4])
+            return out + xs[4][:, None, :].astype(out.dtype), keys_values
+
         states, (keys, values) = jax.lax.scan(  # remat as in __call__
-            jax.checkpoint(any_layer, prevent_cse=False), states,
-            (jnp.arange(config.num_hidden_layers), self.layers.stacked(), cache.keys, cache.values))
+            jax.checkpoint(any_layer if steer is None else steered_layer, prevent_cse=False), states,
+            (jnp.arange(config.num_hidden_layers), self.layers.stacked(), cache.keys, cache.values)
+            + (() if steer is None else (steer,)))
         new_cache = KVCache(keys=keys, values=values, mask=attention_mask.astype(jnp.int32))
         if hidden == "none":
             return None, new_cache
