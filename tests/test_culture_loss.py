@@ -17,7 +17,7 @@ from jaxalign.evaluate.matrix import (
     arm_statistics,
     matrix_statistics,
     score_entries,
-    test_presentations,
+    test_presentations as heldout_presentations,
 )
 from jaxalign.survey import hofstede, vsm13
 from jaxalign.survey.objectives import (
@@ -196,7 +196,7 @@ def test_relative_both_orders_run_records_its_objective_and_baselines_use_it(lm,
     assert china.loss == pytest.approx(np.mean(np.abs(china.dims + record["constants"] - targets[0])), abs=1e-3)
     # the plain model's loss under the relative objective: its dims + constants against the target
     naive = china.baselines["naive"]
-    np.testing.assert_allclose(naive.dims, mean_plain, atol=1e-4)
+    np.testing.assert_allclose(naive.dims, mean_plain, rtol=1e-5, atol=1e-3)  # float32, two scorer builds
     assert naive.loss == pytest.approx(np.mean(np.abs(mean_plain + record["constants"] - targets[0])), abs=1e-3)
     assert set(record["shift"]) == {"position", "content"}
     saved = json.loads((tmp_path / "run" / "China" / "results.json").read_text())
@@ -210,7 +210,7 @@ def test_matrix_equals_one_built_from_separate_score_calls(lm):
     prompts = rng.normal(0, 0.3, (3, 2, lm.config.hidden_size)).astype(np.float32)
     entries = [Entry(arm="tuned", target=t, seed=0, soft_prompt=p, slot="user_end")
                for t, p in zip(countries, prompts)]
-    shown = test_presentations(vsm13(), "both")[:2]  # held-out v1, both orders (kept short)
+    shown = heldout_presentations(vsm13(), "both")[:2]  # held-out v1, both orders (kept short)
     item_means = score_entries(lm, entries, shown)                              # (E, S, Q)
     for e, prompt in enumerate(prompts):
         for s, p in enumerate(shown):

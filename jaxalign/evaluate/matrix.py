@@ -72,6 +72,9 @@ def test_presentations(base: Instrument | None = None, orders: str = "both") -> 
     return tuple(shown)
 
 
+test_presentations.__test__ = False  # a library function, not a pytest test (its name starts with "test")
+
+
 def score_entries(lm: Any, entries: Sequence[Entry], shown: Sequence[Presentation], *,
                   readout: str = "expected", seed: int = 0,
                   progress: Callable[[str], None] | None = None) -> np.ndarray:
