@@ -74,7 +74,7 @@ def test_dither_refused_in_one_line(value, expected, capsys, no_load, tmp_path):
 
 def test_export_without_out_is_one_line(capsys, tmp_path):
     code, _, err = _run(["export", "--format", "peft", "--soft-prompt", str(tmp_path / "p.safetensors")], capsys)
-    assert code == 2 and err == ["jaxalign: error: export needs --out FOLDER: the adapter folder to write"]
+    assert code == 2 and err == ["jaxalign: error: export needs --out: the adapter folder (peft) or .gguf file (llama.cpp) to write"]
 
 
 @pytest.mark.parametrize("flags, expected", [
