@@ -61,6 +61,7 @@ def run_matrix(args: argparse.Namespace) -> int:
         arm_scores,
         arm_statistics,
         run_entries,
+        run_folders,
         score_entries,
         test_presentations,
         written_entries,
@@ -74,7 +75,8 @@ def run_matrix(args: argparse.Namespace) -> int:
         tuned = run_entries(args.runs)
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise CommandError(str(error)) from None
-    models = sorted({_recorded_model(r) for r in _result_files(args.runs)} - {None})
+    models = sorted({_recorded_model(run / "results.json") for folder in args.runs
+                     for run in run_folders(folder)} - {None})
     model = args.model
     if model is None:
         if len(models) != 1:
@@ -148,14 +150,6 @@ def table(report: dict[str, Any]) -> str:
             f"{fmt(avg['correlation'], 3)}{interval(arm, 'correlation', 3)} |")
     lines += [f"- {note}" for note in report.get("notes", [])]
     return "\n".join(lines)
-
-
-def _result_files(runs) -> list[Path]:
-    files = []
-    for run in runs:
-        run = Path(run)
-        files += [run / "results.json"] if (run / "results.json").is_file() else sorted(run.glob("*/results.json"))
-    return files
 
 
 def _recorded_model(path: Path) -> str | None:

@@ -241,12 +241,7 @@ def run_entries(folders: Sequence[Any], *, label: Callable[[Mapping[str, Any]], 
     label = label or run_label
     out = []
     for folder in folders:
-        folder = Path(folder)
-        runs = [folder] if (folder / "results.json").is_file() else sorted(
-            p.parent for p in folder.glob("*/results.json"))
-        if not runs:
-            raise ValueError(f"{str(folder)!r} holds no finished run (no results.json in it or its sub-folders)")
-        for run in runs:
+        for run in run_folders(folder):
             results = json.loads((run / "results.json").read_text())
             dims = results["target"]["dims"]
             target = custom_target({k: v for k, v in dims.items() if v is not None}, name=results["target"]["name"])
@@ -255,6 +250,18 @@ def run_entries(folders: Sequence[Any], *, label: Callable[[Mapping[str, Any]], 
             out.append(Entry(arm=label(results), target=target, seed=int(results["seed"]), soft_prompt=prompt,
                              slot=results["config"]["slot"]))
     return out
+
+
+def run_folders(folder: Any) -> list[Any]:
+    """The finished one-country runs in ``folder``: itself (it holds ``results.json``) or its
+    sub-folders that do (a several-country run). ValueError when there is none."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    runs = [folder] if (folder / "results.json").is_file() else sorted(p.parent for p in folder.glob("*/results.json"))
+    if not runs:
+        raise ValueError(f"{str(folder)!r} holds no finished run (no results.json in it or its sub-folders)")
+    return runs
 
 
 def run_label(results: Mapping[str, Any]) -> str:

@@ -37,11 +37,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxalign.survey.loss import l1_loss
 
 #: The loss kinds a run may use.
 LOSSES: tuple[str, ...] = ("paper", "anchored", "relative")
@@ -81,10 +78,6 @@ class Objective:
                                  f"{', '.join(str(i) for i in np.flatnonzero(missing))} that a target has")
             return np.where(np.isnan(reference), 0.0, reference - plain).astype(np.float32)
         return np.nan_to_num(fitted_constants(plain[None], targets), nan=0.0).astype(np.float32)
-
-    def losses(self, dims: Any, targets: Any, offsets: Any) -> Any:
-        """``dims (C, P, D)``, ``targets (C, D)``, ``offsets (D,)`` -> ``(C, P)`` (pure jnp)."""
-        return jax.vmap(l1_loss)(jnp.asarray(dims) + jnp.asarray(offsets), jnp.asarray(targets))
 
     def describe(self) -> str:
         """One line for results and reports."""
