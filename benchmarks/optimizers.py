@@ -230,7 +230,7 @@ def step_costs(config, steps: int, cost: dict[str, Any] | None) -> np.ndarray:
     """Forward passes of one prompt spent by each of ``steps`` steps of ``config``'s run: P per
     evolution step, the measured ``cost["forwards_per_step"]`` per Adam step (3 for searches
     recorded before the cost was measured)."""
-    from jaxalign.optimize.pipeline import evolution_steps
+    from jaxalign.optimize.budget import evolution_steps
 
     per_step = LEGACY_FORWARDS_PER_STEP if not cost else float(cost["forwards_per_step"])
     s = np.arange(steps)

@@ -96,7 +96,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 # (``jaxalign.survey.save_wording(...)``), imported on first use like the names above
 _SUBMODULES: frozenset[str] = frozenset({
     "api", "baselines", "cli", "evaluate", "fingerprint", "generation", "interventions", "memory", "model",
-    "optimize", "parallel", "plots", "prompting", "scoring", "scoring_steering", "softprompt", "survey",
+    "optimize", "optimizers", "parallel", "plots", "prompting", "scoring", "scoring_steering", "softprompt", "survey",
 })
 
 

@@ -14,7 +14,7 @@ modules, which know nothing of it, and their public names are re-exported here::
 
     jaxalign.config        AlignConfig, PRESETS                 (what to run)
     jaxalign.search_space  initial_prompt, search_space          (where to search)
-    jaxalign.resume        check_out_dir, check_resume, ...      (run folders, resuming)
+    jaxalign.optimize.resume  check_out_dir, check_resume, ...      (run folders, resuming)
     jaxalign.progress      RunProgress, RunLog, RunInterrupted   (what the user sees while it runs)
     jaxalign.results       AlignResult, AlignResults, plots      (what comes back)
     jaxalign.optimize.pipeline   the one loop (DE, Adam, hybrid; one or several targets)
@@ -32,11 +32,9 @@ from typing import Any
 import numpy as np
 
 from jaxalign.config import (  # noqa: F401  (re-exported: jaxalign.api.AlignConfig, ...)
-    DE_INIT_SCALE,
+    INIT_SCALE,
     MAX_K,
     MAX_POPULATION,
-    METHODS,
-    OTHER_INIT_SCALE,
     PRESETS,
     AlignConfig,
 )
@@ -48,7 +46,7 @@ from jaxalign.survey import Instrument, Target, resolve_target, vsm13
 from jaxalign.progress import (  # noqa: F401
     LOGGERS, RunInterrupted, RunLog, RunProgress, check_logger, sigterm_as_interrupt)
 from jaxalign.results import AlignResult, AlignResults, plot_dims, plot_targets, target_folder  # noqa: F401
-from jaxalign.resume import (  # noqa: F401
+from jaxalign.optimize.resume import (  # noqa: F401
     CHECKPOINT_FOLDER,
     RESUMABLE_CHANGES,
     _latest_record,
@@ -445,10 +443,10 @@ def gradient_align(
       instrument: the survey (default: the built-in VSM 2013 wording).
       config: an :class:`~jaxalign.AlignConfig`: ``k``, ``subspace``, ``init_text``, ``seed``,
         ``slot``, ``system`` set the parameterisation; ``population * (generations + 1)`` the
-        forward-pass budget (:func:`jaxalign.optimize.gradient.gradient_steps`); ``readout`` the readout of the returned
+        forward-pass budget (:func:`jaxalign.optimizers.adam.gradient_steps`); ``readout`` the readout of the returned
         scores; ``baselines`` the baselines scored. Strategy fields are ignored.
-      learning_rate: Adam's step size (units: see :mod:`jaxalign.optimize.gradient`); ``None`` keeps
-        ``config.learning_rate`` (default :data:`jaxalign.optimize.gradient.DEFAULT_LEARNING_RATE`, ``AlignConfig``'s).
+      learning_rate: Adam's step size (units: see :mod:`jaxalign.optimizers.adam`); ``None`` keeps
+        ``config.learning_rate`` (default ``AlignConfig``'s, 0.1).
       progress: show a progress bar over steps.
       scorer_options: extra :func:`jaxalign.scoring.make_scorer` arguments (e.g. ``n_buckets``);
         they change speed and memory, not the numbers.

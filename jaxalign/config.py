@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from jaxalign.baselines import BASELINES
-from jaxalign.optimize.evolution import EvolutionConfig
+from jaxalign import optimizers
+from jaxalign.optimizers.evolution import EvolutionConfig
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
 from jaxalign.prompting.chat_formats import check_date
 from jaxalign.survey.objectives import LOSSES
@@ -22,9 +23,6 @@ from jaxalign.survey.presentations import ORDERS
 
 
 MAX_K = 512
-
-
-METHODS: tuple[str, ...] = ("de", "gradient", "hybrid")
 
 
 MAX_POPULATION = 65536
@@ -49,7 +47,7 @@ class AlignConfig:
         other member (DE/rand/1/bin).
       init_scale: spread of the initial population around p0, in embedding standard deviations
         (for SNES, CMA-ES and the like also their initial std). ``None`` (the default) is
-        :data:`DE_INIT_SCALE` (1.0); ``to_dict`` and ``results.json`` record the number used.
+        :data:`INIT_SCALE` (1.0, every strategy); ``to_dict`` and ``results.json`` record the number used.
         Other spreads were measured and not made the default (wider on the tiny model, 0.5 on
         SmolLM2-135M-Instruct): ``benchmarks/RESULTS.md``.
       readout: ``"expected"``, ``"argmax"`` or ``"sample"`` (see :mod:`jaxalign.scoring`).
@@ -68,9 +66,9 @@ class AlignConfig:
         :func:`jaxalign.scoring.resolve_mode`), ``"cached"`` (shared tokens computed once) or
         ``"full"``.
       baselines: baselines scored beside the aligned prompt.
-      method: ``"de"`` (the evosax strategy ``strategy``), ``"gradient"`` (Adam on the
-        ``"expected"`` readout with DE's forward-pass budget, see
-        :mod:`jaxalign.optimize.gradient`) or ``"hybrid"`` (the evosax strategy for a
+      method: a registered optimizer (:mod:`jaxalign.optimizers`): ``"de"`` (the evosax
+        strategy ``strategy``), ``"gradient"`` (Adam on the ``"expected"`` readout with DE's
+        forward-pass budget, :mod:`jaxalign.optimizers.adam`) or ``"hybrid"`` (the evosax strategy for a
         ``hybrid_fraction`` share of the budget, then Adam from its best prompt; both phases on
         the ``"expected"`` readout).
       learning_rate: Adam's step size (``method="gradient"`` or ``"hybrid"``; units as ``init_scale``).
@@ -156,8 +154,7 @@ class AlignConfig:
             raise ValueError("loss='anchored' needs a reference country, and only it takes one"
                              if self.loss == "anchored" else
                              f"a reference country is only used by loss='anchored', not {self.loss!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        optimizers.get(self.method)  # ValueError naming the registered optimizers
         if isinstance(self.extra_wordings, (str, os.PathLike)):
             raise ValueError("extra_wordings must be a list of wording files, not one string")
         object.__setattr__(self, "extra_wordings", tuple(str(p) for p in self.extra_wordings))
@@ -198,7 +195,7 @@ class AlignConfig:
         """The initial spread used: ``init_scale``, or its strategy's default when ``None``."""
         if self.init_scale is not None:
             return float(self.init_scale)
-        return DE_INIT_SCALE if self.strategy == "DifferentialEvolution" else OTHER_INIT_SCALE
+        return INIT_SCALE
 
     def evolution_config(self, embedding_std: float) -> EvolutionConfig:
         """The optimizer settings; ``init_scale`` is converted to search-space units."""
@@ -226,12 +223,8 @@ class AlignConfig:
         return out
 
 
-#: Differential Evolution's initial spread when ``AlignConfig.init_scale`` is None (see there).
-DE_INIT_SCALE = 1.0
-
-
-#: The other strategies' initial spread (their std_init) when ``AlignConfig.init_scale`` is None.
-OTHER_INIT_SCALE = 1.0
+#: The initial spread (DE's, and the other strategies' std_init) when ``AlignConfig.init_scale`` is None.
+INIT_SCALE = 1.0
 
 
 #: Named optimizer settings (``AlignConfig.from_preset``, ``jaxalign align --preset``).

@@ -11,14 +11,9 @@ import pytest
 import jaxalign
 from jaxalign import api
 from jaxalign.optimize import NonFiniteFitnessError, pipeline
-from jaxalign.optimize.pipeline import (
-    FALLBACK_FORWARDS_PER_STEP,
-    RunCost,
-    budget,
-    gradient_steps,
-    hybrid_steps,
-    spent,
-)
+from jaxalign.optimize.budget import FALLBACK_FORWARDS_PER_STEP, RunCost, budget, evolution_steps, spent
+from jaxalign.optimizers.adam import gradient_steps
+from jaxalign.optimizers.hybrid import hybrid_steps
 
 SMALL = dict(k=2, population=4, subspace=4, baselines=())
 
@@ -33,7 +28,7 @@ def test_gradient_align_keeps_the_configured_learning_rate(monkeypatch):
     """``gradient_align(config=AlignConfig(learning_rate=0.02))`` trains with 0.02 (it used to
     overwrite it with its keyword default 0.1); an explicit keyword still wins."""
     from jaxalign.api import gradient_align
-    from jaxalign.optimize.gradient import DEFAULT_LEARNING_RATE
+    DEFAULT_LEARNING_RATE = api.AlignConfig().learning_rate
 
     seen = []
     monkeypatch.setattr(api, "run_pipeline", lambda lm, targets, *, config, **_: seen.append(config) or [None])
@@ -43,7 +38,6 @@ def test_gradient_align_keeps_the_configured_learning_rate(monkeypatch):
     gradient_align(object(), "China", learning_rate=0.3)  # as an override of the default config
     assert [(c.method, c.learning_rate) for c in seen] == [
         ("gradient", 0.02), ("gradient", 0.5), ("gradient", DEFAULT_LEARNING_RATE), ("gradient", 0.3)]
-    assert DEFAULT_LEARNING_RATE == api.AlignConfig().learning_rate
 
 
 # ---------------------------------------------------------------------------- budgets (no compile)
@@ -59,7 +53,7 @@ def test_evolution_budget_is_exactly_population_times_steps(method, strategy):
     for population, generations in SETTINGS:
         config = api.AlignConfig(method=method, strategy=strategy, population=population,
                                  generations=generations)
-        assert pipeline.evolution_steps(config) == generations + 1
+        assert evolution_steps(config) == generations + 1
         assert spent(config, 4.0) == budget(config) == population * (generations + 1)
 
 
@@ -140,15 +134,17 @@ def test_hybrid_stops_when_its_adam_phase_turns_nan(lm, monkeypatch):
     config = api.AlignConfig(method="hybrid", generations=8, hybrid_fraction=0.25, chunk_size=20, **SMALL)
     sane = jaxalign.align(lm, "China", config=config, progress=False)
     assert np.all(np.isfinite(sane.history["mean_loss"]))
-    evolution, adam = pipeline.hybrid_steps(4, 8, 0.25, sane.cost["forwards_per_step"])
-    assert evolution == 2 and adam > 4  # the Adam phase outlasts the patience (3)
+    evolution, adam_steps = hybrid_steps(4, 8, 0.25, sane.cost["forwards_per_step"])
+    assert evolution == 2 and adam_steps > 4  # the Adam phase outlasts the patience (3)
 
-    real = pipeline._optimizer
-    monkeypatch.setattr(pipeline, "_optimizer", lambda step: optax.chain(real(step), optax.scale(float("nan"))))
+    from jaxalign.optimizers import adam
+
+    real = adam.transform
+    monkeypatch.setattr(adam, "transform", lambda step: optax.chain(real(step), optax.scale(float("nan"))))
     monkeypatch.setattr(pipeline, "_LOOPS", {})  # trace the loop again with the broken optimizer
     # step 2, the first Adam step, scores the evolution's best prompt (finite); its update is NaN,
     # so steps 3.. fail: one chunk of the whole run, so all of them are counted
-    last = evolution + adam - 1
+    last = evolution + adam_steps - 1
     with pytest.raises(NonFiniteFitnessError,
                        match=rf"NaN or inf in {last - 2} step\(s\) in a row \(generations 2\.\.{last}\)"):
         jaxalign.align(lm, "China", config=config, progress=False)

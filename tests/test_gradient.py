@@ -9,7 +9,7 @@ import pytest
 import jaxalign
 from jaxalign.api import AlignConfig, initial_prompt
 from jaxalign.api import gradient_align
-from jaxalign.optimize.gradient import gradient_steps
+from jaxalign.optimizers.adam import gradient_steps
 from jaxalign.scoring import make_scorer
 from jaxalign.softprompt import subspace
 

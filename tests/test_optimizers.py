@@ -12,7 +12,7 @@ import pytest
 import jaxalign
 from jaxalign import api
 from jaxalign.cli import ALIGN_DEFAULTS, ALIGN_PRESETS, build_parser, preset_settings
-from jaxalign.optimize.pipeline import hybrid_steps
+from jaxalign.optimizers.hybrid import hybrid_steps
 from jaxalign.scoring import make_scorer
 from jaxalign.survey import DIMENSIONS, custom_target
 
@@ -78,12 +78,12 @@ def test_cli_preset_and_explicit_options():
 
 
 def test_default_initial_spread_is_recorded():
-    """init_scale=None: DE_INIT_SCALE (1.0; a spread of 2 was measured and not kept), also the
+    """init_scale=None: INIT_SCALE (1.0; a spread of 2 was measured and not kept), also the
     other strategies' std_init; the number used is what results.json records and a resume compares."""
-    assert api.AlignConfig().spread == api.DE_INIT_SCALE == 1.0
+    assert api.AlignConfig().spread == api.INIT_SCALE == 1.0
     assert api.AlignConfig().to_dict()["init_scale"] == 1.0
     assert api.AlignConfig().dither == (0.5, 1.0)
-    assert api.AlignConfig(strategy="SNES").evolution_config(1.0).init_scale == api.OTHER_INIT_SCALE == 1.0
+    assert api.AlignConfig(strategy="SNES").evolution_config(1.0).init_scale == api.INIT_SCALE == 1.0
     assert api.AlignConfig(init_scale=2.0).evolution_config(1.0).init_scale == 2.0
     assert api.AlignConfig(subspace=None, init_scale=2.0).evolution_config(0.25).init_scale == 0.5
     assert api.AlignConfig.from_preset("paper").to_dict()["init_scale"] == 1.0
@@ -92,7 +92,7 @@ def test_default_initial_spread_is_recorded():
     align_parser = next(a for a in build_parser()._actions
                         if isinstance(a, argparse._SubParsersAction)).choices["align"]
     init_help = next(a.help for a in align_parser._actions if "--init-scale" in a.option_strings)
-    assert f"default: {api.DE_INIT_SCALE} for DifferentialEvolution" in init_help
+    assert f"default: {api.INIT_SCALE} for DifferentialEvolution" in init_help
     for bad in ("2", True, -1.0):
         with pytest.raises(ValueError, match="init_scale"):
             api.AlignConfig(init_scale=bad)
@@ -213,7 +213,7 @@ def test_hybrid_resume_with_more_generations_is_refused_and_phases_are_recorded(
     generations would move it and mix the phases (DE, Adam, DE, ... was observed). The change is
     refused, in one line, before any weight is read (``check_resume``) and by the checkpoint's
     fingerprint (the API path); the result records the phase of every step."""
-    from jaxalign.resume import check_resume
+    from jaxalign.optimize.resume import check_resume
 
     config = api.AlignConfig(method="hybrid", generations=4, chunk_size=2, checkpoint_every=2, seed=3,
                              **{**SMALL, "baselines": ()})

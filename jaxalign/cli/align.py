@@ -20,6 +20,18 @@ from jaxalign.cli.common import (
 from jaxalign.cli.countries import select_all_countries
 from jaxalign.prompting.layout import SLOTS
 
+
+def _method(name: str) -> str:
+    """``--method``: a registered optimizer's name (the registry is imported only when parsing)."""
+    from jaxalign import optimizers
+
+    try:
+        optimizers.get(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 # AlignConfig's defaults, repeated here so that building the parser does not import jax
 # (tests/test_cli_align.py checks that the two agree).
 ALIGN_DEFAULTS = argparse.Namespace(
@@ -74,10 +86,11 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
         help="search a random subspace of this dimension (0: the full K x d space)",
     )
     parser.add_argument(
-        "--method", default=defaults.method, choices=("de", "gradient", "hybrid"),
+        "--method", default=defaults.method, type=_method, metavar="{de,gradient,hybrid,...}",
         help="de: the evosax --strategy; gradient: Adam on the expected-readout loss with the same "
              "forward-pass budget (a backward pass counted as two forwards); hybrid: the --strategy "
-             "for --hybrid-fraction of the budget, then Adam from its best prompt")
+             "for --hybrid-fraction of the budget, then Adam from its best prompt; or any optimizer "
+             "registered with jaxalign.optimizers.register")
     parser.add_argument(
         "--preset", default=None, choices=ALIGN_PRESETS,
         help="named optimizer settings (strategy, crossover rate, differential weight, dither, "

@@ -1,8 +1,9 @@
-"""Optimisers: the alignment pipeline (one loop for DE, any evosax strategy, Adam and hybrid) and
+"""The run machinery: the alignment pipeline (one loop for every optimizer of
+:mod:`jaxalign.optimizers`), its problem, budgets, checkpoints and resume rules, and
 :func:`evolve`, that loop on any fitness function.
 
-``evolve`` is imported on first use: the pipeline sits above the configuration modules, which
-import :mod:`jaxalign.optimize.evolution` (and so this package) themselves.
+``evolve`` is imported on first use, so that importing the package for its settings types does
+not import the pipeline.
 """
 
 from typing import Any

@@ -5,9 +5,8 @@ passes of one member (step 0 scores the initial population)::
 
     budget(config)                          -> int    P * (G + 1)
     RunCost.from_flops(adam, forward, P)    -> RunCost  an Adam step in forward passes (XLA FLOPs)
-    gradient_steps(P, G, cost)              -> int    Adam steps that fit the budget
-    hybrid_steps(P, G, fraction, cost)      -> (evolution steps, Adam steps)
-    evolution_steps / total_steps / spent   what a config runs and spends at that cost
+    evolution_steps / total_steps / spent   what a config runs and spends at that cost (each
+                                            optimizer's ``phases``: :mod:`jaxalign.optimizers`)
 
 The measurement itself (compiling one Adam step and one scoring pass) is
 :func:`jaxalign.optimize.pipeline.measure_cost`; this module only counts.
@@ -20,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxalign import optimizers
 from jaxalign.config import AlignConfig
-
-FALLBACK_FORWARDS_PER_STEP = 4.0  # an Adam step when XLA reports no FLOPs: forward, recompute, backward
+from jaxalign.optimizers.adam import FALLBACK_FORWARDS_PER_STEP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,63 +65,20 @@ def budget(config: AlignConfig) -> int:
     return config.population * (config.generations + 1)
 
 
-def gradient_steps(population: int, generations: int,
-                   forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
-    """Adam steps with DE's forward-pass budget: ``floor(population * (generations + 1) / cost)``.
-
-    ``forwards_per_step``: an Adam step's cost in forward passes (:class:`RunCost`). Raises
-    ValueError when the budget holds no step."""
-    total = population * (generations + 1)
-    steps = int(np.floor(total / forwards_per_step + 1e-9))
-    if steps < 1:
-        raise ValueError(f"gradient: a budget of {total} forward passes (population x (generations + 1)) "
-                         f"holds no Adam step ({forwards_per_step:.3g} forward passes each); raise generations")
-    return steps
-
-
-def hybrid_steps(population: int, generations: int, fraction: float,
-                 forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> tuple[int, int]:
-    """``(evolution steps, Adam steps)`` of a hybrid run within DE's forward-pass budget.
-
-    The evolution phase gets ``round(fraction * (generations + 1))`` steps (at least 2: the
-    initial population and one generation, where the budget allows), capped so that one Adam
-    step still fits; Adam gets what is left at ``forwards_per_step`` each. The total never exceeds
-    ``population * (generations + 1)``; ValueError when not even one evolution step and one Adam
-    step fit.
-    """
-    total = population * (generations + 1)
-    room = int(np.floor((total - forwards_per_step) / population + 1e-9))  # evolution steps that leave an Adam step
-    if room < 1:
-        raise ValueError(f"hybrid: a budget of {total} forward passes (population x (generations + 1)) "
-                         f"holds no evolution step ({population}) and one Adam step "
-                         f"({forwards_per_step:.3g}); raise generations")
-    evolution = min(max(2, round(fraction * (generations + 1))), room)
-    left = total - population * evolution
-    return evolution, int(np.floor(left / forwards_per_step + 1e-9))
-
-
 def evolution_steps(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
-    """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid)."""
-    if config.method == "gradient":
-        return 0
-    if config.method == "hybrid":
-        return hybrid_steps(config.population, config.generations, config.hybrid_fraction, forwards_per_step)[0]
-    return config.generations + 1
+    """Steps run by the evosax strategy (all for DE, none for Adam, the first phase of hybrid):
+    the first of the optimizer's :attr:`~jaxalign.optimizers.Optimizer.phases`."""
+    return optimizers.get(config.method).phases(config, forwards_per_step)[0]
 
 
 def total_steps(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> int:
-    """Steps of a run: DE ``generations + 1`` (step 0 = the initial population), Adam
-    :func:`gradient_steps`, hybrid both phases of :func:`hybrid_steps`."""
-    if config.method == "gradient":
-        return gradient_steps(config.population, config.generations, forwards_per_step)
-    if config.method == "hybrid":
-        return sum(hybrid_steps(config.population, config.generations, config.hybrid_fraction, forwards_per_step))
-    return config.generations + 1
+    """Steps of a run, both phases of its optimizer (DE ``generations + 1``: step 0 is the
+    initial population)."""
+    return sum(optimizers.get(config.method).phases(config, forwards_per_step))
 
 
 def spent(config: AlignConfig, forwards_per_step: float = FALLBACK_FORWARDS_PER_STEP) -> float:
     """Forward passes a run spends (never more than :func:`budget`): ``population`` per evolution
     step (DE, SNES, CMA: step 0's initial population included), ``forwards_per_step`` per Adam step."""
-    evolution = evolution_steps(config, forwards_per_step)
-    adam = total_steps(config, forwards_per_step) - evolution
+    evolution, adam = optimizers.get(config.method).phases(config, forwards_per_step)
     return config.population * evolution + forwards_per_step * adam

@@ -48,7 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.optimize.checkpoint import normalise_json
-from jaxalign.optimize.evolution import EvolutionConfig, EvolutionResult, FitnessFn, _make_strategy
+from jaxalign.optimize.evolution import EvolutionConfig, EvolutionResult, FitnessFn
+from jaxalign.optimizers.evolution import make_strategy
 from jaxalign.optimize.pipeline import initial_state, run_loop
 from jaxalign.optimize.problem import LoopPlan, RunArgs, Step, traced_evolution
 
@@ -125,7 +126,7 @@ def evolve(
         raise ValueError("resume=True needs a checkpoint_dir")
     n, pop_size, total_steps = z0.shape[0], config.population_size, config.generations + 1
     aux_spec = _fitness_spec(fitness_fn, fitness_args, pop_size, n)
-    _make_strategy(config, n)  # a strategy that cannot be built for (P, n) is refused here, clearly
+    make_strategy(config, n)  # a strategy that cannot be built for (P, n) is refused here, clearly
 
     traced = Step(config=None, embedding_std=1.0, space_dim=int(n), mesh=None, programs=(),
                   evolution=traced_evolution(config), fitness_fn=fitness_fn)

@@ -71,29 +71,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 
 from jaxalign.baselines import BaselineResult, run_baselines
 from jaxalign.config import AlignConfig
-from jaxalign.optimize.budget import (  # noqa: F401  (budget names kept importable from here)
-    FALLBACK_FORWARDS_PER_STEP,
-    RunCost,
-    budget,
-    evolution_steps,
-    gradient_steps,
-    hybrid_steps,
-    spent,
-    total_steps,
-)
+from jaxalign.optimize.budget import FALLBACK_FORWARDS_PER_STEP, RunCost
 from jaxalign.optimize.checkpoint import RunCheckpointer, normalise_json
-from jaxalign.optimize.evolution import (
-    NONFINITE_PATIENCE,
-    NonFiniteFitnessError,
-    _make_strategy,
-    _same_types,
-    _strong,
-)
+from jaxalign import optimizers
+from jaxalign.optimize.evolution import NONFINITE_PATIENCE, NonFiniteFitnessError
+from jaxalign.optimizers.base import strong
 from jaxalign.optimize.problem import (  # noqa: F401  (problem names kept importable from here)
     LoopPlan,
     Problem,
@@ -163,12 +148,12 @@ def measure_cost(problem: Problem) -> RunCost:
     members = problem.config.population
     try:
         args = run_args(one)
-        state = initialise(dataclasses.replace(one, config=dataclasses.replace(one.config, method="gradient")),
-                           meshed, args)
+        adam_step = dataclasses.replace(step, config=dataclasses.replace(step.config, method="gradient"))
+        state = initialise(one, meshed, args, method="gradient")
         args, state = _unplaced(args), _unplaced(state)   # shapes only: no sharding, nothing run
         z = jax.ShapeDtypeStruct((1, members, one.space.dim), jnp.float32)  # (1, P, n)
         forward = _flops(jax.jit(lambda z_, a: fitness(step, z_, a)).lower(z, args).compile())
-        adam = _flops(jax.jit(lambda st, a: _adam_step(step, st, a)).lower(state, args).compile())
+        adam = _flops(jax.jit(lambda st, a: generation(adam_step, st, a)).lower(state, args).compile())
     except Exception as error:  # a backend without cost analysis: the budget still holds
         logger.warning("no FLOP count from XLA (%s); an Adam step is counted as %g forward passes",
                        error, FALLBACK_FORWARDS_PER_STEP)
@@ -187,54 +172,31 @@ def run_args(problem: Problem) -> RunArgs:
         inputs=tuple(s.inputs for s in problem.scorers),
         space=problem.space,
         targets=jnp.asarray(problem.target_values()),
-        keys=_strong(keys),
+        keys=strong(keys),
         z0=jnp.zeros((problem.n_targets, problem.space.dim), jnp.float32),  # the space's origin p0
         offsets=jnp.asarray(problem.offsets if problem.offsets is not None
                             else np.zeros(len(problem.instrument.dimensions)), jnp.float32),  # (D,)
     )
 
 
-def _strategy(step: Step):
-    return _make_strategy(step.evolution, step.space_dim)
-
-
-def _optimizer(step: Step) -> optax.GradientTransformation:
-    config = step.config
-    step_size = config.learning_rate if config.subspace is not None else config.learning_rate * step.embedding_std
-    return optax.chain(optax.zero_nans(), optax.adam(step_size))
-
-
-def initialise(problem: Problem, step: Step, args: RunArgs) -> RunState:
+def initialise(problem: Problem, step: Step, args: RunArgs, *, method: str | None = None) -> RunState:
     """The state before step 0 of ``problem`` (:func:`initial_state`, best dims zero)."""
     dims = np.zeros((problem.n_targets, len(problem.instrument.dimensions)), np.float32)  # (C, D)
-    return initial_state(step, args, dims, method=problem.config.method)
+    return initial_state(step, args, dims, method=method)
 
 
 def initial_state(step: Step, args: RunArgs, best_dims: Any, *, method: str | None = None) -> RunState:
-    """The state before step 0 (the optimizer state is a template that step 0 replaces).
+    """The state before step 0: the optimizer's state template (step 0 replaces it), the best
+    member ``z0``, no loss yet.
 
     ``best_dims``: the best-so-far aux before anything is scored (zeros, every leaf (C, ...));
     ``method``: the step's own by default (:func:`measure_cost` asks for an Adam state).
     """
-    method = step.method if method is None else method
-    c, n = args.keys.shape[0], step.space_dim
-    z = jnp.asarray(args.z0, jnp.float32)  # (C, n)
-    adam = (z, _optimizer(step).init(z)) if method != "de" else None
-    if method == "gradient":
-        opt = adam
-    else:
-        strategy, params = _strategy(step)
-        pop = step.evolution.population_size
-        if isinstance(strategy, PopulationBasedAlgorithm):
-            opt = jax.vmap(lambda k: strategy.init(
-                k, jnp.zeros((pop, n), jnp.float32), jnp.zeros((pop,), jnp.float32), params))(args.keys)
-        else:
-            opt = jax.vmap(lambda k, z0: strategy.init(k, z0, params))(args.keys, z)
-        if method == "hybrid":
-            opt = (opt, adam)
-    return _strong(RunState(
-        step=np.int32(0), opt=opt, best_z=np.asarray(z), best_loss=np.full((c,), np.inf, np.float32),
-        best_dims=best_dims,
+    c = args.keys.shape[0]
+    opt = optimizers.get(step.method if method is None else method).init(step, args)
+    return strong(RunState(
+        step=np.int32(0), opt=opt, best_z=np.asarray(args.z0, np.float32),
+        best_loss=np.full((c,), np.inf, np.float32), best_dims=best_dims,
     ))
 
 
@@ -265,82 +227,18 @@ def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Arr
 
 
 def generation(step: Step, state: RunState, args: RunArgs) -> tuple[RunState, dict[str, jax.Array]]:
-    """Runs step ``state.step`` for every target: ``(new state, record)``; record leaves (C, ...)."""
-    if step.method == "gradient":
-        return _adam_step(step, state, args)
-    if step.method == "hybrid":
-        return _hybrid_step(step, state, args)
-    return _evosax_step(step, state, args)
-
-
-def _hybrid_step(step: Step, state: RunState, args: RunArgs):
-    """An evosax step before the config's evolution steps, then Adam from the best prompt found."""
-    switch = step.switch
-    evolution_opt, (z, adam_opt) = state.opt
-
-    def evolve(_):
-        new, record = _evosax_step(step, dataclasses.replace(state, opt=evolution_opt), args)
-        return dataclasses.replace(new, opt=(new.opt, (z, adam_opt))), record
-
-    def descend(_):
-        start = jnp.where(state.step == switch, state.best_z, z)  # Adam starts at the best member
-        new, record = _adam_step(step, dataclasses.replace(state, opt=(start, adam_opt)), args)
-        return dataclasses.replace(new, opt=(evolution_opt, new.opt)), record
-
-    return jax.lax.cond(state.step < switch, evolve, descend, None)
-
-
-def _evosax_step(step: Step, state: RunState, args: RunArgs):
-    strategy, params = _strategy(step)
-    evo = step.evolution
-    pop, n, s = evo.population_size, step.space_dim, state.step
-    population_based = isinstance(strategy, PopulationBasedAlgorithm)
-    keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, s), 3))(args.keys)  # (C, 3, 2)
-    key_ask, key_tell, key_pop = keys[:, 0], keys[:, 1], keys[:, 2]
-    is_init = s == 0
-    z0 = args.z0  # (C, n)
-
-    asked, _ = jax.vmap(lambda k, st: strategy.ask(k, st, params))(key_ask, state.opt)
-    noise = evo.init_scale * jax.vmap(lambda k: jax.random.normal(k, (pop, n), jnp.float32))(key_pop)
-    initial = (z0[:, None] + noise).at[:, 0].set(z0)  # (C, P, n)
-    population = jnp.where(is_init, initial, asked.astype(jnp.float32))  # (C, P, n)
-
-    losses, dims = fitness(step, population, args)
-    losses = losses.astype(jnp.float32)  # (C, P)
+    """Runs step ``state.step`` for every target: the optimizer's update
+    (:mod:`jaxalign.optimizers`, by ``step.method``), then each target's best-so-far member;
+    ``(new state, record)``, record leaves (C, ...)."""
+    done = optimizers.get(step.method).update(step, state, args, lambda z: fitness(step, z, args))
+    losses = done.losses.astype(jnp.float32)  # (C, M)
     finite = jnp.isfinite(losses)
     clean = jnp.where(finite, losses, jnp.inf)
-    if population_based:  # a failed trial never replaces its parent
-        shaped = clean
-    else:  # distribution-based: the worst finite loss of the generation (inf would poison means)
-        worst = jnp.max(jnp.where(finite, losses, -jnp.inf), axis=1, keepdims=True)
-        shaped = jnp.where(finite, losses, jnp.where(jnp.any(finite, axis=1, keepdims=True), worst, 0.0))
-
-    def tell(before):
-        told = jax.vmap(lambda k, p, f, st: strategy.tell(k, p, f, st, params)[0])(
-            key_tell, population, shaped, before)
-        # a generation without one finite loss teaches nothing: that target's state stays as it
-        # was (DE would swap +inf parents for +inf trials; a distribution-based strategy would
-        # rank arbitrary members as if they all had the best loss 0.0)
-        any_finite = jnp.any(finite, axis=1)  # (C,)
-        keep = lambda new, old: jnp.where(any_finite.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-        return jax.tree.map(keep, told, before)
-
-    def init_state(_):
-        if population_based:
-            return jax.vmap(lambda k, p, f: strategy.init(k, p, f, params))(key_tell, population, shaped)
-        # SNES, CMA...: the initial population is a draw of the strategy's initial distribution
-        # (mean z0, spread init_scale), so it is told: step 0's P evaluations are not wasted
-        return tell(_same_types(jax.vmap(lambda k, z: strategy.init(k, z, params))(key_tell, z0), state.opt))
-
-    def tell_state(_):
-        return tell(state.opt)
-
-    opt = _same_types(jax.lax.cond(is_init, init_state, tell_state, None), state.opt)
-    new, record = _update_best(state, population, clean, dims, finite, losses)
-    return dataclasses.replace(new, opt=opt), record
+    new, record = update_best(state, done.population, clean, done.aux, finite, losses)
+    return dataclasses.replace(new, opt=done.opt), record
 
 
-def _update_best(state: RunState, population, clean, dims, finite, losses):
+def update_best(state: RunState, population, clean, dims, finite, losses):
     """Best-so-far per target from this step's ``(C, M, ...)`` members; the step's record.
 
     ``dims``: the members' dimension scores ``(C, M, D)``, or any aux pytree of leaves ``(C, M, ...)``."""
@@ -358,23 +256,6 @@ def _update_best(state: RunState, population, clean, dims, finite, losses):
     new = RunState(step=state.step + 1, opt=state.opt, best_z=best_z, best_loss=best_loss,
                    best_dims=best_dims)
     return new, record
-
-
-def _adam_step(step: Step, state: RunState, args: RunArgs):
-    optimizer = _optimizer(step)
-    z, opt_state = state.opt
-
-    def total_loss(z_):  # (C, n): sum over targets; each target's gradient is its own
-        losses, dims = fitness(step, z_[:, None], args)
-        return jnp.sum(losses), (losses[:, 0], dims[:, 0])
-
-    (_, (losses, dims)), grad = jax.value_and_grad(total_loss, has_aux=True)(z)
-    updates, opt_state = optimizer.update(grad, opt_state, z)
-    finite = jnp.isfinite(losses)[:, None]
-    clean = jnp.where(finite, losses[:, None], jnp.inf)
-    new, record = _update_best(state, z[:, None], clean, dims[:, None], finite, losses[:, None])
-    opt = _same_types((optax.apply_updates(z, updates), opt_state), state.opt)
-    return dataclasses.replace(new, opt=opt), record
 
 
 def run_chunk(step: Step, state: RunState, args: RunArgs, s_end: jax.Array, length: int):
@@ -437,7 +318,7 @@ def restore_checkpoint(checkpointer: RunCheckpointer, plan: LoopPlan, template: 
     history = tree["history"]
     if history["best_loss"].shape[0] != generation + 1 or int(tree["state"].step) != generation + 1:
         raise ValueError(f"corrupt checkpoint in {checkpointer.directory!r} at generation {generation}")
-    return _strong(tree["state"]), history
+    return strong(tree["state"]), history
 
 
 # ----------------------------------------------------------------------------- the host loop

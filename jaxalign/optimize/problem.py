@@ -46,9 +46,10 @@ from jaxalign.optimize.budget import (
     total_steps,
 )
 from jaxalign.optimize.checkpoint import normalise_json
-from jaxalign.optimize.evolution import EvolutionConfig
+from jaxalign import optimizers
+from jaxalign.optimizers.evolution import EvolutionConfig
 from jaxalign.parallel import replicate
-from jaxalign.resume import recorded_fields
+from jaxalign.optimize.resume import recorded_fields
 from jaxalign.scoring import Scorer, ScoringProgram, make_scorer
 from jaxalign.search_space import search_space
 from jaxalign.softprompt import SoftPromptSpace
@@ -135,9 +136,14 @@ class Problem:
     @property
     def evaluations(self) -> int | float:
         """Forward passes of one member the whole run spends (:func:`spent`; an int for DE)."""
-        if self.config.method not in ("gradient", "hybrid"):
+        if not self.optimizer.gradient:
             return budget(self.config)
         return float(spent(self.config, self.forwards_per_step))
+
+    @property
+    def optimizer(self) -> optimizers.Optimizer:
+        """The run's optimizer (:func:`jaxalign.optimizers.get` of ``config.method``)."""
+        return optimizers.get(self.config.method)
 
     @property
     def label(self) -> str:
@@ -150,7 +156,7 @@ class Problem:
 
     def step(self) -> Step:
         """What a step's trace reads from this problem (see :class:`Step`)."""
-        members = self.n_targets * (1 if self.config.method == "gradient" else self.config.population)
+        members = self.n_targets * (self.config.population if self.evolution_steps else 1)
         programs = []
         for scorer in self.scorers:
             per_pass = scorer.members_per_pass
@@ -159,7 +165,7 @@ class Problem:
             programs.append(scorer.program(per_pass))
         # the seed reaches the loop only through its arguments (the targets' keys, the space), so
         # runs that differ only in their seed share one loop
-        switch = self.evolution_steps if self.config.method == "hybrid" else 0
+        switch = self.evolution_steps  # a two-phase optimizer's first phase (hybrid: evolution, then Adam)
         return Step(config=dataclasses.replace(self.config, seed=0), embedding_std=float(self.embedding_std),
                     space_dim=int(self.space.dim), mesh=self.mesh, programs=tuple(programs), switch=switch,
                     evolution=traced_evolution(self.config.evolution_config(self.embedding_std)))
@@ -171,7 +177,7 @@ class Problem:
                         checkpoint_every=config.checkpoint_every, population=config.population,
                         evolution_steps=self.evolution_steps, fingerprint=self.fingerprint(),
                         record={"targets": [t.name for t in self.targets], "method": config.method},
-                        unit="gen" if config.method == "de" else "step")
+                        unit=self.optimizer.unit)
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint of this problem must match to be resumed (JSON-able)."""
@@ -232,13 +238,13 @@ def build_problem(
     shown = survey_presentations(instrument, config.orders,
                                  [tuning_wording(path, instrument) for path in config.extra_wordings])
     presentations = tuple(p.name for p in shown)
-    if config.method in ("gradient", "hybrid"):  # Adam trains on the only differentiable readout
+    if optimizers.get(config.method).gradient:  # a gradient trains on the only differentiable readout
         train = dict(readout="expected", members_per_pass=None)
     else:
         train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
     scorers = tuple(make_scorer(lm, p.instrument, option_order=p.option_order, **train, **common)
                     for p in shown)
-    if config.method == "de" and config.members_per_pass is None:
+    if not optimizers.get(config.method).gradient and config.members_per_pass is None:
         result_scorers = scorers  # same readout: reuse their compiled functions
     else:
         result_scorers = tuple(make_scorer(lm, p.instrument, option_order=p.option_order,
@@ -332,7 +338,8 @@ class Step:
       mesh: a device mesh or ``None``.
       programs: one :class:`~jaxalign.scoring.ScoringProgram` per presentation (none with
         ``fitness_fn``).
-      switch: hybrid's evolution steps (then Adam); 0 for the other methods.
+      switch: the steps of the optimizer's first phase (its ``phases``; the hybrid switches to
+        Adam there).
       evolution: the evosax strategy's settings, ``init_scale`` in search-space units
         (:func:`traced_evolution`: the fields the trace never reads fixed).
       fitness_fn: a user fitness function ``(z (P, n), inputs) -> (losses (P,), aux)`` scored
@@ -344,13 +351,13 @@ class Step:
     space_dim: int
     mesh: Any
     programs: tuple[ScoringProgram, ...]
-    switch: int = 0  # hybrid: the evolution steps before Adam (they depend on the measured cost)
+    switch: int = 0  # first-phase steps (they depend on the measured cost of an Adam step)
     evolution: EvolutionConfig | None = None
     fitness_fn: Callable[[Any, Any], tuple[Any, Any]] | None = None
 
     @property
     def method(self) -> str:
-        """``"de"`` (any evosax strategy), ``"gradient"`` or ``"hybrid"``."""
+        """The optimizer's registry name (:mod:`jaxalign.optimizers`); ``"de"`` for a user fitness."""
         return "de" if self.config is None else self.config.method
 
 

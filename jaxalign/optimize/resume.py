@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxalign import optimizers
 from jaxalign.config import AlignConfig
 from jaxalign.fingerprint import targets_fingerprint
 from jaxalign.survey import Instrument, Target
@@ -56,21 +57,17 @@ def check_out_dir(out: str | os.PathLike, *, resume: bool, cli: bool = False) ->
 
 #: Config fields a checkpoint does not record (:meth:`jaxalign.optimize.pipeline.Problem.fingerprint`
 #: leaves them out): they may change on resume (``generations`` only upwards, and never for a
-#: method whose steps depend on the total: see :data:`FIXED_GENERATIONS_METHODS`).
+#: method whose steps depend on the total: an optimizer's ``fixed_total``).
 RESUMABLE_CHANGES: tuple[str, ...] = ("generations", "chunk_size", "checkpoint_every", "baselines")
 
-#: Methods whose step-by-step behaviour depends on ``generations``: the hybrid's switch from its
-#: evolution phase to Adam is a share of the whole budget, so more generations would move the
-#: switch and mix the phases of a resumed run. Their ``generations`` is fixed at the run's start
-#: (recorded in the checkpoint's fingerprint) and a change is refused before any weight is read.
-FIXED_GENERATIONS_METHODS: tuple[str, ...] = ("hybrid",)
-
-
 def recorded_fields(config: AlignConfig) -> dict[str, Any]:
-    """The config fields a checkpoint records and a resume must match (all but
-    :data:`RESUMABLE_CHANGES`, with ``generations`` kept for :data:`FIXED_GENERATIONS_METHODS`)."""
+    """The config fields a checkpoint records and a resume must match: all but
+    :data:`RESUMABLE_CHANGES`, with ``generations`` kept for an optimizer whose steps depend on
+    the run's total (its ``fixed_total``: the hybrid's switch from its evolution phase to Adam
+    is a share of the whole budget, so more generations would move the switch and mix the
+    phases of a resumed run; the change is refused before any weight is read)."""
     free = set(RESUMABLE_CHANGES)
-    if config.method in FIXED_GENERATIONS_METHODS:
+    if optimizers.get(config.method).fixed_total:
         free.discard("generations")
     return {key: value for key, value in config.to_dict().items() if key not in free}
 
