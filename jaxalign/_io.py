@@ -1,12 +1,15 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of one."""
+"""Files the package writes: atomic writes (a reader sees the old file or the whole new one, never
+half of one) and JSON numbers (NaN as null)."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -35,3 +38,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Writes ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
+
+
+def json_number(value: Any) -> float | None:
+    """``value`` as a JSON number: a Python float, ``None`` for NaN (JSON has no NaN)."""
+    value = float(value)
+    return None if math.isnan(value) else value

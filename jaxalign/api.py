@@ -38,6 +38,7 @@ from jaxalign.config import (  # noqa: F401  (re-exported: jaxalign.api.AlignCon
     PRESETS,
     AlignConfig,
 )
+from jaxalign import optimizers
 from jaxalign.model import LM
 from jaxalign.parallel import is_main_process, shared_text, sync_processes
 from jaxalign.scoring import Scores, make_scorer
@@ -49,13 +50,13 @@ from jaxalign.results import AlignResult, AlignResults, plot_dims, plot_targets,
 from jaxalign.optimize.resume import (  # noqa: F401
     CHECKPOINT_FOLDER,
     RESUMABLE_CHANGES,
-    _latest_record,
+    latest_record,
     check_out_dir,
     check_resume,
     resume_differences,
     resume_refusal,
 )
-from jaxalign.search_space import SPACE_FILE, _saved_search_space, initial_prompt, search_space  # noqa: F401
+from jaxalign.search_space import SPACE_FILE, initial_prompt, saved_search_space, search_space  # noqa: F401
 from jaxalign.survey.targets import check_reachable
 
 
@@ -183,7 +184,7 @@ def run_pipeline(
     if resume:  # changed settings are refused before anything is rendered or compiled
         check_resume(out_dir, config, targets, instrument=instrument, model=lm.name,
                      dtype=str(np.dtype(lm.dtype)))
-    unit = "gen" if config.method == "de" else "step"
+    unit = optimizers.get(config.method).unit
     folder = _RunFolder(out_dir) if out_dir is not None else None
     checkpoint_dir = None if out_dir is None else str((out_dir / CHECKPOINT_FOLDER).resolve())
     report = None
@@ -313,7 +314,7 @@ def _newest_checkpoint_step(out_dir: Path) -> int | None:
 def _check_resume_content(out_dir: Path, problem: Any) -> None:
     """Refuses to resume when the checkpoint was made of other content (weights, wording,
     rendered tokens, search space): the full fingerprint of the set-up ``problem``."""
-    latest = _latest_record(out_dir)
+    latest = latest_record(out_dir)
     if latest is None:
         return
     differences = resume_differences(latest[1].get("fingerprint", {}), problem.fingerprint(),
@@ -341,7 +342,7 @@ def fix_chat_date(lm: LM, config: AlignConfig, resume_from: Path | None = None) 
 
 def _checkpointed_chat_date(out_dir: Path) -> str | None:
     """The ``chat_date`` in the latest checkpoint's fingerprint under ``out_dir`` (None if none)."""
-    latest = _latest_record(Path(out_dir))
+    latest = latest_record(Path(out_dir))
     return None if latest is None else latest[1].get("fingerprint", {}).get("chat_date")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxalign.baselines import BASELINES
 from jaxalign import optimizers
-from jaxalign.optimizers.evolution import EvolutionConfig
+from jaxalign.optimizers.evolution import EvolutionConfig, is_int
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
 from jaxalign.prompting.chat_formats import check_date
 from jaxalign.survey.objectives import LOSSES
@@ -167,13 +167,13 @@ class AlignConfig:
         if self.init_scale is not None and not (
                 isinstance(self.init_scale, (int, float, np.floating)) and not isinstance(self.init_scale, bool)):
             raise ValueError(f"init_scale must be None (the strategy's default) or a number > 0, got {self.init_scale!r}")
-        if not _is_int(self.k) or not 1 <= self.k <= MAX_K:
+        if not is_int(self.k) or not 1 <= self.k <= MAX_K:
             raise ValueError(f"k (soft-prompt length) must be an integer in 1..{MAX_K}, got {self.k!r}")
-        if not _is_int(self.population) or not 4 <= self.population <= MAX_POPULATION:
+        if not is_int(self.population) or not 4 <= self.population <= MAX_POPULATION:
             raise ValueError(
                 f"population must be an integer in 4..{MAX_POPULATION}, got {self.population!r}"
             )
-        if self.subspace is not None and (not _is_int(self.subspace) or self.subspace < 1):
+        if self.subspace is not None and (not is_int(self.subspace) or self.subspace < 1):
             raise ValueError(f"subspace must be None (full space) or an integer >= 1, got {self.subspace!r}")
         if self.readout not in READOUTS:
             raise ValueError(f"unknown readout {self.readout!r}; choose one of {', '.join(READOUTS)}")
@@ -182,7 +182,7 @@ class AlignConfig:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
         object.__setattr__(self, "baselines", tuple(self.baselines))
         if self.members_per_pass is not None and self.members_per_pass != "auto":
-            if not _is_int(self.members_per_pass) or self.members_per_pass < 1:
+            if not is_int(self.members_per_pass) or self.members_per_pass < 1:
                 raise ValueError(
                     f"members_per_pass must be None, 'auto' or an integer >= 1, got {self.members_per_pass!r}")
             check_members_per_pass(self.members_per_pass, self.population)
@@ -246,5 +246,3 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxalign._io import write_text_atomic
+from jaxalign._io import json_number, write_text_atomic
 from jaxalign.baselines import BaselineResult
 from jaxalign.softprompt import (
     save_soft_prompt,
@@ -80,14 +79,14 @@ class AlignResult:
         """Everything ``results.json`` holds (NaN written as null)."""
 
         def dims_dict(values) -> dict[str, float | None]:
-            return {n: _num(v) for n, v in zip(self.dimensions, np.asarray(values, np.float64))}
+            return {n: json_number(v) for n, v in zip(self.dimensions, np.asarray(values, np.float64))}
 
         methods = {
-            name: {"loss": _num(b.loss), "dims": dims_dict(b.dims), "system": b.system,
+            name: {"loss": json_number(b.loss), "dims": dims_dict(b.dims), "system": b.system,
                    "answers": np.asarray(b.probs, np.float64).round(6).tolist()}
             for name, b in self.baselines.items()
         }
-        methods["optimized"] = {"loss": _num(self.loss), "dims": dims_dict(self.dims),
+        methods["optimized"] = {"loss": json_number(self.loss), "dims": dims_dict(self.dims),
                                  "method": self.method}
         return {
             "jaxalign_version": _version(),
@@ -109,8 +108,8 @@ class AlignResult:
             "methods": methods,
             "answers": np.asarray(self.probs, np.float64).round(6).tolist(),
             "history": {
-                "best_loss": [_num(v) for v in self.history["best_loss"]],
-                "mean_loss": [_num(v) for v in self.history["mean_loss"]],
+                "best_loss": [json_number(v) for v in self.history["best_loss"]],
+                "mean_loss": [json_number(v) for v in self.history["mean_loss"]],
                 **({"phase": list(self.history["phase"])} if "phase" in self.history else {}),
             },
             "evaluations": self.evaluations,
@@ -118,7 +117,7 @@ class AlignResult:
             "resumed_from": self.resumed_from,
             "wall_s": round(self.wall_s, 3),
             "compile_s": round(self.compile_s, 3),
-            "s_per_generation": _num(round(self.s_per_generation, 5)),
+            "s_per_generation": json_number(round(self.s_per_generation, 5)),
             "fingerprints": self.fingerprints,
             **({"partial": True, "generations_done": len(self.history["best_loss"]) - 1}
                if self.partial else {}),
@@ -166,11 +165,6 @@ class AlignResult:
         return meta
 
 
-def _num(v: Any) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
 def _version() -> str:
     from jaxalign import __version__
 
@@ -204,8 +198,8 @@ class AlignResults:
         """One row per target: name, available dimensions, loss per method (NaN as None)."""
         rows = []
         for r in self.results:
-            losses = {name: _num(b.loss) for name, b in r.baselines.items()}
-            losses["aligned"] = _num(r.loss)
+            losses = {name: json_number(b.loss) for name, b in r.baselines.items()}
+            losses["aligned"] = json_number(r.loss)
             rows.append({"target": r.target.name, "code": r.target.code,
                          "dims_available": list(r.target.available), "loss": losses})
         return rows
@@ -214,7 +208,7 @@ class AlignResults:
         first = self.results[0]
         rows = self.summary()
         methods = list(rows[0]["loss"])
-        means = {m: _num(np.nanmean([np.nan if row["loss"].get(m) is None else row["loss"][m]
+        means = {m: json_number(np.nanmean([np.nan if row["loss"].get(m) is None else row["loss"][m]
                                      for row in rows])) for m in methods}
         return {
             "jaxalign_version": _version(), "model": first.model, "wording": first.wording,
@@ -224,7 +218,7 @@ class AlignResults:
             "folders": {r.target.name: target_folder(r.target) for r in self.results},
             "wall_s": round(max(r.wall_s for r in self.results), 3),
             "compile_s": round(first.compile_s, 3),
-            "s_per_generation": _num(round(first.s_per_generation, 5)),
+            "s_per_generation": json_number(round(first.s_per_generation, 5)),
         }
 
     def table(self) -> str:

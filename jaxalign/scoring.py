@@ -178,7 +178,7 @@ class Scorer:
         members_per_pass = self.members_per_pass
         if members_per_pass == "auto":  # decided once per population size, at trace time
             members_per_pass = self.auto_members_per_pass(prompts.shape[0])
-        return _score_members(self.program(members_per_pass), prompts, inputs)
+        return score_members(self.program(members_per_pass), prompts, inputs)
 
     def program(self, members_per_pass: int | None) -> ScoringProgram:
         """This scorer's :class:`ScoringProgram` with ``members_per_pass`` resolved."""
@@ -505,7 +505,7 @@ class ScoringProgram:
         return hash(self._key())
 
 
-def _score_members(program: ScoringProgram, prompts: jax.Array, inputs: ScorerInputs) -> Scores:
+def score_members(program: ScoringProgram, prompts: jax.Array, inputs: ScorerInputs) -> Scores:
     """``prompts (P, K, d)`` -> :class:`Scores` (padding to the mesh's data axis and back)."""
     n_pop = prompts.shape[0]
     if program.mesh is not None:
@@ -527,7 +527,7 @@ def _score_members(program: ScoringProgram, prompts: jax.Array, inputs: ScorerIn
     return scores
 
 
-_score_program_jit = jax.jit(_score_members, static_argnums=0)
+_score_program_jit = jax.jit(score_members, static_argnums=0)
 
 
 def _jitted_score(scorer: Scorer):

@@ -1,6 +1,6 @@
 """The soft-prompt search space of a run: ``p0`` (from text or random vocabulary rows) and a
 random subspace around it (:func:`search_space`), kept in the run folder so a resume never redraws
-it (:func:`_saved_search_space`)::
+it (:func:`saved_search_space`)::
 
     p0 (K, d)  +  z (D,) @ A (D, K*d) * scale    -> soft prompt (K, d)
 """
@@ -62,7 +62,7 @@ def search_space(lm: LM, config: AlignConfig) -> tuple[SoftPromptSpace, float]:
     return subspace(p0, config.subspace, jax.random.key(config.seed + 1), embedding_std), embedding_std
 
 
-def _saved_search_space(path: Path, space: SoftPromptSpace, *, resume: bool) -> SoftPromptSpace:
+def saved_search_space(path: Path, space: SoftPromptSpace, *, resume: bool) -> SoftPromptSpace:
     """The run's search space, kept in ``path`` (``p0`` and the basis ``A``, exact float32).
 
     A fresh run writes ``space`` there (process 0, atomically) before its first checkpoint; a

@@ -33,7 +33,7 @@ def _method(name: str) -> str:
 
 
 # AlignConfig's defaults, repeated here so that building the parser does not import jax
-# (tests/test_cli_align.py checks that the two agree).
+# (tests/test_optimizers.py checks that the two agree; AlignConfig's module imports jax and evosax).
 ALIGN_DEFAULTS = argparse.Namespace(
     k=10, subspace=64, population=32, generations=50, strategy="DifferentialEvolution",
     crossover_rate=0.9, differential_weight=0.8, dither=(0.5, 1.0), elitism=True, init_scale=None, readout="expected",

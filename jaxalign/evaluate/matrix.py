@@ -233,7 +233,6 @@ def run_entries(folders: Sequence[Any], *, label: Callable[[Mapping[str, Any]], 
     ``soft_prompt.safetensors``) or a several-country run (one such sub-folder per country). The
     arm is ``label(results)`` (default :func:`run_label`), the seed the run's."""
     import json
-    from pathlib import Path
 
     from jaxalign.softprompt import load_soft_prompt
     from jaxalign.survey.targets import custom_target

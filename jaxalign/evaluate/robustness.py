@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxalign._io import json_number
+
 CONDITIONS: tuple[str, ...] = ("tuned", "reversed", "heldout")
 CONDITION_LABELS: dict[str, str] = {
     "tuned": "tuned wording",
@@ -82,19 +84,14 @@ class RobustnessReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "target": {"name": self.target.name,
-                       "dims": {d: _num(v) for d, v in zip(self.dimensions, np.asarray(self.target.values))}},
+                       "dims": {d: json_number(v) for d, v in zip(self.dimensions, np.asarray(self.target.values))}},
             "readout": self.readout,
             "rows": [
                 {"condition": r.condition, "prompt": r.prompt, "wording": r.wording, "n_items": r.n_items,
-                 "loss": _num(r.loss), "dims": {d: _num(v) for d, v in zip(self.dimensions, r.dims)}}
+                 "loss": json_number(r.loss), "dims": {d: json_number(v) for d, v in zip(self.dimensions, r.dims)}}
                 for r in self.rows
             ],
         }
-
-
-def _num(v: Any) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) else v
 
 
 def _cell(v: Any) -> str:

@@ -19,8 +19,7 @@ wanted). With ``"last"`` or ``"none"`` the last layer computes keys/values for e
 cache needs them) but its queries, attention, output projection and MLP only at the last real
 position (``"last"``) or not at all (``"none"``). XLA cannot drop unread work inside the layer scan,
 so the last layer is a ``lax.cond`` branch of that scan; a separate call after a scan of ``L - 1``
-layers would copy the last layer's weights out of the stack (one more layer of temporaries,
-measured on the 8B shape).
+layers would copy the last layer's weights out of the stack (one more layer of temporaries).
 
 Two ways in:
 

@@ -93,7 +93,7 @@ from jaxalign.parallel import gather_to_all
 from jaxalign.progress import RunInterrupted, RunProgress
 from jaxalign.prompting.chat_formats import chat_template_name
 from jaxalign.results import AlignResult
-from jaxalign.scoring import _score_members
+from jaxalign.scoring import score_members
 from jaxalign.survey import Instrument, Target, l1_loss
 from jaxalign.survey.presentations import position_content_split
 
@@ -218,7 +218,7 @@ def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Arr
         return losses.reshape(c, m), jax.tree.map(lambda x: x.reshape(c, m, *x.shape[1:]), aux)
     flat = gather_to_all(z.reshape(c * m, n), step.mesh)  # the optimizer state is replicated
     prompts = args.space.decode(flat)  # (C*M, K, d)
-    dims = [_score_members(program, prompts, inputs).dims.reshape(c, m, -1)  # (C, M, D) each
+    dims = [score_members(program, prompts, inputs).dims.reshape(c, m, -1)  # (C, M, D) each
             for program, inputs in zip(step.programs, args.inputs)]
     dim = sum(dims[1:], dims[0]) / len(dims)                                    # (C, M, D)
     shifted = dim if args.offsets is None else dim + args.offsets

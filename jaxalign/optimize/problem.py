@@ -257,9 +257,9 @@ def build_problem(
     offsets = objective.offsets(target_values, mean_plain)
     space, embedding_std = search_space(lm, config)
     if space_file is not None:
-        from jaxalign.search_space import _saved_search_space
+        from jaxalign.search_space import saved_search_space
 
-        space = _saved_search_space(Path(space_file), space, resume=resume)
+        space = saved_search_space(Path(space_file), space, resume=resume)
     content = {
         "model": model_fingerprint(lm),
         "instrument": instrument_fingerprint(instrument),

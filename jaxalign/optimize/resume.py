@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jaxalign import optimizers
 from jaxalign.config import AlignConfig
 from jaxalign.fingerprint import targets_fingerprint
@@ -78,7 +76,7 @@ _SETTINGS_ORDER: tuple[str, ...] = (
     "model", "dtype", "wording", "targets", *(f.name for f in dataclasses.fields(AlignConfig)), "n")
 
 
-def _latest_record(out_dir: Path) -> tuple[int, dict[str, Any]] | None:
+def latest_record(out_dir: Path) -> tuple[int, dict[str, Any]] | None:
     """``(generation, record)`` of the newest checkpoint under ``out_dir``; ``None`` if none (reads
     no array, creates nothing)."""
     from jaxalign.optimize.checkpoint import RunCheckpointer
@@ -153,7 +151,7 @@ def check_resume(
     search space) is compared after the model is loaded. ``cli``: word the messages for the
     command line. Returns the checkpoint's generation, or ``None`` when ``out`` holds none.
     """
-    latest = _latest_record(Path(out))
+    latest = latest_record(Path(out))
     if latest is None:
         return None
     step, record = latest

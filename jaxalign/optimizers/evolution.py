@@ -35,7 +35,8 @@ def available_strategies() -> list[str]:
     return sorted(ea.algorithms)
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
+    """A Python or numpy integer, not a bool (a setting's type check)."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
@@ -80,17 +81,17 @@ class EvolutionConfig:
                 f"unknown evosax strategy {self.strategy!r}; valid names: {', '.join(available_strategies())}"
             )
         min_pop = 4 if self.is_de else 2
-        if not _is_int(self.population_size) or self.population_size < min_pop:
+        if not is_int(self.population_size) or self.population_size < min_pop:
             raise ValueError(
                 f"population_size must be an integer >= {min_pop} for {self.strategy}, got {self.population_size!r}"
             )
-        if not _is_int(self.generations) or self.generations < 1:
+        if not is_int(self.generations) or self.generations < 1:
             raise ValueError(f"generations must be an integer >= 1, got {self.generations!r}")
-        if not _is_int(self.chunk_size) or self.chunk_size < 1:
+        if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {self.chunk_size!r}")
-        if self.checkpoint_every is not None and (not _is_int(self.checkpoint_every) or self.checkpoint_every < 1):
+        if self.checkpoint_every is not None and (not is_int(self.checkpoint_every) or self.checkpoint_every < 1):
             raise ValueError(f"checkpoint_every must be None or an integer >= 1, got {self.checkpoint_every!r}")
-        if not _is_int(self.seed):
+        if not is_int(self.seed):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if not (0.0 <= float(self.crossover_rate) <= 1.0):
             raise ValueError(f"crossover_rate must lie in [0, 1], got {self.crossover_rate!r}")

@@ -8,7 +8,7 @@ Organizations: Software of the Mind* (3rd ed.). McGraw-Hill.
 
 Imports numpy only (no jax), so the ``jaxalign countries`` command starts fast.
 
-How far a target may lie from the published scores (decided for issue 25): a value that no
+How far a target may lie from the published scores: a value that no
 answers can give (outside :func:`reachable_range` of the instrument, e.g. ``PDI=800``: VSM 2013's
 PDI lies in -240..240 whatever the answers) is refused with an error by :func:`check_reachable`
 (``jaxalign align``/``score`` on ``--target``, :func:`jaxalign.align` before it renders
