@@ -163,10 +163,11 @@ def run_pipeline(
     set-up, before the baselines are scored or anything is compiled.
     """
     from jaxalign.optimize import pipeline
+    from jaxalign.survey.item_pairs import item_pair_half
     from jaxalign.survey.presentations import option_orders
 
     t_start = time.perf_counter()
-    instrument = instrument or vsm13()
+    instrument = item_pair_half(instrument or vsm13(), config.item_pairs)  # the indices the run tunes
     targets = tuple(targets)
     out_dir = check_out_dir(out, resume=resume) if out is not None else None
     if resume and out_dir is None:

@@ -18,6 +18,7 @@ from jaxalign import optimizers
 from jaxalign.optimizers.evolution import EvolutionConfig, is_int
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
 from jaxalign.prompting.chat_formats import check_date
+from jaxalign.survey.item_pairs import HALVES
 from jaxalign.survey.objectives import LOSSES
 from jaxalign.survey.presentations import ORDERS
 
@@ -90,6 +91,10 @@ class AlignConfig:
         constant per dimension shared by the run's countries, fitted on the plain model); see
         :mod:`jaxalign.survey.objectives`.
       reference: the reference country of ``loss="anchored"`` (a name, alias or code).
+      item_pairs: ``None`` (every index from both of its item pairs), ``"a"`` or ``"b"``: tune on
+        one item pair per index, the indices read on the full scale from that pair alone
+        (:mod:`jaxalign.survey.item_pairs`); the other half is the test
+        (``jaxalign eval matrix --item-pairs``).
       chat_date: ``YYYY-MM-DD``, the date a chat template that reads today's date (Llama-3.2's
         ``strftime_now``) renders in every prompt of the run; ``None``: today, or on resume the
         date the run started with (see :mod:`jaxalign.prompting.chat_formats`). Not used (and left
@@ -126,6 +131,7 @@ class AlignConfig:
     orders: str = "one"
     loss: str = "paper"
     reference: str | None = None
+    item_pairs: str | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
@@ -155,6 +161,8 @@ class AlignConfig:
                              if self.loss == "anchored" else
                              f"a reference country is only used by loss='anchored', not {self.loss!r}")
         optimizers.get(self.method)  # ValueError naming the registered optimizers
+        if self.item_pairs is not None and self.item_pairs not in HALVES:
+            raise ValueError(f"item_pairs must be None or one of {', '.join(HALVES)}, got {self.item_pairs!r}")
         if isinstance(self.extra_wordings, (str, os.PathLike)):
             raise ValueError("extra_wordings must be a list of wording files, not one string")
         object.__setattr__(self, "extra_wordings", tuple(str(p) for p in self.extra_wordings))

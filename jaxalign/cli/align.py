@@ -132,6 +132,10 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "countries count")
     parser.add_argument("--reference", default=None, type=target_argument,
                         help="reference country of --loss anchored (name, alias or code)")
+    parser.add_argument("--item-pairs", default=None, choices=("a", "b"),
+                        help="tune on one item pair per index (a: the manual's first pair, b: the second), "
+                             "each index read on the full scale from that pair; the other half is the test "
+                             "('jaxalign eval matrix --item-pairs'). Default: both pairs")
     parser.add_argument("--extra-wording", "--wording-pool", action="append", default=[], metavar="FILE",
                         dest="extra_wording",
                         help="also tune on this JSON wording file (repeatable), in every --orders order; item "
@@ -244,6 +248,7 @@ def run_align(args: argparse.Namespace) -> int:
         both_orders=args.both_orders,
         orders="both" if args.both_orders and args.orders == "one" else args.orders,
         loss=args.loss,
+        item_pairs=args.item_pairs,
         reference=None if args.reference is None else args.reference.name,
         extra_wordings=tuple(args.extra_wording),
         readout=args.readout,

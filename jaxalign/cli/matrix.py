@@ -36,6 +36,10 @@ def add_matrix_command(evals: argparse._SubParsersAction, model_arguments) -> No
                         help="written prompts scored beside the runs: a comma list of naive, persona, icl, or 'none'")
     parser.add_argument("--orders", default="both", choices=("one", "both", "cyclic"),
                         help="option orders of every held-out wording")
+    parser.add_argument("--item-pairs", default=None, choices=("a", "b"),
+                        help="read every index from one item pair only (a: the manual's first pair, b: the "
+                             "second; the item-pair holdout of runs tuned with 'align --item-pairs'); "
+                             "default: both pairs")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap draws (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--out", default=None, help="write matrix.json (and the item means, matrix_items.npz) here")
@@ -67,6 +71,7 @@ def run_matrix(args: argparse.Namespace) -> int:
         written_entries,
     )
     from jaxalign.survey import vsm13
+    from jaxalign.survey.item_pairs import item_pair_half
 
     names = _baseline_names(args.baselines)
     if args.bootstrap < 0:
@@ -88,7 +93,7 @@ def run_matrix(args: argparse.Namespace) -> int:
     targets = list({e.target.name: e.target for e in tuned}.values())
     entries = tuned + written_entries(targets, names, slot=slots[0])
     lm = _load(model, args.dtype, None, args.quantize, args.chat_template)
-    instrument = vsm13()
+    instrument = item_pair_half(vsm13(), args.item_pairs)  # the indices the matrix reads
     shown = test_presentations(instrument, args.orders)
     say = (lambda text: print(text, file=sys.stderr)) if not args.json else None
     item_means = score_entries(lm, entries, shown, progress=say)               # (E, S, Q)
@@ -97,6 +102,7 @@ def run_matrix(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "model": lm.name, "presentations": [p.name for p in shown], "countries": [t.name for t in targets],
         "runs": [str(r) for r in args.runs], "bootstrap": args.bootstrap, "arms": arms,
+        "item_pairs": args.item_pairs,
         "notes": _notes(targets),
     }
     if args.out is not None:
@@ -136,8 +142,10 @@ def table(report: dict[str, Any]) -> str:
         return "" if not b else f" [{fmt(b[0], digits)}, {fmt(b[1], digits)}]"
 
     n = len(report["countries"])
+    pairs = report.get("item_pairs")
     lines = [f"model {report['model']}; {n} countries; {len(report['presentations'])} test presentations "
-             f"({', '.join(report['presentations'])})", "",
+             f"({', '.join(report['presentations'])})"
+             + (f"; indices from item pairs {pairs} only" if pairs else ""), "",
              "| arm | seeds | own relative L1 | closest to own country (of %d) | between-country r |"
              " on averaged answers: own L1 / closest / r |" % n,
              "|---|---|---|---|---|---|"]

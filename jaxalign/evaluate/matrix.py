@@ -264,7 +264,8 @@ def run_folders(folder: Any) -> list[Any]:
 
 
 def run_label(results: Mapping[str, Any]) -> str:
-    """An arm's name from a run's ``results.json``: method (strategy), loss, orders, wording pool."""
+    """An arm's name from a run's ``results.json``: method (strategy), loss, orders, wording pool,
+    the item-pair half it was tuned on."""
     config = results["config"]
     method = config["method"]
     if method != "gradient":
@@ -273,4 +274,5 @@ def run_label(results: Mapping[str, Any]) -> str:
     else:
         method = "Adam"
     pool = f" +{len(config.get('extra_wordings') or [])} wordings" if config.get("extra_wordings") else ""
-    return f"{method} loss={config.get('loss', 'paper')} orders={config.get('orders', 'one')}{pool}"
+    pairs = f" pairs={config['item_pairs']}" if config.get("item_pairs") else ""
+    return f"{method} loss={config.get('loss', 'paper')} orders={config.get('orders', 'one')}{pool}{pairs}"

@@ -92,15 +92,30 @@ def latest_record(out_dir: Path) -> tuple[int, dict[str, Any]] | None:
         checkpointer.close()
 
 
+def with_later_defaults(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's fingerprint with every :class:`AlignConfig` field that ``current`` records
+    and it lacks set to the field's default: a setting added to the library after the checkpoint
+    was written reads as the behaviour the run had (every new setting defaults to the earlier
+    behaviour)."""
+    from jaxalign.optimize.checkpoint import normalise_json
+
+    out = dict(saved)
+    for field in dataclasses.fields(AlignConfig):
+        if field.name in current and field.name not in out and field.default is not dataclasses.MISSING:
+            out[field.name] = normalise_json({"v": field.default})["v"]
+    return out
+
+
 def resume_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
                        dimensions: Sequence[str]) -> list[str]:
     """What differs between a checkpoint's fingerprint and this run's, for a person to read:
     ``["population: 8 -> 16", ...]`` (checkpoint -> now), the settings first (model, dtype,
     wording, targets, then :class:`AlignConfig`'s fields), content digests last. Targets of the
-    same names are compared per dimension (``"targets.Japan.PDI: 54.0 -> 55.0"``)."""
+    same names are compared per dimension (``"targets.Japan.PDI: 54.0 -> 55.0"``); a setting the
+    checkpoint predates reads as its default (:func:`with_later_defaults`)"""
     from jaxalign.optimize.checkpoint import changed_fields
 
-    saved, current = dict(saved), dict(current)
+    saved, current = with_later_defaults(saved, current), dict(current)
     order = list(_SETTINGS_ORDER)
     old, new = saved.get("targets"), current.get("targets")
     if isinstance(old, list) and isinstance(new, list):
@@ -171,7 +186,7 @@ def check_resume(
                                      instrument.dimensions)
     if differences:
         raise ValueError(resume_refusal(Path(out) / CHECKPOINT_FOLDER, differences, cli=cli))
-    if config.method == "de" and step > config.generations:
+    if optimizers.get(config.method).unit == "gen" and step > config.generations:
         asked = f"--generations {config.generations}" if cli else f"generations={config.generations}"
         raise ValueError(f"the checkpoint in {str(Path(out) / CHECKPOINT_FOLDER)!r} is at generation {step}, "
                          f"beyond {asked}; ask for at least {step} generations")
