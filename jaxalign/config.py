@@ -19,7 +19,7 @@ from jaxalign.optimizers.evolution import EvolutionConfig, is_int
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
 from jaxalign.prompting.chat_formats import check_date
 from jaxalign.survey.item_pairs import HALVES
-from jaxalign.survey.objectives import LOSSES
+from jaxalign.survey.objectives import objective_kind
 from jaxalign.survey.presentations import ORDERS
 
 
@@ -154,11 +154,10 @@ class AlignConfig:
         if self.both_orders:
             object.__setattr__(self, "orders", "both")
         object.__setattr__(self, "both_orders", self.orders == "both")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if (self.loss == "anchored") != (self.reference is not None):
-            raise ValueError("loss='anchored' needs a reference country, and only it takes one"
-                             if self.loss == "anchored" else
+        takes_reference = objective_kind(self.loss).takes_reference  # ValueError naming the kinds
+        if takes_reference != (self.reference is not None):
+            raise ValueError(f"loss={self.loss!r} needs a reference country, and only such a loss takes one"
+                             if takes_reference else
                              f"a reference country is only used by loss='anchored', not {self.loss!r}")
         optimizers.get(self.method)  # ValueError naming the registered optimizers
         if self.item_pairs is not None and self.item_pairs not in HALVES:

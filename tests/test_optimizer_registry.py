@@ -111,3 +111,39 @@ def test_a_registered_optimizer_runs_through_align_and_resumes(lm, registered, t
     assert resumed.resumed_from == 2  # the short run's last generation
     np.testing.assert_array_equal(resumed.soft_prompt, whole.soft_prompt)
     assert resumed.history["best_loss"] == whole.history["best_loss"]
+
+
+# ---------------------------------------------------------------------------- a toy objective
+@pytest.mark.slow
+def test_a_registered_objective_kind_reaches_align_and_the_cli(lm, tmp_path, capsys):
+    """A new loss kind is one ``ObjectiveKind`` registered by name: here the midrange of the
+    countries (``(max_c t + min_c t) / 2 - plain``) as the shared constant, checked by hand
+    against the plain model's dims scored apart from the run."""
+    from jaxalign.survey import objectives
+
+    def midrange(targets, plain, reference):
+        return (np.nanmax(targets, axis=0) + np.nanmin(targets, axis=0)) / 2 - plain
+
+    kind = objectives.ObjectiveKind("toy-midrange", midrange, "toy: the countries' midrange", min_targets=2,
+                                    reference_label="the midrange of the run's countries")
+    with pytest.raises(ValueError, match="unknown loss 'toy-midrange'"):
+        api.AlignConfig(loss="toy-midrange")
+    objectives.register_objective(kind)
+    try:
+        assert build_parser().parse_args(["align", "--out", "x", "--country", "China",
+                                          "--loss", "toy-midrange"]).loss == "toy-midrange"
+        with pytest.raises(ValueError, match="at least two targets"):
+            objectives.make_objective("toy-midrange", n_targets=1)
+        config = api.AlignConfig(loss="toy-midrange", generations=1, seed=0, **SMALL)
+        results = jaxalign.align(lm, ["China", "Japan"], config=config, progress=False)
+        plain = np.asarray(make_scorer(lm, jaxalign.vsm13(), k=0)(np.zeros((1, 0, lm.config.hidden_size))).dims[0])
+        targets = np.stack([jaxalign.resolve_target(c).values for c in ("China", "Japan")])
+        want = (targets.max(0) + targets.min(0)) / 2 - plain
+        for r, t in zip(results, targets):
+            record = r.to_json()["objective"]
+            assert record["loss"] == "toy-midrange" and record["reference"] == "the midrange of the run's countries"
+            np.testing.assert_allclose(record["constants"], want, rtol=1e-5, atol=1e-3)
+            # the reported loss is the L1 after those constants
+            assert r.loss == pytest.approx(float(np.mean(np.abs(r.dims + want - t))), rel=1e-4, abs=1e-3)
+    finally:
+        objectives.unregister_objective("toy-midrange")

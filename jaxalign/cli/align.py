@@ -32,6 +32,17 @@ def _method(name: str) -> str:
     return name
 
 
+def _loss(name: str) -> str:
+    """``--loss``: a registered objective kind's name."""
+    from jaxalign.survey.objectives import objective_kind
+
+    try:
+        objective_kind(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 # AlignConfig's defaults, repeated here so that building the parser does not import jax
 # (tests/test_optimizers.py checks that the two agree; AlignConfig's module imports jax and evosax).
 ALIGN_DEFAULTS = argparse.Namespace(
@@ -124,12 +135,13 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "reversed; the five cyclic rotations. Item means are averaged over them (and "
                              "over the wordings) before the indices and the loss, so a position effect cancels")
     parser.add_argument("--both-orders", action="store_true", help="the same as --orders both")
-    parser.add_argument("--loss", default="paper", choices=("paper", "anchored", "relative"),
+    parser.add_argument("--loss", default="paper", type=_loss, metavar="{paper,anchored,relative,...}",
                         help="paper: L1 to the published scores with C = 0 (the paper's); anchored: constants "
                              "that read the plain model as a respondent from --reference; relative (several "
                              "countries): one constant per dimension shared by the run's countries, the median "
                              "over countries of target - plain-model index, so only differences between "
-                             "countries count")
+                             "countries count; or any kind registered with "
+                             "jaxalign.survey.objectives.register_objective")
     parser.add_argument("--reference", default=None, type=target_argument,
                         help="reference country of --loss anchored (name, alias or code)")
     parser.add_argument("--item-pairs", default=None, choices=("a", "b"),

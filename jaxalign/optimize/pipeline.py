@@ -594,8 +594,7 @@ def objective_record(problem: Problem, dims: dict[str, np.ndarray]) -> list[dict
     for c in range(problem.n_targets):
         record: dict[str, Any] = {
             "loss": objective.kind, "description": objective.describe(),
-            "reference": objective.reference_name if objective.kind == "anchored" else
-            ("the run's median country" if objective.kind == "relative" else None),
+            "reference": objective.reference_label,
             "constants": [float(v) for v in offsets],
             "orders": problem.config.orders, "presentations": list(problem.presentations),
             "dims_by_presentation": {name: [float(v) for v in d[c]] for name, d in dims.items()},

@@ -250,7 +250,7 @@ def build_problem(
         result_scorers = tuple(make_scorer(lm, p.instrument, option_order=p.option_order,
                                            readout=config.readout, **common) for p in shown)
     plain = None
-    if objective.kind != "paper" or len(shown) > 1:  # the plain model in every presentation
+    if objective.uses_plain or len(shown) > 1:  # the plain model in every presentation
         plain = plain_dims(lm, shown, config, mesh=mesh, options=options)  # {name: (D,)}
     target_values = np.stack([np.asarray(t.values, np.float32) for t in targets])  # (C, D)
     mean_plain = None if plain is None else np.mean(np.stack(list(plain.values())), axis=0)

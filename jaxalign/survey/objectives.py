@@ -29,79 +29,137 @@ the constants out of the comparison::
   themselves, per presentation, so a prompt is judged on between-country differences alone.
 
 Every objective's offsets are computed once, before the run, on the host; a step only adds them.
+A kind is an :class:`ObjectiveKind` (its ``offsets`` function and what it reads) in a registry by
+name (:func:`register_objective`); a new kind is one module that registers one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 
-#: The loss kinds a run may use.
-LOSSES: tuple[str, ...] = ("paper", "anchored", "relative")
+@dataclasses.dataclass(frozen=True)
+class ObjectiveKind:
+    """One kind of objective: how its constants come from the run's targets and the plain model.
+
+    Attributes:
+      name: the registry name (``AlignConfig.loss``, ``--loss``).
+      offsets: ``(targets (C, D), plain (D,) or None, reference (D,) or None) -> (D,)``, the
+        constants added to every member's indices (NaN-free; 0 where no target has the dimension).
+      description: one line for results; ``{reference}`` is replaced by the reference's name.
+      uses_plain: the constants read the plain model's indices (scored before the run).
+      takes_reference: it needs a reference country (``AlignConfig.reference``) and only it takes one.
+      min_targets: the fewest targets a run of this kind may have.
+      reference_label: what results record as the reference when it takes no country (e.g. the
+        run's median country), or ``None``.
+    """
+
+    name: str
+    offsets: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
+    description: str
+    uses_plain: bool = True
+    takes_reference: bool = False
+    min_targets: int = 1
+    reference_label: str | None = None
+
+
+_KINDS: dict[str, ObjectiveKind] = {}
+
+
+def register_objective(kind: ObjectiveKind, *, replace: bool = False) -> ObjectiveKind:
+    """Adds an objective kind under its name (ValueError if taken, unless ``replace``); then
+    ``AlignConfig(loss=name)`` and ``jaxalign align --loss name`` reach it."""
+    if not isinstance(kind, ObjectiveKind):
+        raise TypeError(f"register_objective takes an ObjectiveKind, got {type(kind).__name__}")
+    if kind.name in _KINDS and not replace:
+        raise ValueError(f"an objective named {kind.name!r} is already registered")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def unregister_objective(name: str) -> None:
+    """Removes the objective kind ``name`` (KeyError if there is none)."""
+    del _KINDS[name]
+
+
+def objective_names() -> tuple[str, ...]:
+    """The registered objective kinds, in registration order."""
+    return tuple(_KINDS)
+
+
+def objective_kind(name: str) -> ObjectiveKind:
+    """The kind registered as ``name``; ValueError naming the registered ones otherwise."""
+    try:
+        return _KINDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(_KINDS)}") from None
 
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """A loss over the indices of every target's members, with the constants it uses.
+    """A run's objective: its kind's name and the reference country it was given.
 
     Attributes:
-      kind: one of :data:`LOSSES`.
-      reference: the reference target's values ``(D,)`` for ``"anchored"`` (NaN where missing),
-        ``None`` otherwise; ``reference_name`` its name.
+      kind: a registered kind's name (:func:`objective_names`).
+      reference: the reference target's values ``(D,)`` for a kind that takes one (NaN where
+        missing), ``None`` otherwise; ``reference_name`` its name.
     """
 
     kind: str
     reference: tuple[float, ...] | None = None
     reference_name: str | None = None
 
+    @property
+    def uses_plain(self) -> bool:
+        """Its constants read the plain model's indices."""
+        return objective_kind(self.kind).uses_plain
+
+    @property
+    def reference_label(self) -> str | None:
+        """The reference as results record it: the country's name, or the kind's label."""
+        return self.reference_name if self.reference is not None else objective_kind(self.kind).reference_label
+
     def offsets(self, targets: np.ndarray, plain_dims: np.ndarray | None) -> np.ndarray:
         """The constants ``(D,)`` added to every member's indices, from the run's targets
-        ``(C, D)`` (NaN where missing) and the plain model's indices ``(D,)`` (unused by
-        ``"paper"``). Dimensions no target has get 0 (they are masked in the loss anyway)."""
+        ``(C, D)`` (NaN where missing) and the plain model's indices ``(D,)`` (unused by a kind
+        that does not read them). Dimensions no target has get 0 (masked in the loss anyway)."""
+        kind = objective_kind(self.kind)
         targets = np.atleast_2d(np.asarray(targets, np.float64))
         n_dims = targets.shape[1]
-        if self.kind == "paper":
-            return np.zeros((n_dims,), np.float32)
-        if plain_dims is None:
-            raise ValueError(f"the {self.kind!r} loss needs the plain model's indices")
-        plain = np.asarray(plain_dims, np.float64).reshape(n_dims)
-        if self.kind == "anchored":
-            reference = np.asarray(self.reference, np.float64)
-            needed = ~np.all(np.isnan(targets), axis=0)
-            missing = needed & np.isnan(reference)
+        plain = None
+        if kind.uses_plain:
+            if plain_dims is None:
+                raise ValueError(f"the {self.kind!r} loss needs the plain model's indices")
+            plain = np.asarray(plain_dims, np.float64).reshape(n_dims)
+        reference = None if self.reference is None else np.asarray(self.reference, np.float64)
+        if reference is not None:
+            missing = ~np.all(np.isnan(targets), axis=0) & np.isnan(reference)
             if missing.any():
                 raise ValueError(f"the reference {self.reference_name!r} lacks dimension(s) "
                                  f"{', '.join(str(i) for i in np.flatnonzero(missing))} that a target has")
-            return np.where(np.isnan(reference), 0.0, reference - plain).astype(np.float32)
-        return np.nan_to_num(fitted_constants(plain[None], targets), nan=0.0).astype(np.float32)
+        out = np.asarray(kind.offsets(targets, plain, reference), np.float64).reshape(n_dims)
+        return np.nan_to_num(out, nan=0.0).astype(np.float32)
 
     def describe(self) -> str:
         """One line for results and reports."""
-        if self.kind == "paper":
-            return "paper: L1 to the published scores with the constants C = 0"
-        if self.kind == "anchored":
-            return (f"anchored: L1 after constants that read the plain model as a respondent from "
-                    f"{self.reference_name}")
-        return ("relative: L1 after one constant per dimension shared by the run's countries, the "
-                "median over countries of target - plain-model index (fixed for the run)")
+        return objective_kind(self.kind).description.format(reference=self.reference_name)
 
 
 def make_objective(kind: str = "paper", reference: Any = None, *, n_targets: int = 1) -> Objective:
-    """The objective named ``kind`` (:data:`LOSSES`).
+    """The objective of the registered kind ``kind`` (:func:`objective_names`).
 
-    ``reference``: a :class:`~jaxalign.survey.Target` (or a country name, resolved) for
-    ``"anchored"``; refused for the others. ``n_targets``: the run's number of targets;
-    ``"relative"`` needs at least 2.
+    ``reference``: a :class:`~jaxalign.survey.Target` (or a country name, resolved) for a kind
+    that takes one (``"anchored"``); refused for the others. ``n_targets``: the run's number of
+    targets, at least the kind's ``min_targets`` (``"relative"``: 2).
     """
-    if kind not in LOSSES:
-        raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
-    if kind == "anchored":
+    spec = objective_kind(kind)
+    if spec.takes_reference:
         if reference is None:
-            raise ValueError("the 'anchored' loss needs a reference country (--reference COUNTRY)")
+            raise ValueError(f"the {kind!r} loss needs a reference country (--reference COUNTRY)")
         if isinstance(reference, str):
             from jaxalign.survey.targets import resolve_target
 
@@ -110,8 +168,9 @@ def make_objective(kind: str = "paper", reference: Any = None, *, n_targets: int
                          reference.name)
     if reference is not None:
         raise ValueError(f"a reference country is only used by the 'anchored' loss, not {kind!r}")
-    if kind == "relative" and n_targets < 2:
-        raise ValueError("the 'relative' loss compares countries: give at least two targets "
+    if n_targets < spec.min_targets:
+        count = {2: "two", 3: "three"}.get(spec.min_targets, str(spec.min_targets))
+        raise ValueError(f"the {kind!r} loss compares countries: give at least {count} targets "
                          "(--country A,B,...); for one country use --loss anchored --reference COUNTRY")
     return Objective(kind)
 
@@ -162,3 +221,30 @@ def between_country_correlation(dims: np.ndarray, targets: np.ndarray,
     if model.size < 2 or np.allclose(model, model[0]) or np.allclose(target, target[0]):
         return float("nan")
     return float(np.corrcoef(model, target)[0, 1])
+
+
+# ---------------------------------------------------------------------------- the built-in kinds
+def _paper(targets: np.ndarray, plain: np.ndarray | None, reference: np.ndarray | None) -> np.ndarray:
+    return np.zeros(targets.shape[1])
+
+
+def _anchored(targets: np.ndarray, plain: np.ndarray | None, reference: np.ndarray | None) -> np.ndarray:
+    return np.where(np.isnan(reference), 0.0, reference - plain)
+
+
+def _relative(targets: np.ndarray, plain: np.ndarray | None, reference: np.ndarray | None) -> np.ndarray:
+    return fitted_constants(plain[None], targets)
+
+
+for _kind in (
+    ObjectiveKind("paper", _paper, "paper: L1 to the published scores with the constants C = 0", uses_plain=False),
+    ObjectiveKind("anchored", _anchored, "anchored: L1 after constants that read the plain model as a "
+                  "respondent from {reference}", takes_reference=True),
+    ObjectiveKind("relative", _relative, "relative: L1 after one constant per dimension shared by the run's "
+                  "countries, the median over countries of target - plain-model index (fixed for the run)",
+                  min_targets=2, reference_label="the run's median country"),
+):
+    register_objective(_kind, replace=True)
+
+#: The built-in loss kinds (every registered one: :func:`objective_names`).
+LOSSES: tuple[str, ...] = objective_names()
