@@ -282,7 +282,9 @@ def run_align(args: argparse.Namespace) -> int:
         target = select_all_countries(6 if args.min_dims is None else args.min_dims)
     common.note_partial_target(target)
     # everything that can be checked without the model is checked before it loads; --out is
-    # created only when the run starts (a refused or failed run leaves no folder behind)
+    # created only when the run starts (a refused or failed run leaves no folder behind).
+    # align() checks the folder and the resume again: it is the API's entry point too, and the
+    # checks only read the folder, so the command pays two reads, not a second model load
     from jaxalign.survey.objectives import make_objective
 
     n_targets = len(target) if isinstance(target, list) else 1
