@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxalign.baselines import BASELINES
+from jaxalign.interventions.base import KINDS
 from jaxalign import optimizers
 from jaxalign.optimizers.evolution import EvolutionConfig, is_int
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
@@ -126,6 +127,8 @@ class AlignConfig:
     orders: str = "one"
     loss: str = "paper"
     reference: str | None = None
+    intervention: str = "soft_prompt"
+    layer: int | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
@@ -155,6 +158,15 @@ class AlignConfig:
                              if self.loss == "anchored" else
                              f"a reference country is only used by loss='anchored', not {self.loss!r}")
         optimizers.get(self.method)  # ValueError naming the registered optimizers
+        if self.intervention not in KINDS:
+            raise ValueError(f"unknown intervention {self.intervention!r}; choose one of {', '.join(KINDS)}")
+        if self.layer is not None:
+            if not KINDS[self.intervention].layered:
+                raise ValueError(f"layer is the block a steering vector is added after; a "
+                                 f"{self.intervention.replace('_', ' ')} takes none (set "
+                                 "intervention='steering', or leave layer None)")
+            if not is_int(self.layer) or self.layer < 0:
+                raise ValueError(f"layer must be a 0-based block index >= 0 (or None), got {self.layer!r}")
         if isinstance(self.extra_wordings, (str, os.PathLike)):
             raise ValueError("extra_wordings must be a list of wording files, not one string")
         object.__setattr__(self, "extra_wordings", tuple(str(p) for p in self.extra_wordings))

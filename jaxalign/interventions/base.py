@@ -40,6 +40,8 @@ class InterventionKind:
       shape: the shape of one member's parameters, in words.
       site: where it enters the forward pass, in words.
       option: the command-line option that takes its file.
+      file_name: the file a tuning run writes into its output folder.
+      layered: it acts at a decoder block (``AlignConfig.layer``), not at the input.
     """
 
     name: str
@@ -47,17 +49,19 @@ class InterventionKind:
     shape: str
     site: str
     option: str
+    file_name: str = ""
+    layered: bool = False
 
 
 KINDS: dict[str, InterventionKind] = {
     "soft_prompt": InterventionKind(
         name="soft_prompt", tensor=SOFT_PROMPT_TENSOR, shape="(K, d)",
         site="K input embeddings at the slot of the rendered chat (jaxalign.prompting)",
-        option="--soft-prompt"),
+        option="--soft-prompt", file_name="soft_prompt.safetensors"),
     "steering": InterventionKind(
         name="steering", tensor=STEERING_TENSOR, shape="(d,) at one layer, or (n, d) at n layers",
         site="added to the residual stream after decoder block L (0-based), at every position",
-        option="--steering"),
+        option="--steering", file_name="steering.safetensors", layered=True),
 }
 
 
