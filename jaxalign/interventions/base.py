@@ -14,6 +14,9 @@ An intervention is what jaxalign tunes while the model stays frozen. Each kind i
 - **file**: safetensors with one named tensor and string metadata holding its provenance
   (model fingerprint, target, configuration); a file without provenance is accepted with a note.
 
+How a run tunes each kind (its search space, scorer, decoding and file) is its
+:class:`jaxalign.tuning.Tuning`; a new kind adds its record here and its ``Tuning`` there.
+
 :func:`kind_of_file` tells which kind a safetensors file holds, so a command given the wrong kind
 of file says so instead of failing on a missing tensor.
 """

@@ -30,6 +30,8 @@ One step for C targets and a population of P (``config.method == "de"``)::
     z                         (C, P, n)   evosax ask per target (vmapped over the C states;
                                           step 0: z0 as member 0, z0 + init_scale N(0, 1) the others)
       -> prompts p0 + z A     (C*P, K, d) ONE population: the C targets share the scoring pass
+                                          (the intervention's decode, jaxalign.tuning: a steering
+                                          vector is (C*P, d) and scored by the steering scorer)
       -> scorer(s)            (C*P, D)    one per presentation (normal; reversed order)
       -> L1 per target        (C, P)      each row against its own target, missing dims masked
       -> evosax tell per target, best-so-far per target
