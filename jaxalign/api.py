@@ -38,7 +38,7 @@ from jaxalign.config import (  # noqa: F401  (re-exported: jaxalign.api.AlignCon
     PRESETS,
     AlignConfig,
 )
-from jaxalign import optimizers
+from jaxalign import optimizers, tuning
 from jaxalign.model import LM
 from jaxalign.parallel import is_main_process, shared_text, sync_processes
 from jaxalign.scoring import Scores, make_scorer
@@ -88,7 +88,8 @@ def align(
     log: str | None = None,
     **overrides: Any,
 ) -> AlignResult | AlignResults:
-    """Tunes a soft prompt so that ``lm``'s survey answers give ``target``'s dimension scores.
+    """Tunes a soft prompt (or, with ``intervention="steering"``, a steering vector added after
+    block ``layer``) so that ``lm``'s survey answers give ``target``'s dimension scores.
 
     Args:
       lm: the frozen model (:func:`jaxalign.load_model`).
@@ -100,9 +101,11 @@ def align(
         seed up to float rounding (see :mod:`jaxalign.optimize.pipeline`).
       instrument: the survey; the built-in VSM 2013 wording by default.
       config: an :class:`AlignConfig`; keyword ``overrides`` replace its fields
-        (``align(lm, "China", generations=100)``; ``method="gradient"`` runs Adam).
+        (``align(lm, "China", generations=100)``; ``method="gradient"`` runs Adam;
+        ``intervention="steering", layer=L`` tunes a steering vector ``(d,)`` through the same
+        loop, optimizers, objectives and presentations: :mod:`jaxalign.tuning`).
       out: folder for checkpoints and, at the end, ``results.json``,
-        ``soft_prompt.safetensors`` and ``dims.png`` (for a list of targets: one sub-folder per
+        ``soft_prompt.safetensors`` (a steering run: ``steering.safetensors``) and ``dims.png`` (for a list of targets: one sub-folder per
         target plus ``summary.md``, ``summary.json`` and ``summary.png``). ``None`` keeps
         everything in memory.
       resume: continue the run checkpointed in ``out``; a checkpoint of another configuration
@@ -182,6 +185,9 @@ def run_pipeline(
     # every process checks `out` before process 0 can create its checkpoint folder there
     sync_processes("jaxalign.align: out checked")
     lm, config = fix_chat_date(lm, config, out_dir if resume else None)
+    # what is tuned: its model-dependent defaults (a steering run's layer) filled in and checked
+    # before anything is rendered, so a resume compares the settings the run really used
+    config = tuning.get(config.intervention).resolve(config, lm)
     if resume:  # changed settings are refused before anything is rendered or compiled
         check_resume(out_dir, config, targets, instrument=instrument, model=lm.name,
                      dtype=str(np.dtype(lm.dtype)))

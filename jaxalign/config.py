@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxalign.baselines import BASELINES
+from jaxalign.interventions.base import KINDS
 from jaxalign import optimizers
 from jaxalign.optimizers.evolution import EvolutionConfig, is_int
 from jaxalign.scoring import MODES, READOUTS, check_members_per_pass
@@ -132,6 +133,8 @@ class AlignConfig:
     loss: str = "paper"
     reference: str | None = None
     item_pairs: str | None = None
+    intervention: str = "soft_prompt"
+    layer: int | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AlignConfig":
@@ -162,6 +165,15 @@ class AlignConfig:
         optimizers.get(self.method)  # ValueError naming the registered optimizers
         if self.item_pairs is not None and self.item_pairs not in HALVES:
             raise ValueError(f"item_pairs must be None or one of {', '.join(HALVES)}, got {self.item_pairs!r}")
+        if self.intervention not in KINDS:
+            raise ValueError(f"unknown intervention {self.intervention!r}; choose one of {', '.join(KINDS)}")
+        if self.layer is not None:
+            if not KINDS[self.intervention].layered:
+                raise ValueError(f"layer is the block a steering vector is added after; a "
+                                 f"{self.intervention.replace('_', ' ')} takes none (set "
+                                 "intervention='steering', or leave layer None)")
+            if not is_int(self.layer) or self.layer < 0:
+                raise ValueError(f"layer must be a 0-based block index >= 0 (or None), got {self.layer!r}")
         if isinstance(self.extra_wordings, (str, os.PathLike)):
             raise ValueError("extra_wordings must be a list of wording files, not one string")
         object.__setattr__(self, "extra_wordings", tuple(str(p) for p in self.extra_wordings))

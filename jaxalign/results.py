@@ -16,9 +16,7 @@ import numpy as np
 
 from jaxalign._io import json_number, write_text_atomic
 from jaxalign.baselines import BaselineResult
-from jaxalign.softprompt import (
-    save_soft_prompt,
-)
+from jaxalign import tuning
 from jaxalign.config import AlignConfig
 from jaxalign.survey import Target
 
@@ -29,7 +27,13 @@ class AlignResult:
 
     Attributes:
       target: the target profile.
-      soft_prompt: ``(K, d)`` float32, the best prompt found.
+      soft_prompt: ``(K, d)`` float32, the best prompt found (``(0, d)``, no soft prompt, when
+        another intervention was tuned: ``config.intervention``).
+      steering: ``(d,)`` float32, the best steering vector of a steering run (added after block
+        ``config.layer``); ``None`` otherwise.
+      file_metadata: the provenance the tuned intervention's file records beyond what
+        :meth:`prompt_metadata` gives (a steering file's :func:`~jaxalign.interventions.steering.
+        steering_metadata`); ``None`` for a soft prompt.
       dims: ``(D,)`` the aligned model's indices; ``loss``: its L1 loss (mean over available dims).
       probs: ``(Q, 5)`` the aligned model's answer distribution per item.
       baselines: name -> :class:`~jaxalign.baselines.BaselineResult` (same scorer and readout).
@@ -74,6 +78,8 @@ class AlignResult:
     chat_template: str | None = None
     cost: dict[str, Any] | None = None  # gradient/hybrid: an Adam step's measured cost (RunCost.to_dict)
     objective: dict[str, Any] | None = None  # the loss kind, its constants, presentations, shifts
+    steering: np.ndarray | None = None  # a steering run's vector (d,)
+    file_metadata: dict[str, str] | None = None  # the tuned file's provenance (steering)
 
     def to_json(self) -> dict[str, Any]:
         """Everything ``results.json`` holds (NaN written as null)."""
@@ -105,6 +111,7 @@ class AlignResult:
             **({"objective": self.objective} if self.objective else {}),
             "seed": self.config.seed,
             "config": self.config.to_dict(),
+            **tuning.get(self.config.intervention).describe(self),
             "methods": methods,
             "answers": np.asarray(self.probs, np.float64).round(6).tolist(),
             "history": {
@@ -124,13 +131,14 @@ class AlignResult:
         }
 
     def save(self, out: str | os.PathLike) -> Path:
-        """Writes ``results.json``, ``soft_prompt.safetensors`` and ``dims.png`` into ``out``.
+        """Writes ``results.json``, the tuned intervention's file (``soft_prompt.safetensors``, or
+        ``steering.safetensors`` for a steering run: :mod:`jaxalign.tuning`) and ``dims.png`` into ``out``.
 
         Each file is written to a temporary name and renamed, so a reader never sees half a file.
         """
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        save_soft_prompt(out / "soft_prompt.safetensors", self.soft_prompt, self.prompt_metadata())
+        tuning.get(self.config.intervention).save(self, out)
         plot_dims(self, out / "dims.png")
         write_text_atomic(out / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
         return out

@@ -221,6 +221,10 @@ class Scorer:
         _warn_if_not_finite(self, prompts, scores)
         return scores
 
+    def with_inputs(self, inputs: ScorerInputs) -> "Scorer":
+        """A copy that scores with ``inputs`` (e.g. another ``"sample"`` key); same program."""
+        return dataclasses.replace(self, inputs=inputs)
+
     def with_target(self, target: Target | np.ndarray | None) -> "Scorer":
         """A copy that computes losses against ``target`` (a :class:`Target` or ``(D,)`` values)."""
         values = _target_values(target, self.instrument)

@@ -145,6 +145,12 @@ def _score(program: SteeringProgram, vectors: jax.Array, inputs: ScorerInputs, *
 _score_jit = jax.jit(_score, static_argnums=0, static_argnames="reference")
 
 
+def score_steering_members(program: SteeringProgram, vectors: jax.Array, inputs: ScorerInputs) -> Scores:
+    """The pure fast-path pass a run loop traces: ``vectors (P, d)`` (or ``(P, n, d)``) ->
+    :class:`Scores`, the steering counterpart of :func:`jaxalign.scoring.score_members`."""
+    return _score(program, vectors, inputs)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SteeringScorer:
     """Scores populations of steering vectors at ``layers`` for one model, instrument and layout.
@@ -177,8 +183,20 @@ class SteeringScorer:
         d = self.lm.config.hidden_size
         return (d,) if len(self.layers) == 1 else (len(self.layers), d)
 
-    def program(self) -> SteeringProgram:
-        return SteeringProgram(program=self.plain.program(self.members_per_pass), layers=self.layers)
+    @property
+    def batch(self) -> Any:
+        """The rendered items (the plain scorer's :class:`~jaxalign.prompting.PromptBatch`)."""
+        return self.plain.batch
+
+    def program(self, members_per_pass: Any = "own") -> SteeringProgram:
+        """The hashable program of a pass, with this scorer's ``members_per_pass`` (``"own"``) or
+        the one given (an int dividing P, or ``None``)."""
+        per_pass = self.members_per_pass if members_per_pass == "own" else members_per_pass
+        return SteeringProgram(program=self.plain.program(per_pass), layers=self.layers)
+
+    def with_inputs(self, inputs: ScorerInputs) -> "SteeringScorer":
+        """A copy that scores with ``inputs`` (e.g. another ``"sample"`` key); same program."""
+        return dataclasses.replace(self, plain=dataclasses.replace(self.plain, inputs=inputs))
 
     def score_fn(self, vectors: jax.Array, inputs: ScorerInputs) -> Scores:
         """Pure scoring function: ``vectors (P, d)`` (or ``(P, n, d)``) and the inputs -> :class:`Scores`
@@ -224,6 +242,7 @@ def make_steering_scorer(
     members_per_pass: int | None = None,
     n_buckets: int | None = None,
     constants: np.ndarray | dict[str, float] | None = None,
+    option_order: tuple[int, ...] | None = None,
 ) -> SteeringScorer:
     """Renders the items for ``lm`` (no soft vector) and returns a :class:`SteeringScorer`.
 
@@ -241,5 +260,5 @@ def make_steering_scorer(
         raise ValueError(f"members_per_pass must be an int >= 1 or None, got {members_per_pass!r}")
     plain = make_scorer(lm, instrument, k=0, target=target, system=system, slot=slot,
                         reverse_options=reverse_options, readout=readout, n_respondents=n_respondents,
-                        seed=seed, n_buckets=n_buckets, constants=constants)
+                        seed=seed, n_buckets=n_buckets, constants=constants, option_order=option_order)
     return SteeringScorer(plain=plain, layers=layers, members_per_pass=members_per_pass)

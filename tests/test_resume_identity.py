@@ -140,9 +140,9 @@ def test_resume_reads_the_saved_space_not_the_seed(lm, wording, run, tmp_path, m
         space, std = real(lm_, config)
         return dataclasses.replace(space, basis=space.basis * 1.5), std
 
-    from jaxalign.optimize import problem
+    from jaxalign import search_space  # what the soft-prompt kind (jaxalign.tuning) draws with
 
-    monkeypatch.setattr(problem, "search_space", redrawn)
+    monkeypatch.setattr(search_space, "search_space", redrawn)
     whole = _resume(lm, out, jaxalign.vsm13(wording=wording), generations=2)  # nothing left to run
     assert whole.resumed_from == 2
     np.testing.assert_array_equal(whole.soft_prompt, run[1].soft_prompt)

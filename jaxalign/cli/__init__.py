@@ -100,6 +100,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "--generations 100 --out runs/japan",
         "jaxalign align --target 'PDI=80,IDV=20' --out runs/custom    # no persona baseline: "
         "a custom target names no country",
+        "jaxalign align --country China --intervention steering --layer 2 --out runs/china-steer",
     ),
     "score": (
         "jaxalign score --country China",

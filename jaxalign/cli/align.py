@@ -1,4 +1,5 @@
-"""``jaxalign align``: tune a soft prompt towards one or several countries (the API's :func:`jaxalign.align`)."""
+"""``jaxalign align``: tune a soft prompt (or a steering vector) towards one or several countries
+(the API's :func:`jaxalign.align`)."""
 
 from __future__ import annotations
 
@@ -60,11 +61,13 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     defaults = ALIGN_DEFAULTS
     parser = subparsers.add_parser(
         "align",
-        help="tune a soft prompt so the model's VSM 2013 answers match a target profile",
+        help="tune a soft prompt (or a steering vector) so the model's VSM 2013 answers match a target profile",
         description=(
             "Tune a soft prompt with an evolution strategy (Differential Evolution by default) so "
             "that the frozen model's VSM 2013 answers give the target's six dimension scores. "
-            "Writes results.json, soft_prompt.safetensors and dims.png into --out. Several countries "
+            "Writes results.json, soft_prompt.safetensors and dims.png into --out. --intervention "
+            "steering tunes a vector added after block --layer instead, with the same optimizers, "
+            "budget, objectives and presentations, and writes steering.safetensors. Several countries "
             "(--country China,India or --country all) run as one compiled program, one independent "
             "search per country: one sub-folder per country plus summary.md/json/png in --out."
         ),
@@ -91,10 +94,21 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--population", type=int, default=argparse.SUPPRESS,
                         help="soft prompts scored per generation (all in one batched pass; default: "
                              f"{defaults.population}, or the --preset's)")
-    parser.add_argument("-k", "--k", type=int, default=defaults.k, help="soft-prompt length (virtual tokens)")
+    parser.add_argument("-k", "--k", type=int, default=argparse.SUPPRESS,
+                        help=f"soft-prompt length (virtual tokens; default: {defaults.k}); refused with "
+                             "--intervention steering, which has no virtual tokens")
+    parser.add_argument("--intervention", default="soft-prompt", choices=("soft-prompt", "steering"),
+                        help="what is tuned: soft-prompt (K input embeddings at --slot; writes "
+                             "soft_prompt.safetensors) or steering (a vector added to the residual stream "
+                             "after block --layer at every position; writes steering.safetensors, for "
+                             "`jaxalign score/generate --steering` and `jaxalign export --format llama.cpp`)")
+    parser.add_argument("--layer", type=_layer, default=None,
+                        help="--intervention steering: the 0-based decoder block the vector is added after "
+                             "(0..n_layers-1; llama.cpp control vectors cannot steer block 0). Default: "
+                             "n_layers // 2, a placeholder until a sweep over layers picks a better one")
     parser.add_argument(
         "--subspace", type=int, default=defaults.subspace,
-        help="search a random subspace of this dimension (0: the full K x d space)",
+        help="search a random subspace of this dimension (0: the full K x d space; steering: the full d)",
     )
     parser.add_argument(
         "--method", default=defaults.method, type=_method, metavar="{de,gradient,hybrid,...}",
@@ -125,7 +139,8 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
              "(DE/best/1/bin, the paper's), --no-elitism on a random member (DE/rand/1/bin; "
              f"default: {'--elitism' if defaults.elitism else '--no-elitism'})")
     parser.add_argument("--init-scale", type=float, default=argparse.SUPPRESS,
-                        help="spread of the initial population, in embedding standard deviations "
+                        help="spread of the initial population, in embedding standard deviations (steering: "
+                             "in standard deviations of the residual stream after --layer) "
                              "(default: 1.0 for DifferentialEvolution and the other strategies; "
                              "benchmarks/RESULTS.md has the sweep behind it)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
@@ -185,6 +200,59 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
                              "default is a bar on a terminal, plain lines otherwise)")
     _add_mesh_arguments(parser)
     parser.set_defaults(run=run_align)
+
+
+def _layer(text: str) -> int:
+    """``--layer``: a block index >= 0 (its upper bound is checked against the model's depth)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a 0-based block index, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a layer is a 0-based block index >= 0, got {value}")
+    return value
+
+
+def peek_num_layers(model: str) -> int | None:
+    """The number of decoder blocks of ``model``, read without a weight (``tiny-random``'s preset,
+    a checkpoint folder's ``config.json``); ``None`` when it cannot be told so (a GGUF file, a Hub
+    id): the run then checks ``--layer`` against the loaded model, before anything is rendered."""
+    import json
+
+    if model == "tiny-random":
+        from jaxalign.model.tiny import tiny_config
+
+        return tiny_config(1).num_hidden_layers
+    config_file = Path(model).expanduser() / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config = config.get("text_config", config)
+        return int(config["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def intervention_settings(args: argparse.Namespace) -> dict:
+    """``AlignConfig``'s ``k``, ``intervention`` and ``layer`` from ``align``'s options; a
+    :class:`CommandError` for an option the intervention does not take (``-k``, ``--init-text``
+    with steering; ``--layer`` with a soft prompt) or a layer outside the model (when its depth can
+    be read without the weights)."""
+    if args.intervention == "soft-prompt":
+        if args.layer is not None:
+            raise CommandError("--layer is the block a steering vector is added after; add --intervention steering")
+        return {"k": getattr(args, "k", ALIGN_DEFAULTS.k)}
+    if hasattr(args, "k"):
+        raise CommandError("-k sets a soft prompt's length; --intervention steering tunes one vector (d,) and "
+                           "takes no -k: leave it out")
+    if args.init_text is not None:
+        raise CommandError("--init-text starts a soft prompt; a steering vector starts at zero (the plain "
+                           "model): leave it out")
+    n_layers = peek_num_layers(args.model)
+    if n_layers is not None and args.layer is not None and args.layer >= n_layers:
+        raise CommandError(f"--layer {args.layer} is out of range: {args.model} has {n_layers} decoder blocks, "
+                           f"so a layer is 0..{n_layers - 1} (0-based; the vector is added after that block)")
+    layer = args.layer if args.layer is not None or n_layers is None else n_layers // 2
+    return {"k": ALIGN_DEFAULTS.k, "intervention": "steering", "layer": layer}
 
 
 def _members_per_pass(text: str) -> int | str:
@@ -250,7 +318,7 @@ def run_align(args: argparse.Namespace) -> int:
     from jaxalign.optimize.pipeline import tuning_wording
 
     config = AlignConfig(
-        k=args.k,
+        **intervention_settings(args),
         subspace=None if args.subspace == 0 else args.subspace,
         generations=args.generations,
         **preset_settings(args),

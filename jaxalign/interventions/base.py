@@ -14,6 +14,9 @@ An intervention is what jaxalign tunes while the model stays frozen. Each kind i
 - **file**: safetensors with one named tensor and string metadata holding its provenance
   (model fingerprint, target, configuration); a file without provenance is accepted with a note.
 
+How a run tunes each kind (its search space, scorer, decoding and file) is its
+:class:`jaxalign.tuning.Tuning`; a new kind adds its record here and its ``Tuning`` there.
+
 :func:`kind_of_file` tells which kind a safetensors file holds, so a command given the wrong kind
 of file says so instead of failing on a missing tensor.
 """
@@ -40,6 +43,8 @@ class InterventionKind:
       shape: the shape of one member's parameters, in words.
       site: where it enters the forward pass, in words.
       option: the command-line option that takes its file.
+      file_name: the file a tuning run writes into its output folder.
+      layered: it acts at a decoder block (``AlignConfig.layer``), not at the input.
     """
 
     name: str
@@ -47,17 +52,19 @@ class InterventionKind:
     shape: str
     site: str
     option: str
+    file_name: str = ""
+    layered: bool = False
 
 
 KINDS: dict[str, InterventionKind] = {
     "soft_prompt": InterventionKind(
         name="soft_prompt", tensor=SOFT_PROMPT_TENSOR, shape="(K, d)",
         site="K input embeddings at the slot of the rendered chat (jaxalign.prompting)",
-        option="--soft-prompt"),
+        option="--soft-prompt", file_name="soft_prompt.safetensors"),
     "steering": InterventionKind(
         name="steering", tensor=STEERING_TENSOR, shape="(d,) at one layer, or (n, d) at n layers",
         site="added to the residual stream after decoder block L (0-based), at every position",
-        option="--steering"),
+        option="--steering", file_name="steering.safetensors", layered=True),
 }
 
 

@@ -30,6 +30,8 @@ One step for C targets and a population of P (``config.method == "de"``)::
     z                         (C, P, n)   evosax ask per target (vmapped over the C states;
                                           step 0: z0 as member 0, z0 + init_scale N(0, 1) the others)
       -> prompts p0 + z A     (C*P, K, d) ONE population: the C targets share the scoring pass
+                                          (the intervention's decode, jaxalign.tuning: a steering
+                                          vector is (C*P, d) and scored by the steering scorer)
       -> scorer(s)            (C*P, D)    one per presentation (normal; reversed order)
       -> L1 per target        (C, P)      each row against its own target, missing dims masked
       -> evosax tell per target, best-so-far per target
@@ -93,7 +95,7 @@ from jaxalign.parallel import gather_to_all
 from jaxalign.progress import RunInterrupted, RunProgress
 from jaxalign.prompting.chat_formats import chat_template_name
 from jaxalign.results import AlignResult
-from jaxalign.scoring import score_members
+from jaxalign import tuning
 from jaxalign.survey import Instrument, Target, l1_loss
 from jaxalign.survey.presentations import position_content_split
 
@@ -141,7 +143,8 @@ def measure_cost(problem: Problem) -> RunCost:
     # programs split their work differently (members over "data", one Adam member replicated);
     # the ratio is the same for every layout, so a run on a mesh and on one device agree
     step = dataclasses.replace(meshed, switch=0, mesh=None,
-                               programs=tuple(dataclasses.replace(p, mesh=None) for p in meshed.programs))
+                               programs=tuple(p if getattr(p, "mesh", None) is None else dataclasses.replace(p, mesh=None)
+                                              for p in meshed.programs))
     key = (step, int(one.space.dim))
     if key in _COSTS:
         return _COSTS[key]
@@ -217,8 +220,9 @@ def fitness(step: Step, z: jax.Array, args: RunArgs) -> tuple[jax.Array, jax.Arr
         losses, aux = step.fitness_fn(z.reshape(c * m, n), args.inputs)
         return losses.reshape(c, m), jax.tree.map(lambda x: x.reshape(c, m, *x.shape[1:]), aux)
     flat = gather_to_all(z.reshape(c * m, n), step.mesh)  # the optimizer state is replicated
-    prompts = args.space.decode(flat)  # (C*M, K, d)
-    dims = [score_members(program, prompts, inputs).dims.reshape(c, m, -1)  # (C, M, D) each
+    tuned = tuning.get(step.config.intervention)
+    params = tuned.decode(args.space, flat)  # (C*M, K, d) soft prompts, (C*M, d) steering vectors
+    dims = [tuned.score(program, params, inputs).dims.reshape(c, m, -1)  # (C, M, D) each
             for program, inputs in zip(step.programs, args.inputs)]
     dim = sum(dims[1:], dims[0]) / len(dims)                                    # (C, M, D)
     shifted = dim if args.offsets is None else dim + args.offsets
@@ -515,7 +519,8 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
     ``config.readout`` in every presentation of the run (all C prompts in one pass each), dims and
     answers averaged over them, the loss the run's objective."""
     config = problem.config
-    prompts = np.asarray(problem.space.decode(jnp.asarray(outcome.state.best_z)))  # (C, K, d)
+    tuned = problem.tuning
+    prompts = np.asarray(tuned.decode(problem.space, jnp.asarray(outcome.state.best_z)))  # (C, K, d) or (C, d)
     by_presentation = {}
     for name, scorer in zip(problem.presentations, problem.result_scorers):
         if scorer.members_per_pass is not None:
@@ -541,7 +546,7 @@ def results(problem: Problem, outcome: RunOutcome, *, t_start: float,
         out.append(AlignResult(
             method=problem.label,
             target=target,
-            soft_prompt=prompts[c],
+            **tuned.result_fields(problem, prompts[c], target),
             dims=dims[c],
             loss=float(losses[c]),
             probs=probs[c],
@@ -576,7 +581,7 @@ def _fresh_draws(problem: Problem, prompts: np.ndarray, offsets: np.ndarray) -> 
         if scorer.members_per_pass is not None:
             scorer = dataclasses.replace(scorer, members_per_pass=None)
         key = jax.random.fold_in(scorer.inputs.sample_key, 1)
-        scorer = dataclasses.replace(scorer, inputs=dataclasses.replace(scorer.inputs, sample_key=key))
+        scorer = scorer.with_inputs(dataclasses.replace(scorer.inputs, sample_key=key))
         dims.append(np.asarray(scorer(prompts).dims))
     mean = np.mean(dims, axis=0)                                                # (C, D)
     losses = np.asarray(jax.vmap(l1_loss)(jnp.asarray(mean + offsets), jnp.asarray(problem.target_values())))

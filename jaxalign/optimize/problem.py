@@ -46,12 +46,11 @@ from jaxalign.optimize.budget import (
     total_steps,
 )
 from jaxalign.optimize.checkpoint import normalise_json
-from jaxalign import optimizers
+from jaxalign import optimizers, tuning
 from jaxalign.optimizers.evolution import EvolutionConfig
 from jaxalign.parallel import replicate
 from jaxalign.optimize.resume import recorded_fields
 from jaxalign.scoring import Scorer, ScoringProgram, make_scorer
-from jaxalign.search_space import search_space
 from jaxalign.softprompt import SoftPromptSpace
 from jaxalign.survey import Instrument, Target
 from jaxalign.survey.objectives import Objective, make_objective
@@ -92,8 +91,10 @@ class Problem:
       objective: the loss (:mod:`jaxalign.survey.objectives`); ``offsets`` ``(D,)`` its constants,
         fixed for the run; ``plain`` the plain model's dims per presentation (when the objective
         or several presentations need them; ``None`` otherwise).
-      space: the soft-prompt search space (shared by all targets).
-      embedding_std: the embedding std the space and init_scale are scaled by.
+      space: the search space of the tuned intervention (shared by all targets):
+        ``tuning.decode(space, z)`` gives its parameters.
+      embedding_std: the scale the space and init_scale are measured in (the embedding std for
+        soft prompts; the residual stream's std after the block for a steering vector).
       mesh: a device mesh or ``None``.
     """
 
@@ -113,6 +114,11 @@ class Problem:
     offsets: np.ndarray | None = None    # (D,) the objective's constants, added to every member's dims
     plain: Mapping[str, np.ndarray] | None = None  # presentation -> the plain model's dims (D,)
     shown: tuple[Presentation, ...] = ()  # the presentations themselves (names: presentations)
+
+    @property
+    def tuning(self) -> tuning.Tuning:
+        """What the run tunes (:func:`jaxalign.tuning.get` of ``config.intervention``)."""
+        return tuning.get(self.config.intervention)
 
     @property
     def n_targets(self) -> int:
@@ -230,8 +236,8 @@ def build_problem(
     if lm.tokenizer is None:
         raise ValueError(f"model {lm.name!r} has no tokenizer; pass tokenizer= to load_model")
     options = dict(scorer_options or {})
-    common = dict(k=config.k, system=config.system, slot=config.slot, n_respondents=config.n_respondents,
-                  seed=config.seed, mode=config.scoring_mode, mesh=mesh, **options)
+    tuned = tuning.get(config.intervention)  # what is tuned: its scorers, space, decoding, file
+    config = tuned.resolve(config, lm)
     objective = make_objective(config.loss, config.reference, n_targets=len(targets))
     # every (wording, option order) the run scores: the instrument's wording, then each user
     # wording tuned on beside it, each in every order of config.orders
@@ -242,20 +248,19 @@ def build_problem(
         train = dict(readout="expected", members_per_pass=None)
     else:
         train = dict(readout=config.readout, members_per_pass=config.members_per_pass)
-    scorers = tuple(make_scorer(lm, p.instrument, option_order=p.option_order, **train, **common)
-                    for p in shown)
+    scorers = tuple(tuned.make_scorer(lm, p, config, **train, mesh=mesh, options=options) for p in shown)
     if not optimizers.get(config.method).gradient and config.members_per_pass is None:
         result_scorers = scorers  # same readout: reuse their compiled functions
     else:
-        result_scorers = tuple(make_scorer(lm, p.instrument, option_order=p.option_order,
-                                           readout=config.readout, **common) for p in shown)
+        result_scorers = tuple(tuned.make_scorer(lm, p, config, readout=config.readout, mesh=mesh, options=options)
+                               for p in shown)
     plain = None
     if objective.uses_plain or len(shown) > 1:  # the plain model in every presentation
         plain = plain_dims(lm, shown, config, mesh=mesh, options=options)  # {name: (D,)}
     target_values = np.stack([np.asarray(t.values, np.float32) for t in targets])  # (C, D)
     mean_plain = None if plain is None else np.mean(np.stack(list(plain.values())), axis=0)
     offsets = objective.offsets(target_values, mean_plain)
-    space, embedding_std = search_space(lm, config)
+    space, embedding_std = tuned.space(lm, config, scorers)
     if space_file is not None:
         from jaxalign.search_space import saved_search_space
 

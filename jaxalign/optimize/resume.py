@@ -58,6 +58,11 @@ def check_out_dir(out: str | os.PathLike, *, resume: bool, cli: bool = False) ->
 #: method whose steps depend on the total: an optimizer's ``fixed_total``).
 RESUMABLE_CHANGES: tuple[str, ...] = ("generations", "chunk_size", "checkpoint_every", "baselines")
 
+#: Config fields a checkpoint records only when they differ from these values (what a run
+#: recorded before they existed), so checkpoints of soft-prompt runs keep their fingerprint; a
+#: resume compares them on either side (:func:`check_resume`).
+RECORDED_UNLESS_DEFAULT: dict[str, Any] = {"intervention": "soft_prompt", "layer": None}
+
 def recorded_fields(config: AlignConfig) -> dict[str, Any]:
     """The config fields a checkpoint records and a resume must match: all but
     :data:`RESUMABLE_CHANGES`, with ``generations`` kept for an optimizer whose steps depend on
@@ -67,7 +72,8 @@ def recorded_fields(config: AlignConfig) -> dict[str, Any]:
     free = set(RESUMABLE_CHANGES)
     if optimizers.get(config.method).fixed_total:
         free.discard("generations")
-    return {key: value for key, value in config.to_dict().items() if key not in free}
+    return {key: value for key, value in config.to_dict().items() if key not in free
+            and not (key in RECORDED_UNLESS_DEFAULT and value == RECORDED_UNLESS_DEFAULT[key])}
 
 
 # the order in which a refused resume lists what changed: the settings a person chose first,
@@ -160,7 +166,8 @@ def check_resume(
     ``out`` with settings a person changed (``population: 8 -> 16``).
 
     Compares what the checkpoint recorded of ``config`` (all fields but
-    :data:`RESUMABLE_CHANGES`; ``chat_date`` only when set, a resume inherits the run's), the
+    :data:`RESUMABLE_CHANGES`; ``chat_date`` only when set, a resume inherits the run's; the
+    intervention and its layer, :data:`RECORDED_UNLESS_DEFAULT`, on either side), the
     targets, the wording's name, and ``model`` / ``dtype`` when given (the name passed to
     :func:`jaxalign.load_model` and its dtype name). The content (weights, rendered tokens,
     search space) is compared after the model is loaded. ``cli``: word the messages for the
@@ -182,8 +189,11 @@ def check_resume(
     from jaxalign.optimize.checkpoint import normalise_json
 
     current = normalise_json(current)
-    differences = resume_differences({k: saved[k] for k in current if k in saved}, current,
-                                     instrument.dimensions)
+    compared = {k: saved[k] for k in current if k in saved}
+    for key, default in RECORDED_UNLESS_DEFAULT.items():  # left out at its default, on either side
+        if key in saved or key in current:
+            compared[key], current[key] = saved.get(key, default), current.get(key, default)
+    differences = resume_differences(compared, current, instrument.dimensions)
     if differences:
         raise ValueError(resume_refusal(Path(out) / CHECKPOINT_FOLDER, differences, cli=cli))
     if optimizers.get(config.method).unit == "gen" and step > config.generations:
