@@ -20,11 +20,6 @@ SMALL = dict(k=2, population=8, subspace=8, baselines=())
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def instrument():
     return jaxalign.vsm13()
 

@@ -26,10 +26,6 @@ from jaxalign.scoring import make_scorer
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
 
 @pytest.fixture(scope="module")
 def aligned(lm, tmp_path_factory):

@@ -39,11 +39,6 @@ ACCURACY_DIMS_MEAN = 5.0
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def lm8():
     return jaxalign.load_model("tiny-random", dtype="float32", quantize="int8")
 
