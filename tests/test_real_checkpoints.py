@@ -47,10 +47,6 @@ CHAT_DATE_TEXT = "01 Dec 2026"
 MARK = "<<slot>>"
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DATA = REPO / "tests" / "data" / "culturalbench"
-NEEDS_LOADER = {  # model_type -> what loads it
-    "qwen2": "Qwen2 support in jaxalign.load_model (branch issue11-models, issue 11 point 4)",
-    "mistral": "Mistral support in jaxalign.load_model (branch issue11-models, issue 11 point 4)",
-}
 
 
 @pytest.fixture(scope="module")
@@ -78,20 +74,14 @@ def tokenizers(real_tokenizer):
 
 @pytest.fixture(scope="module")
 def models(folders):
-    """family -> jaxalign LM (float32), loaded on first use; skips a family the loader lacks."""
+    """family -> jaxalign LM (float32), loaded on first use. Every family here is supported: a
+    loader failure fails the test (it used to skip Qwen2 and Mistral before the loader read them)."""
     cache: dict[str, object] = {}
 
     def get(family: str, *, chat_template: bool = True):
         key = (family, chat_template)
         if key not in cache:
-            folder = folders(family, chat_template=chat_template)
-            model_type = json.loads((folder / "config.json").read_text())["model_type"]
-            try:
-                cache[key] = jaxalign.load_model(folder, dtype="float32")
-            except ValueError as error:
-                if model_type in NEEDS_LOADER and "model_type" in str(error):
-                    pytest.skip(f"{family}: needs {NEEDS_LOADER[model_type]}")
-                raise
+            cache[key] = jaxalign.load_model(folders(family, chat_template=chat_template), dtype="float32")
         return cache[key]
 
     return get
@@ -313,7 +303,6 @@ def cli(capsys):
 @pytest.mark.slow
 def test_cli_llama32_run_records_one_date_reused_by_score_and_eval(folders, models, tmp_path, cli):
     folder, out = folders("llama3.2"), tmp_path / "run"
-    models("llama3.2")  # loads (skips nothing: Llama)
     run = cli("align", "--model", str(folder), "--dtype", "float32", "--country", "Japan", "--out", str(out),
               "--generations", "2", "--population", "4", "-k", "2", "--subspace", "4", "--chunk-size", "2",
               "--baselines", "naive", "--no-progress", "--chat-date", CHAT_DATE)
