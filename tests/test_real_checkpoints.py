@@ -266,20 +266,24 @@ def test_plain_template_answer_tokens_come_from_the_same_template(tokenizers):
 
 
 # ------------------------------------------------------------------------------ align + eval
+# One family end to end here: the align and eval code is the same for every family, and what
+# differs is checked per family above (scores against transformers, the slot seam, CulturalBench's
+# answer tokens). Mistral: the SentencePiece tokenizer, whose answers are read after a "▁". The
+# Llama-3.2 checkpoint runs align, score and both evals through the CLI below; Llama-3.2 (the date)
+# and a base Llama-3 (plain template) run align further down. Until 2026-12-08 this ran for four
+# families (issue 36 point 6).
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama3", "llama3.2", "qwen2.5", "mistral"])
-def test_align_and_eval_run(family, models, tmp_path):
-    lm = models(family)
+def test_align_and_eval_run(models, tmp_path):
+    lm = models("mistral")
     result = jaxalign.align(lm, "Japan", generations=2, population=4, k=2, subspace=4, chunk_size=2,
-                            baselines=("naive",), progress=False, chat_date=CHAT_DATE if family == "llama3.2" else None)
+                            baselines=("naive",), progress=False)
     assert np.isfinite(result.loss) and len(result.history["best_loss"]) == 3
-    assert result.config.chat_date == (CHAT_DATE if family == "llama3.2" else None)
+    assert result.config.chat_date is None
     assert result.chat_template == "model"
     bench = evaluate_culturalbench(lm, load_culturalbench(BENCH_DATA, set="easy"), soft_prompt=result.soft_prompt)
-    letters = ("▁A", "▁B", "▁C", "▁D") if family == "mistral" else ("A", "B", "C", "D")  # issue 25, point 9
-    assert bench.n_questions == 6 and bench.answer_tokens == letters
-    # eval robustness runs through the CLI on the Llama-3.2 checkpoint (test below); here, one
-    # family-specific part of it: the reversed-options scorer on this tokenizer
+    assert bench.n_questions == 6 and bench.answer_tokens == ("▁A", "▁B", "▁C", "▁D")  # issue 25, point 9
+    # eval robustness runs through the CLI on the Llama-3.2 checkpoint (test below: byte-level
+    # BPE); here, one tokenizer-specific part of it on SentencePiece: the reversed-options scorer
     reversed_ = make_scorer(lm, vsm13(), k=2, reverse_options=True)(result.soft_prompt[None])
     assert np.all(np.isfinite(np.asarray(reversed_.dims)))
 
