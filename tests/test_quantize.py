@@ -179,14 +179,15 @@ def test_loader_quantises_while_loading(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_score_int8(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "jaxalign.cli", "score", "--quantize", "int8", "--country", "Japan", "--json"],
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd(), "JAX_PLATFORMS": "cpu"})
-    result = json.loads(out.stdout)
+def test_cli_score_int8(lm8, capsys):
+    """``jaxalign score --quantize int8`` (the command's main, in this process: a subprocess only
+    added an interpreter and JAX start-up) scores the int8 preset."""
+    from jaxalign.cli import main
+
+    capsys.readouterr()
+    assert main(["score", "--quantize", "int8", "--country", "Japan", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert set(result["dims"]) == set(DIMENSIONS) and np.isfinite(result["loss"])
-    lm8 = jaxalign.load_model("tiny-random", dtype="float32", quantize="int8")
     want = jaxalign.score(lm8, target="Japan")
     assert result["loss"] == pytest.approx(float(want.loss[0]), rel=1e-5)
 
