@@ -305,7 +305,7 @@ def cli(capsys):
 
 
 @pytest.mark.slow
-def test_cli_llama32_run_records_one_date_reused_by_score_and_eval(folders, models, tmp_path, cli):
+def test_cli_llama32_run_records_one_date_reused_by_score_and_eval(folders, tmp_path, cli):
     folder, out = folders("llama3.2"), tmp_path / "run"
     run = cli("align", "--model", str(folder), "--dtype", "float32", "--country", "Japan", "--out", str(out),
               "--generations", "2", "--population", "4", "-k", "2", "--subspace", "4", "--chunk-size", "2",
