@@ -1,4 +1,5 @@
-"""Shared fixtures: real tokenizers built offline once per test session (see tests/real_tokenizers.py)."""
+"""Shared fixtures: the tiny model and real tokenizers (built offline, see tests/real_tokenizers.py),
+once per test session."""
 
 from __future__ import annotations
 
@@ -15,6 +16,33 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "jaxalign-tests" / "jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def _weights_digest(lm) -> str:
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(lm.params):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def lm():
+    """The tiny random model (``load_model("tiny-random", dtype="float32")``), loaded once per test
+    process and shared by every module that asks for ``lm`` (a module needing another dtype or
+    model defines its own ``lm``, which wins). ``LM`` is a frozen dataclass; no test may change its
+    weights in place: a test that needs broken weights loads its own copy. Checked at the end: the
+    weights' digest must be the one they had when loaded."""
+    import jaxalign
+
+    model = jaxalign.load_model("tiny-random", dtype="float32")
+    before = _weights_digest(model)
+    yield model
+    assert _weights_digest(model) == before, "a test changed the shared tiny model's weights in place"
 
 
 @pytest.fixture(scope="session")

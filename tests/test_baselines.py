@@ -11,11 +11,6 @@ from jaxalign.scoring import make_scorer
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def vsm():
     return jaxalign.vsm13()
 

@@ -18,11 +18,6 @@ from jaxalign.optimizers.hybrid import hybrid_steps
 SMALL = dict(k=2, population=4, subspace=4, baselines=())
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
 # ---------------------------------------------------------------------------- learning rate (no compile)
 def test_gradient_align_keeps_the_configured_learning_rate(monkeypatch):
     """``gradient_align(config=AlignConfig(learning_rate=0.02))`` trains with 0.02 (it used to

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import jaxalign
 from jaxalign.evaluate.culturalbench import (
     BenchQuestion,
     BenchSet,
@@ -33,11 +32,6 @@ from jaxalign.evaluate.culturalbench import (
 DATA = Path(__file__).parent / "data" / "culturalbench"
 MARK = "\u00a7\u00a7SOFT\u00a7\u00a7"
 K = 2
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
 
 
 @pytest.fixture(scope="module")

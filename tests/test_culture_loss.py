@@ -123,11 +123,7 @@ def test_position_and_content_parts():
 
 
 # ----------------------------------------------------------------------------- on the tiny model
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
+# lm: the session's tiny model (tests/conftest.py)
 def test_order_averaged_scores_equal_the_hand_mapped_mean_of_separate_passes(lm):
     """``score(orders='cyclic')`` equals the mean of five separate passes, each with its options
     rotated, whose answer distributions are mapped back to the answer codes here by hand."""

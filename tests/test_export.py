@@ -8,7 +8,6 @@ with the same prompt in the ``start`` slot, < 1e-4 in float32.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -25,10 +24,6 @@ from jaxalign.scoring import make_scorer
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
-
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -117,20 +112,18 @@ def test_align_takes_the_start_slot():
 
 
 @pytest.mark.slow
-def test_export_cli(tmp_path):
-    import subprocess
-
+def test_export_cli(tmp_path, capsys):
+    """``jaxalign export`` (the command's main, in this process: two subprocesses only added two
+    interpreter and JAX start-ups)."""
+    from jaxalign.cli import main
     from jaxalign.softprompt import save_soft_prompt
 
     good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
     save_soft_prompt(good, np.ones((2, 64), np.float32), {"slot": "start", "model": "tiny-random"})
     save_soft_prompt(bad, np.ones((2, 64), np.float32), {"slot": "system", "model": "tiny-random"})
-    env = {"PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])}
-    env.update({k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
-    run = lambda *a: subprocess.run([sys.executable, "-m", "jaxalign.cli", "export", *a],  # noqa: E731
-                                    capture_output=True, text=True, env=env)
-    done = run("--format", "peft", "--soft-prompt", str(good), "--out", str(tmp_path / "a"))
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "a" / PEFT_WEIGHTS).is_file() and str(tmp_path / "a") in done.stdout
-    refused = run("--format", "peft", "--soft-prompt", str(bad), "--out", str(tmp_path / "b"))
-    assert refused.returncode == 2 and "'system' slot" in refused.stderr
+    capsys.readouterr()
+    assert main(["export", "--format", "peft", "--soft-prompt", str(good), "--out", str(tmp_path / "a")]) == 0
+    done = capsys.readouterr()
+    assert (tmp_path / "a" / PEFT_WEIGHTS).is_file() and str(tmp_path / "a") in done.out, done.err
+    assert main(["export", "--format", "peft", "--soft-prompt", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "'system' slot" in capsys.readouterr().err

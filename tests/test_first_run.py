@@ -23,11 +23,6 @@ TINY_RUN = ["align", "--country", "China", "--population", "4", "--k", "2", "--s
             "--generations", "1", "--baselines", "none", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
 # ---------------------------------------------------------------------------- subpackages
 def test_readme_wording_recipe_works_after_a_plain_import(tmp_path):
     """README: ``jaxalign.survey.save_wording(jaxalign.vsm13(), "official.json")`` in a fresh

@@ -27,11 +27,6 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def twin(lm):
     from benchmarks.common import torch_model_from_lm
 

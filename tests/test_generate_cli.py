@@ -25,11 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def prompt_file(lm, tmp_path_factory):
     std = float(np.asarray(lm.embedding_matrix).std())
     vectors = (std * np.random.default_rng(2).normal(size=(4, lm.config.hidden_size))).astype(np.float32)

@@ -20,11 +20,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def expected(lm):
     """The plain expected-readout scorer (no target: losses are computed here by hand)."""
     return make_scorer(lm, jaxalign.vsm13(), k=K, mode="full", n_buckets=1)

@@ -6,13 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxalign
 from jaxalign.model import llama
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
 
 
 def _vectors(rng, *shape):

@@ -42,11 +42,6 @@ def _all_three(graphdef, params, prefix, prefix_mask, new, new_mask):
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def variants(lm):
     """name -> LM: the tiny model; its shape with Qwen2-like biases and a Mistral-like window; int8."""
     config = dataclasses.replace(lm.config, qkv_bias=True, o_bias=True, sliding_window=WINDOW)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import jaxalign
 from jaxalign.generation import decoding
 from jaxalign.generation.likelihood import reply_log_likelihood
 
@@ -19,11 +18,6 @@ torch = pytest.importorskip("torch")
 MARK = "\u00a7\u00a7SOFT\u00a7\u00a7"
 REPLY = "The river runs past the old mill and into the valley, where the town keeps its market."
 QUESTIONS = ["Please describe a quiet place.", "Tell me something."]
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ CONFIG = api.AlignConfig(k=2, population=8, subspace=8, generations=3, seed=2, b
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def batched(lm):
     return jaxalign.align(lm, list(TARGETS), config=CONFIG, progress=False)
 

@@ -17,11 +17,6 @@ POPULATION = 8
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def scorer(lm):
     return make_scorer(lm, jaxalign.vsm13(), k=2, n_buckets=1, target=[50.0] * 6)
 

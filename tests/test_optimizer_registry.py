@@ -49,11 +49,6 @@ def _phases(config, forwards_per_step):
 TOY = Optimizer(name=NAME, init=_init, update=_update, phases=_phases, summary="test double")
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
 @pytest.fixture
 def registered():
     optimizers.register(TOY)

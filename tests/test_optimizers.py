@@ -20,11 +20,6 @@ SMALL = dict(k=2, population=8, subspace=8, baselines=())
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def planted(lm):
     """A target some 4-token prompt reaches exactly (as in tests/test_align.py)."""
     embedding = np.asarray(lm.embedding_matrix)

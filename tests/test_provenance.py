@@ -17,11 +17,6 @@ from jaxalign.survey import save_wording
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def tuned(lm, tmp_path_factory):
     """A prompt file with the provenance align writes for the tiny model and the built-in wording."""
     path = tmp_path_factory.mktemp("prompts") / "p.safetensors"

@@ -23,11 +23,6 @@ CONFIG = api.AlignConfig(k=2, population=4, subspace=4, generations=2, chunk_siz
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def wording(tmp_path_factory):
     return save_wording(jaxalign.vsm13(), tmp_path_factory.mktemp("wording") / "mine.json", name="mine")
 

@@ -16,11 +16,6 @@ TARGET = {"PDI": 80.0, "IDV": 20.0, "MAS": 66.0, "UAI": 30.0, "LTO": 87.0, "IVR"
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def prompt(lm):
     std = float(np.asarray(lm.embedding_matrix).std())
     return (std * np.random.default_rng(5).normal(size=(K, lm.config.hidden_size))).astype(np.float32)

@@ -27,11 +27,6 @@ TUNED_DATE_TEXT = "04 Mar 2025"    # as Llama-3.2's template writes it ('%d %b %
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def lm32(lm):
     """The tiny model in Llama-3.2's chat format (a template that reads today's date)."""
     return with_chat_format(lm, "llama3.2")

@@ -26,11 +26,6 @@ INSTRUCTION = "Answer with one digit from 1 to 5."
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def vsm():
     return jaxalign.vsm13()
 

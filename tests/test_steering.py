@@ -22,11 +22,6 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def twin(lm):
     from benchmarks.common import torch_model_from_lm
 

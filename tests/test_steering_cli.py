@@ -18,11 +18,6 @@ from jaxalign.interventions import steering
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def saved(lm, tmp_path_factory):
     """A steering file at block 2 with provenance, and the same vector as a plain file at block 1."""
     folder = tmp_path_factory.mktemp("steering")

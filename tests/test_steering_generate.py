@@ -24,11 +24,6 @@ QUESTIONS = ["How important is free time to you?", "What do you think of your bo
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def twin(lm):
     from benchmarks.common import torch_model_from_lm
 
