@@ -1,8 +1,8 @@
 """How fast each DE setting recovers the planted targets of the test suite (tiny model, CPU).
 
-The tests ``test_align.py::test_de_recovers_a_planted_target``,
-``test_quantize.py::test_de_recovers_a_planted_target_on_int8`` and
-``test_optimizers.py::test_de_p8_preset_recovers_a_planted_target`` demand that a search keep less
+The tests ``test_align.py::test_de_recovers_a_planted_target`` and
+``test_optimizers.py::test_de_p8_preset_recovers_a_planted_target`` (and, on int8, this script's
+``int8`` mode, once a test) demand that a search keep less
 than a share of its starting L1. This script measures that share along the generations under four
 target names' PRNG streams (one multi-target run: each target's search equals its single run), so
 a test's budget and demand can be chosen from measured margins::

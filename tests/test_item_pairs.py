@@ -76,11 +76,6 @@ def test_a_setting_the_checkpoint_predates_reads_as_its_default():
         "item_pairs: None -> 'a'"]
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
 @pytest.mark.slow
 def test_a_run_tuned_on_one_half_and_its_resume(lm, tmp_path):
     config = api.AlignConfig(generations=2, seed=1, item_pairs="a", **SMALL)

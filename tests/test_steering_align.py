@@ -29,11 +29,6 @@ CONFIG = api.AlignConfig(intervention="steering", layer=LAYER, population=8, gen
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return jaxalign.load_model("tiny-random", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def run(lm, tmp_path_factory):
     out = tmp_path_factory.mktemp("steer") / "run"
     return out, jaxalign.align(lm, "China", config=CONFIG, out=out, progress=False)
