@@ -113,6 +113,7 @@ def test_no_import_circle_in_the_package(graph):
     ("jaxalign.model", "jaxalign.survey"),
     ("jaxalign.model", "jaxalign.prompting"),
     ("jaxalign.model.quantize", "jaxalign.model"),
+    ("jaxalign.model.families.base", "jaxalign.model"),
     ("jaxalign.parallel", "jaxalign.model"),
     ("jaxalign.scoring", "jaxalign.api"),
     ("jaxalign.optimize", "jaxalign.api"),
