@@ -277,15 +277,15 @@ def shard_lm(lm: Any, mesh: Mesh) -> Any:
     """A copy of a loaded :class:`~jaxalign.model.LM` whose weights are sharded over ``mesh``.
 
     Prefer ``load_model(..., mesh=mesh)``, which places each weight sharded as it is read; this
-    is for a model already in memory (it must fit where it is now).
+    is for a model already in memory (it must fit where it is now). The copy is built with
+    ``type(lm)(name=, config=, model=, tokenizer=)``, so this module needs nothing of
+    :mod:`jaxalign.model` (which imports this one).
     """
     from flax import nnx
 
-    from jaxalign.model.llama import LM
-
     check_model_divisible(lm.config, mesh)
     model = nnx.merge(lm.graphdef, shard_params(lm.params, mesh))
-    return LM(name=lm.name, config=lm.config, model=model, tokenizer=lm.tokenizer)
+    return type(lm)(name=lm.name, config=lm.config, model=model, tokenizer=lm.tokenizer)
 
 
 # -- the population ------------------------------------------------------------------------------

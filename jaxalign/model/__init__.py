@@ -1,9 +1,11 @@
-"""The model room: a Flax NNX Llama (also Qwen2/Qwen2.5 and Mistral), its safetensors loader and the tiny preset.
+"""The model room: a shared Flax NNX decoder, the model families it runs, its loaders and the tiny preset.
 
 Public surface: :func:`load_model` -> :class:`LM`; :class:`LlamaConfig`; the nnx module
 :class:`Llama`; pure functions over ``(graphdef, params)`` for use under an outer ``jax.jit``:
 :func:`forward_hidden`, :func:`logits_fn`, :func:`selected_logits_fn`, :func:`embed_fn`,
-and :func:`last_real_index`.
+and :func:`last_real_index`. Families (Llama, Qwen2/Qwen2.5, Mistral, and any registered later)
+are one module each in :mod:`jaxalign.model.families`, found by name or by a checkpoint's
+``model_type`` / GGUF ``general.architecture``.
 """
 
 from jaxalign.model.config import LlamaConfig

@@ -23,11 +23,15 @@ Layout facts this module undoes:
 * llama.cpp's converter permutes the rows of the q and k projections of ``llama`` models (its
   RoPE rotates adjacent pairs, HF's rotates the two halves of each head): within each head, HF
   row ``i * (hd / 2) + j`` (``i`` in 0..1) is stored at row ``2 * j + i``. :func:`unpermute_rows`
-  puts them back. ``qwen2`` files keep HF's layout (llama.cpp runs them with the "neox" RoPE).
+  puts them back for a family whose ``gguf_permuted_qk`` says so. ``qwen2`` files keep HF's
+  layout (llama.cpp runs them with the "neox" RoPE).
 * No ``output.weight``: the LM head is tied to the embedding.
 
-Supported architectures (``general.architecture``): :data:`SUPPORTED_GGUF_ARCHITECTURES`; any
-other is refused from the metadata before a tensor is read.
+Families: the registered family (:mod:`jaxalign.model.families`) that claims the file's
+``general.architecture`` gives the tensor names (its ``gguf_names``, mapped to its ``hf_names``)
+and its own config fields (its ``config_from_gguf``, after this module reads the ones every family
+shares); :data:`SUPPORTED_GGUF_ARCHITECTURES` lists the claimed architectures. Any other is refused
+from the metadata before a tensor is read.
 """
 
 from __future__ import annotations
@@ -41,40 +45,24 @@ from typing import Any
 import numpy as np
 
 from jaxalign.model.config import LlamaConfig
+from jaxalign.model.families.base import Family, family_for_gguf_architecture
 from jaxalign.model.gguf_tokenizer import GGUFTokenizerData, read_tokenizer_metadata, tokenizer_from_metadata
 
-# general.architecture -> the families it covers (Mistral files say "llama").
-SUPPORTED_GGUF_ARCHITECTURES = {
-    "llama": "Llama 2, 3, 3.1, 3.2 and Mistral (llama.cpp writes Mistral as 'llama')",
-    "qwen2": "Qwen2, Qwen2.5",
-}
 # Metadata arrays that are large and only the tokenizer reads (kept out of GGUFFile.metadata).
 _TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
                      "tokenizer.ggml.scores")
-# GGUF tensor name (after "blk.N.") -> HF tensor name inside a layer.
-_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-    "attn_q.bias": "self_attn.q_proj.bias",
-    "attn_k.bias": "self_attn.k_proj.bias",
-    "attn_v.bias": "self_attn.v_proj.bias",
-    "attn_output.bias": "self_attn.o_proj.bias",
-}
-_GLOBAL_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
 _ROPE_FREQS = "rope_freqs.weight"   # Llama 3.1+: per-frequency RoPE divisors instead of metadata
 # transformers' defaults for Llama 3.1/3.2 "llama3" RoPE scaling (every published file uses them).
 _LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SUPPORTED_GGUF_ARCHITECTURES":  # general.architecture -> the models it covers (registry)
+        from jaxalign.model.families.base import get, names
+
+        return {arch: family.gguf_description or family.description
+                for family in map(get, names()) for arch in family.gguf_architectures}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +161,10 @@ def _read_header(path: str, size: int, mtime_ns: int) -> GGUFFile:
     finally:
         reader = None  # drop the memory map
     architecture = metadata.get("general.architecture")
-    if architecture not in SUPPORTED_GGUF_ARCHITECTURES:
-        supported = ", ".join(f"{k!r} ({v})" for k, v in SUPPORTED_GGUF_ARCHITECTURES.items())
-        raise ValueError(f"{file.name}: unsupported GGUF architecture {architecture!r}; "
-                         f"supported general.architecture values: {supported}")
+    try:
+        family = family_for_gguf_architecture(architecture)
+    except ValueError as error:
+        raise ValueError(f"{file.name}: {error}") from None
     if not infos:
         raise _unreadable(file, "it lists no tensors")
     end = max(offset + nbytes for _, _, _, offset, nbytes, _ in infos)
@@ -184,20 +172,19 @@ def _read_header(path: str, size: int, mtime_ns: int) -> GGUFFile:
         raise _unreadable(file, f"its tensors end at byte {end:,} but the file has {size:,} bytes")
     _check_types(file, infos)
     names = {name for name, *_ in infos}
-    config = _config(file, architecture, metadata, names,
+    config = _config(file, architecture, family, metadata, names,
                      rope_freqs=_rope_freqs(file, infos) if _ROPE_FREQS in names else None)
+    permuted = {"q_proj": config.num_attention_heads, "q_bias": config.num_attention_heads,
+                "k_proj": config.num_key_value_heads, "k_bias": config.num_key_value_heads}
     tensors: dict[str, GGUFTensor] = {}
     types: dict[str, int] = {}
     for order, (name, ggml_type, type_name, offset, nbytes, gguf_shape) in enumerate(infos):
         types[type_name] = types.get(type_name, 0) + 1
         if name == _ROPE_FREQS:
             continue  # read into the config above
-        hf_name = _hf_name(name)
-        heads = None
-        if architecture == "llama" and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-            heads = config.num_attention_heads
-        elif architecture == "llama" and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-            heads = config.num_key_value_heads
+        found = family.gguf_names.lookup(name)
+        hf_name = name if found is None else family.hf_names.name(*found)  # unmapped: reported as unexpected
+        heads = permuted.get(found[0]) if found is not None and family.gguf_permuted_qk else None
         tensors[hf_name] = GGUFTensor(file, hf_name, name, ggml_type, type_name, offset, nbytes,
                                       gguf_shape[::-1], order, heads)
     return GGUFFile(file, architecture, config, metadata, tensors, dict(sorted(types.items())),
@@ -212,7 +199,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
 
     Raises:
       ValueError: not a readable GGUF file (truncated or corrupt: one line naming the file), an
-        architecture other than :data:`SUPPORTED_GGUF_ARCHITECTURES` (listed), a tensor type the
+        architecture no registered family claims (the claimed ones listed), a tensor type the
         ``gguf`` package cannot dequantise, or metadata jaxalign's model cannot run.
       FileNotFoundError: no such file.
     """
@@ -226,15 +213,6 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
 def gguf_hidden_size(path: str | os.PathLike) -> int:
     """The model width (``{arch}.embedding_length``) of a GGUF file, from its header alone."""
     return read_gguf(path).config.hidden_size
-
-
-def _hf_name(name: str) -> str:
-    if name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[name]
-    parts = name.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _LAYER_NAMES:
-        return f"model.layers.{int(parts[1])}.{_LAYER_NAMES[parts[2]]}"
-    return name  # unmapped: the loader reports it as unexpected
 
 
 def _check_types(file: Path, infos: list[tuple]) -> None:
@@ -259,9 +237,13 @@ def _rope_freqs(file: Path, infos: list[tuple]) -> np.ndarray:
     return read_gguf_tensor(entry)
 
 
-def _config(file: Path, arch: str, meta: dict[str, Any], names: set[str],
+def _config(file: Path, arch: str, family: Family, meta: dict[str, Any], names: set[str],
             rope_freqs: np.ndarray | None) -> LlamaConfig:
-    """A :class:`LlamaConfig` from the ``{arch}.*`` metadata (and ``rope_freqs.weight`` for Llama 3.1+)."""
+    """A :class:`LlamaConfig` from the ``{arch}.*`` metadata (and ``rope_freqs.weight`` for Llama 3.1+).
+
+    The fields every family reads the same way are read here; ``family.config_from_gguf`` adds
+    its own (biases, ...) and builds the config.
+    """
     def get(key: str, default: Any = None) -> Any:
         value = meta.get(f"{arch}.{key}", default)
         return default if value is None else value
@@ -289,20 +271,17 @@ def _config(file: Path, arch: str, meta: dict[str, Any], names: set[str],
         raise ValueError(f"{file.name}: GGUF metadata gives no vocabulary size")
     max_positions = int(get("context_length", 8192))
     fields: dict[str, Any] = {}
-    if arch == "qwen2":
-        fields.update(qkv_bias=True, o_bias=False)
-    else:
-        fields.update(qkv_bias="blk.0.attn_q.bias" in names, o_bias="blk.0.attn_output.bias" in names)
     theta = float(get("rope.freq_base", 10_000.0))
     if rope_freqs is not None:
         fields.update(_llama3_rope(file, rope_freqs, head_dim, theta))
-    return LlamaConfig(
+    fields.update(
         vocab_size=int(vocab), hidden_size=hidden, intermediate_size=int(get("feed_forward_length")),
         num_hidden_layers=int(get("block_count")), num_attention_heads=heads,
         num_key_value_heads=int(get("attention.head_count_kv", heads)), head_dim=head_dim,
         rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)), rope_theta=theta,
-        max_position_embeddings=max_positions, tie_word_embeddings="output.weight" not in names,
-        model_type=arch, **fields)
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=family.gguf_names.name("lm_head") not in names)
+    return family.config_from_gguf(fields, meta, frozenset(names))
 
 
 def _llama3_rope(file: Path, divisors: np.ndarray, head_dim: int, theta: float) -> dict[str, Any]:

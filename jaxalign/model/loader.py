@@ -1,11 +1,13 @@
 """Load a Hugging Face checkpoint (safetensors) into the JAX :class:`Llama`, without PyTorch.
 
-Families: Llama 2/3/3.1/3.2, Qwen2/Qwen2.5 and Mistral (``model_type`` ``llama``, ``qwen2``,
-``mistral``; see :meth:`LlamaConfig.from_hf`). A ``.gguf`` file (or a folder holding one and no
-safetensors) is read by :mod:`jaxalign.model.gguf` into the same config and streamed through the
-same buffers, one dequantised tensor at a time. ``config.json`` is read and checked first, so an
-unsupported ``model_type`` is refused before any weight is read (for a Hub id: before any weight
-is downloaded).
+Families: whichever :mod:`jaxalign.model.families` has registered (built in: Llama 2/3/3.1/3.2,
+Qwen2/Qwen2.5 and Mistral, ``model_type`` ``llama``, ``qwen2``, ``mistral``). The family that
+claims ``config.json``'s ``model_type`` reads the config (:meth:`LlamaConfig.from_hf`) and names
+the tensors (its ``hf_names``); this module knows no family by name. A ``.gguf`` file (or a folder
+holding one and no safetensors) is read by :mod:`jaxalign.model.gguf` into the same config and
+streamed through the same buffers, one dequantised tensor at a time. ``config.json`` is read and
+checked first, so an unsupported ``model_type`` is refused before any weight is read (for a Hub
+id: before any weight is downloaded).
 
 Memory: the loader never holds two copies of the model in host memory. The ``safetensors``
 library (``safe_open``, numpy framework) lists each file's tensors from its header, then the
@@ -37,9 +39,8 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 
 from jaxalign.model.config import LlamaConfig
-from jaxalign.model.llama import (
-    LAYER_BIAS_NAMES, LAYER_PARAM_NAMES, LM, Llama, _canonical_dtype, layer_param_shapes,
-)
+from jaxalign.model.families.base import TensorNames, get
+from jaxalign.model.llama import LM, Llama, _canonical_dtype, layer_param_shapes
 from jaxalign.model.quantize import QUANTIZED_LAYER_PARAMS, Int8Weight, check_quantize, quantize_int8
 
 TINY_RANDOM = "tiny-random"
@@ -56,32 +57,6 @@ _HUB_PATTERNS = [
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
     "chat_template.jinja", "chat_template.json",
 ]
-# Tensors some checkpoints carry that the model recomputes (ignored when present).
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-
-# HF tensor name inside a layer -> (our stacked parameter, is a linear weight stored (out, in)).
-_HF_LAYER_TENSORS = {
-    "input_layernorm.weight": ("input_layernorm", False),
-    "self_attn.q_proj.weight": ("q_proj", True),
-    "self_attn.k_proj.weight": ("k_proj", True),
-    "self_attn.v_proj.weight": ("v_proj", True),
-    "self_attn.o_proj.weight": ("o_proj", True),
-    "post_attention_layernorm.weight": ("post_attention_layernorm", False),
-    "mlp.gate_proj.weight": ("gate_proj", True),
-    "mlp.up_proj.weight": ("up_proj", True),
-    "mlp.down_proj.weight": ("down_proj", True),
-}
-# Biases, expected only when the config has them (Qwen2: q/k/v; Llama attention_bias: q/k/v/o).
-_HF_LAYER_BIASES = {
-    "self_attn.q_proj.bias": ("q_bias", False),
-    "self_attn.k_proj.bias": ("k_bias", False),
-    "self_attn.v_proj.bias": ("v_bias", False),
-    "self_attn.o_proj.bias": ("o_bias", False),
-}
-assert {v[0] for v in _HF_LAYER_TENSORS.values()} == set(LAYER_PARAM_NAMES)
-assert {v[0] for v in _HF_LAYER_BIASES.values()} == set(LAYER_BIAS_NAMES)
-
-
 @dataclass(frozen=True)
 class _TensorEntry:
     """One tensor of a safetensors file, as its header describes it."""
@@ -95,7 +70,8 @@ class _TensorEntry:
 
 @dataclass(frozen=True)
 class _Target:
-    """Where one HF tensor goes: our parameter path, layer index (None if not stacked), HF shape."""
+    """Where one checkpoint tensor goes: our parameter path, layer index (None if not stacked), its
+    shape in the checkpoint, whether it is stored ``(out, in)``."""
 
     param: tuple[str, ...]
     layer: int | None
@@ -163,7 +139,7 @@ def auto_dtype(model: str | os.PathLike, mesh: Any = None) -> str:
 def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
                revision: str | None = None, seed: int = 0, tokenizer: Any = None,
                mesh: Any = None, quantize: str | None = None) -> LM:
-    """Load a Llama, Qwen2/Qwen2.5 or Mistral checkpoint as a frozen :class:`LM`.
+    """Load a checkpoint of a registered family (Llama, Qwen2/Qwen2.5, Mistral, ...) as a frozen :class:`LM`.
 
     Args:
       path_or_hub_id: a local folder with ``config.json`` and ``*.safetensors`` (single or sharded
@@ -218,7 +194,7 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: Any = jnp.bfloat16, *,
         folder = _resolve_folder(path_or_hub_id, revision)
     tensors = _index_safetensors(folder)
     targets = _expected_tensors(config)
-    _check_tensors(tensors, targets)
+    _check_tensors(tensors, targets, get(config.model_type).hf_names)
     if mesh is not None:
         from jaxalign.parallel import check_model_divisible
 
@@ -248,7 +224,7 @@ def _load_gguf(name: str | os.PathLike, file: Path, dtype: np.dtype, *, tokenize
     header = read_gguf(file)
     config = header.config
     targets = _expected_tensors(config)
-    _check_tensors(header.tensors, targets)
+    _check_tensors(header.tensors, targets, get(config.model_type).hf_names)
     if mesh is not None:
         from jaxalign.parallel import check_model_divisible
 
@@ -364,34 +340,44 @@ def _index_safetensors(folder: Path) -> dict[str, _TensorEntry]:
 
 
 def _expected_tensors(config: LlamaConfig) -> dict[str, _Target]:
-    """HF tensor name -> where it goes, for every tensor the checkpoint must hold."""
+    """Checkpoint tensor name -> where it goes, for every tensor the checkpoint must hold.
+
+    Names are the HF names of ``config``'s family (its ``hf_names``; a GGUF header is keyed by
+    them too). ``ValueError`` if the family names no tensor for a parameter the config needs.
+    """
+    names = get(config.model_type).hf_names
     vocab, d = config.vocab_size, config.hidden_size
+    shapes = layer_param_shapes(config)
+    unnamed = [p for p in ("embed_tokens", "norm", *(() if config.tie_word_embeddings else ("lm_head",)))
+               if p not in names.globals] + [p for p in shapes if p not in names.layer]
+    if unnamed:
+        raise ValueError(f"model family {config.model_type!r} names no checkpoint tensor for {unnamed}")
     targets = {
-        "model.embed_tokens.weight": _Target(("embed_tokens",), None, (vocab, d), False),
-        "model.norm.weight": _Target(("norm",), None, (d,), False),
+        names.name("embed_tokens"): _Target(("embed_tokens",), None, (vocab, d), False),
+        names.name("norm"): _Target(("norm",), None, (d,), False),
     }
     if not config.tie_word_embeddings:
-        targets["lm_head.weight"] = _Target(("lm_head",), None, (vocab, d), False)
-    shapes = layer_param_shapes(config)
-    layer_tensors = {**_HF_LAYER_TENSORS,
-                     **{k: v for k, v in _HF_LAYER_BIASES.items() if v[0] in shapes}}
+        targets[names.name("lm_head")] = _Target(("lm_head",), None, (vocab, d), False)
+    layer_params = [p for p in names.layer if p in shapes]  # the family's order (sequential reads)
     for layer in range(config.num_hidden_layers):
-        for hf_name, (param, transpose) in layer_tensors.items():
+        for param in layer_params:
+            transpose = param in names.transposed
             shape = shapes[param][1:]
             hf_shape = shape[::-1] if transpose else shape
-            targets[f"model.layers.{layer}.{hf_name}"] = _Target(("layers", param), layer, hf_shape, transpose)
+            targets[names.name(param, layer)] = _Target(("layers", param), layer, hf_shape, transpose)
     return targets
 
 
-def _check_tensors(tensors: dict[str, _TensorEntry], targets: dict[str, _Target]) -> None:
+def _check_tensors(tensors: dict[str, _TensorEntry], targets: dict[str, _Target], names: TensorNames) -> None:
     missing = [name for name in targets if name not in tensors]
     if missing:
         raise ValueError(f"checkpoint lacks {len(missing)} tensor(s) the config needs, e.g. "
                          f"{missing[:5]}")
-    tied_head = "lm_head.weight" not in targets
+    head = names.globals.get("lm_head")
+    tied_head = head not in targets
     unexpected = [name for name in tensors if name not in targets
-                  and not name.endswith(_IGNORED_SUFFIXES)
-                  and not (tied_head and name == "lm_head.weight")]
+                  and not name.endswith(names.ignored_suffixes)
+                  and not (tied_head and name == head)]
     if unexpected:
         raise ValueError(f"checkpoint has {len(unexpected)} unexpected tensor(s) for a model with "
                          f"this config (wrong architecture or num_hidden_layers?), e.g. {unexpected[:5]} "

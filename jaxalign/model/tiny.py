@@ -20,29 +20,22 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.model.config import LlamaConfig
+from jaxalign.model.families.base import get
 from jaxalign.model.llama import LM, Llama, _canonical_dtype, layer_param_shapes
 from jaxalign.model.quantize import Int8Weight, check_quantize, quantize_int8
 
 TINY_NAME = "tiny-random"
+TINY_FAMILY = "llama"     # the family whose "tiny" preset gives the shape
 TINY_INIT_STD = 0.2       # embeddings and layer weights
 TINY_HEAD_INIT_STD = 0.3  # LM head: sharper answer distributions, so prompts move answers more
 
 
 def tiny_config(vocab_size: int) -> LlamaConfig:
-    """The tiny preset's shape: 4 layers, d=64, 4 query heads / 2 KV heads (GQA), MLP 192, untied."""
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=192,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        rms_norm_eps=1e-5,
-        rope_theta=500_000.0,
-        max_position_embeddings=8192,
-        tie_word_embeddings=False,
-    )
+    """The tiny preset's shape: 4 layers, d=64, 4 query heads / 2 KV heads (GQA), MLP 192, untied.
+
+    The Llama family's ``"tiny"`` preset (:mod:`jaxalign.model.families.llama`).
+    """
+    return get(TINY_FAMILY).preset("tiny", vocab_size=vocab_size)
 
 
 def random_llama(config: LlamaConfig, *, dtype: Any = jnp.float32, seed: int = 0,
