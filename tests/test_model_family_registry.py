@@ -147,4 +147,4 @@ def test_unregistered_family_is_gone(tmp_path):
     with pytest.raises(ValueError, match="unsupported model_type 'toyllama'"):
         _load(folder)
     with pytest.raises(ValueError, match="unsupported model_type 'toyllama'"):
-        LlamaConfig(**{k: v for k, v in SHAPE.items()}, model_type="toyllama")
+        LlamaConfig(**SHAPE, model_type="toyllama")
