@@ -3,7 +3,6 @@ matrix, checked against independent recomputations (hand-computed cases and sepa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
