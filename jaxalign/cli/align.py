@@ -22,17 +22,6 @@ from jaxalign.cli.countries import select_all_countries
 from jaxalign.prompting.layout import SLOTS
 
 
-def _method(name: str) -> str:
-    """``--method``: a registered optimizer's name (the registry is imported only when parsing)."""
-    from jaxalign import optimizers
-
-    try:
-        optimizers.get(name)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return name
-
-
 def _loss(name: str) -> str:
     """``--loss``: a registered objective kind's name."""
     from jaxalign.survey.objectives import objective_kind
@@ -111,11 +100,13 @@ def add_align_command(subparsers: argparse._SubParsersAction) -> None:
         help="search a random subspace of this dimension (0: the full K x d space; steering: the full d)",
     )
     parser.add_argument(
-        "--method", default=defaults.method, type=_method, metavar="{de,gradient,hybrid,...}",
+        "--method", default=defaults.method, metavar="{de,gradient,hybrid,...}",
         help="de: the evosax --strategy; gradient: Adam on the expected-readout loss with the same "
              "forward-pass budget (a backward pass counted as two forwards); hybrid: the --strategy "
              "for --hybrid-fraction of the budget, then Adam from its best prompt; or any optimizer "
-             "registered with jaxalign.optimizers.register")
+             "registered with jaxalign.optimizers.register (checked before the model loads; the "
+             "registry is not imported while parsing: importing evosax would start the XLA backend "
+             "before --distributed can)")
     parser.add_argument(
         "--preset", default=None, choices=ALIGN_PRESETS,
         help="named optimizer settings (strategy, crossover rate, differential weight, dither, "
